@@ -1,0 +1,1 @@
+"""Model export (SavedModel, ONNX), parity verification and the ONNX-only predictor."""

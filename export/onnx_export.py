@@ -1,0 +1,50 @@
+"""ONNX export of the inference function with tf2onnx, with contract metadata and a full checker pass."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from export.contract import OPSET
+
+log = logging.getLogger(__name__)
+
+
+class OnnxExportError(RuntimeError):
+    pass
+
+
+def export_onnx(serve_fn, path: Path, metadata: dict[str, str]) -> None:
+    import onnx
+    import tf2onnx
+
+    tf2onnx_logger = logging.getLogger("tf2onnx")
+    previous = tf2onnx_logger.level
+    tf2onnx_logger.setLevel(logging.ERROR)
+    try:
+        model_proto, _ = tf2onnx.convert.from_function(serve_fn, input_signature=serve_fn.input_signature,
+                                                       opset=OPSET)
+    finally:
+        tf2onnx_logger.setLevel(previous)
+    model_proto.producer_name = "cifar10-job (tf2onnx)"
+    del model_proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = model_proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    try:
+        # tf2onnx writes a file even for unsupported ops: the full check (with shape inference) catches them.
+        onnx.checker.check_model(model_proto, full_check=True)
+    except Exception as exc:
+        raise OnnxExportError(f"the converted ONNX model fails onnx.checker ({exc})") from None
+    onnx.save(model_proto, str(path))
+
+
+def ort_session(path: Path, threads: int = 0):
+    import onnxruntime as ort
+
+    from job.resources import available_cpus
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or available_cpus()
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])

@@ -1,0 +1,111 @@
+"""Checkpoints for preemption-safe training: `<checkpoint_dir>/<run_id>/{state.json, model-*.keras}`.
+
+The model file (weights + optimizer state) is written first under a unique name, then `state.json`
+(epoch, step, history, the config fingerprint and the model file's sha256) replaces the old one: a
+crash at any point leaves the previous checkpoint intact. On resume, a checkpoint whose fingerprint
+or hash does not match is an error (exit 7), never a silent restart from scratch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from job.blobs import open_location
+from job.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+FINGERPRINT_KEYS = ("model", "width", "epochs", "batch_size", "optimizer", "learning_rate", "weight_decay",
+                    "label_smoothing", "augment", "seed", "limit", "val_fraction", "test_fraction")
+
+
+def fingerprint(cfg, splits) -> dict:
+    fp = {k: getattr(cfg, k) for k in FINGERPRINT_KEYS}
+    fp["data_sha256"] = splits.info.get("source_sha256", "")
+    fp["sizes"] = splits.info.get("sizes", {})
+    fp["class_names"] = splits.class_names
+    return fp
+
+
+@dataclass
+class State:
+    model: object
+    epoch: int
+    step: int
+    history: list
+    info: dict
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Checkpoints:
+    def __init__(self, root: str, run_id: str, s3_options=None):
+        self.location = f"{root.rstrip('/')}/{run_id}"
+        self.blobs = open_location(self.location, s3_options)
+
+    def save(self, model, fp: dict, *, epoch: int, step: int, history: list) -> None:
+        name = f"model-e{epoch:04d}-s{step:06d}.keras"
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / name
+            model.save(local)
+            state = {"epoch": epoch, "step": step, "history": history, "fingerprint": fp,
+                     "model_file": name, "model_sha256": _sha256(local)}
+            self.blobs.put_file(name, local)
+            previous = self._read_state(must_parse=False)
+            self.blobs.put_bytes("state.json", json.dumps(state, indent=1).encode())
+        if previous and previous.get("model_file") not in (None, name):
+            self.blobs.delete(previous["model_file"])
+        log.info("checkpoint saved: %s (epoch %d, step %d)", self.location, epoch, step)
+
+    def _read_state(self, must_parse: bool = True) -> dict | None:
+        raw = self.blobs.get_bytes("state.json")
+        if raw is None:
+            return None
+        try:
+            state = json.loads(raw)
+            if not isinstance(state, dict):
+                raise ValueError("not an object")
+            return state
+        except ValueError as exc:
+            if not must_parse:
+                return None
+            raise CheckpointError(f"checkpoint {self.location}/state.json is corrupt ({exc}); delete "
+                                  f"{self.location} to start over, or use another --run-id") from None
+
+    def load(self, fp: dict) -> State | None:
+        state = self._read_state()
+        if state is None:
+            return None
+        where = self.location
+        if state.get("fingerprint") != fp:
+            theirs = state.get("fingerprint") or {}
+            diff = sorted(k for k in set(fp) | set(theirs) if fp.get(k) != theirs.get(k))
+            raise CheckpointError(f"checkpoint {where} was written by a different configuration (differs in: "
+                                  f"{', '.join(diff) or 'format'}); use another --run-id or --checkpoint-dir")
+        import keras
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / "model.keras"
+            if not self.blobs.get_file(state.get("model_file", ""), local):
+                raise CheckpointError(f"checkpoint {where}: model file {state.get('model_file')} is missing; "
+                                      f"delete {where} to start over")
+            if _sha256(local) != state.get("model_sha256"):
+                raise CheckpointError(f"checkpoint {where}: model file does not match its sha256 (corrupt); "
+                                      f"delete {where} to start over")
+            try:
+                from job import train  # noqa: F401  (registers the custom LR schedule)
+                model = keras.models.load_model(local)
+            except Exception as exc:
+                raise CheckpointError(f"checkpoint {where}: model file cannot be loaded ({exc})") from None
+        info = {"location": where, "epoch": state["epoch"], "step": state["step"]}
+        return State(model, int(state["epoch"]), int(state["step"]), state.get("history", []), info)

@@ -1,0 +1,248 @@
+"""The one config object of a run, and how it is resolved.
+
+Every field has a default. Layers override them in this order, each later one winning:
+
+    defaults < preset < platform (SageMaker / Vertex AI conventions) < SageMaker hyperparameters
+             < environment (JOB_<FIELD>) < command-line flags
+
+The resolved config, with the layer that set each field, is logged and saved as `config.json`
+next to the artifacts. This module imports no TensorFlow: `--help` and config errors stay instant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
+
+from job.errors import ConfigError
+
+ENV_PREFIX = "JOB_"
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def _f(default, help, *, choices=None, group="train", metavar=None):
+    return field(default=default, metadata={"help": help, "choices": choices, "group": group, "metavar": metavar})
+
+
+@dataclass
+class Config:
+    # --- data
+    data: str = _f("auto", "data source: 'auto', 'keras', a cifar-10-python.tar.gz / cifar-10-batches-py folder, "
+                   "an image-folder tree (folder, .tar or .tar.gz), or an s3:// URI of one of those. "
+                   "'auto' = ../shared/data/cifar10-jpeg-train.tar.gz if present, else 'keras'",
+                   group="data", metavar="SOURCE")
+    limit: int = _f(0, "use a stratified subsample of N images (0 = all); for smoke runs", group="data", metavar="N")
+    val_fraction: float = _f(0.1, "validation split carved from train (stratified), for the curves", group="data")
+    test_fraction: float = _f(0.1, "test holdout carved when the source has no test split (stratified)", group="data")
+    cache_dir: str = _f("", "decoded-data and download cache (default $XDG_CACHE_HOME/cifar10-job)", group="data",
+                        metavar="DIR")
+    # --- model and training
+    preset: str = _f("seed", "named set of defaults: 'seed' (the reference recipe) or 'fast'",
+                     choices=("seed", "fast", "fast-long"))
+    model: str = _f("seed_cnn", "network architecture", choices=("seed_cnn", "fast_net"))
+    epochs: int = _f(10, "training epochs")
+    batch_size: int = _f(64, "training batch size")
+    optimizer: str = _f("adam", "optimizer", choices=("adam", "sgd"))
+    learning_rate: float = _f(1e-3, "peak learning rate")
+    weight_decay: float = _f(0.0, "decoupled weight decay (sgd) / L2 (adam)")
+    label_smoothing: float = _f(0.0, "label smoothing of the one-hot targets")
+    augment: bool = _f(False, "random crop (pad 4) + horizontal flip in the tf.data pipeline")
+    tta: bool = _f(False, "fold flip test-time augmentation into the exported inference function")
+    width: int = _f(64, "base channel width of fast_net")
+    seed: int = _f(42, "random seed for splits, shuffling and initialisation")
+    deterministic: bool = _f(True, "enable TensorFlow op determinism (slightly slower)")
+    threads: int = _f(0, "TensorFlow intra-op / ONNX Runtime threads (0 = CPUs this process may use)",
+                      group="runtime")
+    inter_op_threads: int = _f(0, "TensorFlow inter-op threads (0 = automatic)", group="runtime")
+    checkpoint_dir: str = _f("", "save a checkpoint each epoch and on SIGTERM; resume from it when the run id "
+                             "matches (local folder or s3://)", group="runtime", metavar="DIR")
+    log_dir: str = _f("", "write TensorBoard logs here", group="runtime", metavar="DIR")
+    # --- gates and export
+    min_accuracy: float = _f(0.0, "quality gate: fail (exit 6) if Keras test accuracy is below this (0..1)",
+                             group="gates")
+    parity_tolerance: float = _f(1e-4, "verification gate: max |prob difference| allowed between Keras, "
+                                 "SavedModel and ONNX Runtime", group="gates")
+    int8: bool = _f(False, "also export model.int8.onnx (ONNX Runtime static QDQ quantization)", group="gates")
+    int8_max_drop: float = _f(0.01, "publish model.int8.onnx only if its test accuracy is within this of float",
+                              group="gates")
+    # --- publish
+    out: str = _f("artifacts", "artifact store: a local folder or s3://bucket/prefix", group="publish",
+                  metavar="STORE")
+    run_id: str = _f("", "run name under the store (default: UTC time + preset + random suffix)",
+                     group="publish")
+    s3_endpoint: str = _f("", "S3 endpoint URL (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL / AWS)",
+                          group="publish", metavar="URL")
+    s3_region: str = _f("", "S3 region (default: AWS_REGION / AWS_DEFAULT_REGION / us-east-1)", group="publish")
+    s3_path_style: bool = _f(False, "path-style S3 addressing (MinIO, Ceph and most on-prem stores)",
+                             group="publish")
+    s3_retries: int = _f(5, "S3 attempts per request (botocore standard retry mode)", group="publish")
+    s3_timeout: float = _f(20.0, "S3 connect/read timeout in seconds", group="publish")
+
+    # Not settable: filled in by resolve() for the record.
+    sources: dict = field(default_factory=dict, metadata={"internal": True})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The reference recipe, faithfully: Sequential CNN, Adam 1e-3, 10 epochs, batch 64.
+    "seed": {},
+    # CPU-efficient conv-BN network with augmentation and a one-cycle SGD schedule (issue 6).
+    "fast": dict(model="fast_net", epochs=12, batch_size=512, optimizer="sgd", learning_rate=0.2,
+                 weight_decay=5e-4, label_smoothing=0.2, augment=True, tta=True, width=64),
+    "fast-long": dict(model="fast_net", epochs=40, batch_size=512, optimizer="sgd", learning_rate=0.2,
+                      weight_decay=5e-4, label_smoothing=0.2, augment=True, tta=True, width=64),
+}
+
+
+def settable_fields() -> list[dataclasses.Field]:
+    return [f for f in fields(Config) if not f.metadata.get("internal")]
+
+
+FIELD_NAMES = {f.name for f in settable_fields()}
+_TYPES = {f.name: f.type for f in settable_fields()}
+
+
+def parse_value(name: str, raw: Any, source: str) -> Any:
+    """Convert a raw (usually string) value to the field's type, or raise ConfigError naming the source."""
+    kind = _TYPES[name]
+    try:
+        if isinstance(raw, str):
+            raw = raw.strip()
+        if kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError("expected true/false")
+        if kind == "int":
+            if isinstance(raw, float) and not raw.is_integer():
+                raise ValueError("expected an integer")
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: invalid value {raw!r} for {name} ({exc}); expected {kind}") from None
+
+
+def env_layer(env: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
+    """JOB_EPOCHS=3 -> {'epochs': ('3', 'env JOB_EPOCHS')}. Unknown JOB_* names are an error (typos)."""
+    layer = {}
+    known_other = {"JOB_OPT_ML"}  # read by job.platform
+    for key, value in env.items():
+        if not key.startswith(ENV_PREFIX) or key in known_other:
+            continue
+        name = key[len(ENV_PREFIX):].lower()
+        if name not in FIELD_NAMES:
+            raise ConfigError(f"environment variable {key} is not a known setting; "
+                              f"see 'python -m job train --help' for the JOB_* names")
+        layer[name] = (value, f"env {key}")
+    return layer
+
+
+def hyperparameter_layer(hyperparameters: Mapping[str, Any]) -> dict[str, tuple[Any, str]]:
+    """SageMaker passes every hyperparameter as a string, sometimes JSON-quoted; names may use dashes."""
+    layer = {}
+    for key, value in hyperparameters.items():
+        name = key.replace("-", "_").lower()
+        if name not in FIELD_NAMES:
+            raise ConfigError(f"SageMaker hyperparameter {key!r} is not a known setting")
+        if isinstance(value, str):
+            try:
+                decoded = json.loads(value)
+                if isinstance(decoded, (str, int, float, bool)):
+                    value = decoded
+            except ValueError:
+                pass
+        layer[name] = (value, f"hyperparameter {key}")
+    return layer
+
+
+def resolve(cli: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
+            hyperparameters: Mapping[str, Any] | None = None,
+            platform_defaults: Mapping[str, Any] | None = None) -> Config:
+    """Merge all layers into one validated Config."""
+    env = os.environ if env is None else env
+    layers: list[tuple[str, dict[str, tuple[Any, str]]]] = [
+        ("platform", {k: (v, "platform") for k, v in (platform_defaults or {}).items()}),
+        ("hyperparameters", hyperparameter_layer(hyperparameters or {})),
+        ("env", env_layer(env)),
+        ("cli", {k: (v, f"--{k.replace('_', '-')}") for k, v in (cli or {}).items() if v is not None}),
+    ]
+    values: dict[str, Any] = {f.name: f.default for f in settable_fields()}
+    sources: dict[str, str] = {name: "default" for name in values}
+
+    preset = "seed"
+    for _, layer in layers:
+        if "preset" in layer:
+            raw, src = layer["preset"]
+            preset = parse_value("preset", raw, src)
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    for name, value in PRESETS[preset].items():
+        values[name] = value
+        sources[name] = f"preset {preset}"
+
+    for _, layer in layers:
+        for name, (raw, src) in layer.items():
+            values[name] = parse_value(name, raw, src)
+            sources[name] = src
+    values["preset"] = preset
+
+    cfg = Config(**values, sources=sources)
+    if not cfg.run_id:
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        cfg.run_id = f"{stamp}-{cfg.preset}-{secrets.token_hex(2)}"
+        cfg.sources["run_id"] = "generated"
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    def bad(name: str, why: str):
+        raise ConfigError(f"{name} = {getattr(cfg, name)!r} ({cfg.sources.get(name, 'default')}): {why}")
+
+    for f in settable_fields():
+        choices = f.metadata.get("choices")
+        if choices and getattr(cfg, f.name) not in choices:
+            bad(f.name, f"must be one of {', '.join(choices)}")
+    if cfg.epochs < 1:
+        bad("epochs", "must be at least 1")
+    if cfg.batch_size < 1:
+        bad("batch_size", "must be at least 1")
+    if cfg.limit < 0:
+        bad("limit", "must be 0 (all) or a positive number of images")
+    if not 0.0 < cfg.val_fraction < 0.5:
+        bad("val_fraction", "must be between 0 and 0.5")
+    if not 0.0 < cfg.test_fraction < 0.5:
+        bad("test_fraction", "must be between 0 and 0.5")
+    if not 0.0 <= cfg.min_accuracy <= 1.0:
+        bad("min_accuracy", "is a fraction between 0 and 1 (e.g. 0.65)")
+    if not 0.0 < cfg.parity_tolerance < 1.0:
+        bad("parity_tolerance", "must be between 0 and 1")
+    if cfg.learning_rate <= 0:
+        bad("learning_rate", "must be positive")
+    if not 0.0 <= cfg.label_smoothing < 1.0:
+        bad("label_smoothing", "must be in [0, 1)")
+    if cfg.threads < 0 or cfg.inter_op_threads < 0:
+        bad("threads", "must be 0 (automatic) or positive")
+    if cfg.s3_retries < 1 or cfg.s3_timeout <= 0:
+        bad("s3_retries", "retries must be >= 1 and the timeout positive")
+    if not RUN_ID_PATTERN.match(cfg.run_id):
+        bad("run_id", "use letters, digits, '.', '_' and '-' only (at most 128 characters)")
+    if cfg.out.startswith("s3://") and len(cfg.out) <= len("s3://"):
+        bad("out", "an S3 store needs a bucket: s3://bucket/prefix")

@@ -1,0 +1,223 @@
+"""Training: tf.data input, the optimizer and schedule, and an epoch loop that can stop and resume.
+
+`fit` is called once per epoch (initial_epoch=e, epochs=e+1) so that the data order and the
+augmentation of epoch e depend only on (seed, e): a run stopped by SIGTERM in the middle of an epoch
+saves a checkpoint (model + optimizer state, epoch, step, history) and, started again with the same
+run id and checkpoint dir, skips exactly the batches it had already trained on.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from job.config import Config
+from job.data import Splits
+from job import model as model_lib
+
+log = logging.getLogger(__name__)
+
+
+class Preempted(Exception):
+    """SIGTERM arrived; a checkpoint was saved. Exit 143 and restart with the same run id to resume."""
+
+
+@dataclass
+class TrainResult:
+    model: keras.Model
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    resumed_from: dict | None = None
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+@keras.saving.register_keras_serializable(package="job")
+class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up to `peak` over `warmup` of the steps, then linear decay to ~0 (airbench-style)."""
+
+    def __init__(self, peak: float, total_steps: int, warmup: float = 0.2):
+        self.peak, self.total_steps, self.warmup = float(peak), int(total_steps), float(warmup)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        total = float(max(self.total_steps, 1))
+        up = max(self.warmup * total, 1.0)
+        rise = step / up
+        fall = tf.maximum((total - step) / max(total - up, 1.0), 0.0)
+        return self.peak * tf.minimum(rise, fall)
+
+    def get_config(self):
+        return {"peak": self.peak, "total_steps": self.total_steps, "warmup": self.warmup}
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return max(1, -(-n // batch_size))
+
+
+def compile_model(cfg: Config, num_classes: int, train_size: int) -> keras.Model:
+    net = model_lib.build(cfg.model, num_classes, cfg.width)
+    if cfg.optimizer == "adam":
+        optimizer = keras.optimizers.Adam(learning_rate=cfg.learning_rate,
+                                          weight_decay=cfg.weight_decay or None)
+    else:
+        total = cfg.epochs * steps_per_epoch(train_size, cfg.batch_size)
+        optimizer = keras.optimizers.SGD(learning_rate=OneCycle(cfg.learning_rate, total), momentum=0.9,
+                                         nesterov=True, weight_decay=cfg.weight_decay or None)
+    net.compile(optimizer=optimizer,
+                loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+                metrics=["accuracy"])
+    return net
+
+
+def _augment_batch(images, seed):
+    """Random crop with 4-pixel reflect padding and horizontal flip, vectorised over the batch."""
+    n = tf.shape(images)[0]
+    padded = tf.pad(images, [[0, 0], [4, 4], [4, 4], [0, 0]], mode="REFLECT")
+    offsets = tf.random.stateless_uniform([n, 2], seed=seed, minval=0, maxval=9, dtype=tf.int32)
+    rows = offsets[:, :1] + tf.range(32)[None, :]
+    cols = offsets[:, 1:] + tf.range(32)[None, :]
+    cropped = tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
+    flip = tf.random.stateless_uniform([n], seed=seed + 1, minval=0, maxval=2, dtype=tf.int32) > 0
+    return tf.where(flip[:, None, None, None], tf.reverse(cropped, axis=[2]), cropped)
+
+
+def make_dataset(x: np.ndarray, y: np.ndarray, num_classes: int, batch_size: int, *, shuffle_seed: int | None = None,
+                 augment: bool = False, skip_batches: int = 0) -> tf.data.Dataset:
+    """uint8 images -> (float32 in [0, 1], one-hot). Shuffled with a fixed seed per epoch when asked."""
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=False)
+    ds = ds.batch(batch_size)
+    if skip_batches:
+        ds = ds.skip(skip_batches)
+    ds = ds.enumerate(start=skip_batches)
+
+    def prepare(index, batch):
+        images, labels = batch
+        images = tf.cast(images, tf.float32) / 255.0
+        if augment:
+            seed = tf.stack([tf.cast(shuffle_seed or 0, tf.int64), index])
+            images = _augment_batch(images, seed)
+        return images, tf.one_hot(labels, num_classes)
+
+    return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+
+class _StopOnSignal(keras.callbacks.Callback):
+    """Finishes the running step, then stops fit; counts the steps done in this epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.requested = False
+        self.steps_done = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.steps_done = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps_done += 1
+        if self.requested:
+            self.model.stop_training = True
+
+
+class _EpochLogger(keras.callbacks.Callback):
+    """Keras' own progress output would say "Epoch 3/3" with one fit() per epoch: a progress bar on a
+    terminal, one line per epoch otherwise (CI, container logs)."""
+
+    def __init__(self, epochs: int, steps: int, interactive: bool):
+        super().__init__()
+        self.epochs, self.steps, self.interactive = epochs, steps, interactive
+        self.bar, self.t0, self.epoch = None, 0.0, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch, self.t0 = epoch, time.perf_counter()
+        if self.interactive:
+            print(f"Epoch {epoch + 1}/{self.epochs}", flush=True)
+            self.bar = keras.utils.Progbar(self.steps, stateful_metrics=["loss", "accuracy"])
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.bar is not None:
+            self.bar.update(batch + 1, [(k, float(v)) for k, v in (logs or {}).items()])
+
+    def on_epoch_end(self, epoch, logs=None):
+        metrics = " - ".join(f"{k}: {float(v):.4f}" for k, v in (logs or {}).items() if k != "learning_rate")
+        print(f"Epoch {epoch + 1}/{self.epochs} - {time.perf_counter() - self.t0:.1f}s - {metrics}", flush=True)
+
+
+def train(cfg: Config, splits: Splits, checkpoints=None) -> TrainResult:
+    """Train cfg.model on splits.train with splits.val as validation data; resume from `checkpoints` if any."""
+    from job.checkpoint import fingerprint
+
+    num_classes = splits.num_classes
+    state = checkpoints.load(fingerprint(cfg, splits)) if checkpoints else None
+    if state:
+        net, history = state.model, list(state.history)
+        start_epoch, skip = state.epoch, state.step
+        log.info("resuming run %s at epoch %d, step %d", cfg.run_id, start_epoch + 1, skip)
+    else:
+        net, history, start_epoch, skip = compile_model(cfg, num_classes, len(splits.y_train)), [], 0, 0
+
+    stopper = _StopOnSignal()
+    previous = signal.signal(signal.SIGTERM, lambda *_: setattr(stopper, "requested", True))
+    callbacks: list = [stopper]
+    if cfg.log_dir:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=cfg.log_dir, update_freq="epoch"))
+    val_ds = make_dataset(splits.x_val, splits.y_val, num_classes, max(cfg.batch_size, 256))
+    steps = steps_per_epoch(len(splits.y_train), cfg.batch_size)
+    callbacks.append(_EpochLogger(cfg.epochs, steps, sys.stdout.isatty()))
+    started = time.perf_counter()
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            train_ds = make_dataset(splits.x_train, splits.y_train, num_classes, cfg.batch_size,
+                                    shuffle_seed=cfg.seed * 1000 + epoch, augment=cfg.augment, skip_batches=skip)
+            t0 = time.perf_counter()
+            fit = net.fit(train_ds, validation_data=val_ds, initial_epoch=epoch, epochs=epoch + 1,
+                          verbose=0, callbacks=callbacks, shuffle=False)
+            if stopper.requested:
+                step = skip + stopper.steps_done
+                if step >= steps:  # the signal came during the last step: the epoch is complete
+                    history.append(_epoch_record(epoch, fit.history, time.perf_counter() - t0, net))
+                    epoch, step = epoch + 1, 0
+                if checkpoints:
+                    checkpoints.save(net, fingerprint(cfg, splits), epoch=epoch, step=step, history=history)
+                    raise Preempted(f"stopped by SIGTERM at epoch {epoch + 1}, step {step}; checkpoint saved to "
+                                    f"{checkpoints.location}; start again with --run-id {cfg.run_id} to resume")
+                raise Preempted("stopped by SIGTERM; no --checkpoint-dir was set, so the run cannot resume")
+            history.append(_epoch_record(epoch, fit.history, time.perf_counter() - t0, net))
+            skip = 0
+            if checkpoints:
+                checkpoints.save(net, fingerprint(cfg, splits), epoch=epoch + 1, step=0, history=history)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return TrainResult(net, history, time.perf_counter() - started, state.info if state else None)
+
+
+def _epoch_record(epoch: int, logs: dict, seconds: float, net: keras.Model) -> dict:
+    record = {"epoch": epoch + 1, "seconds": round(seconds, 3)}
+    for key, values in logs.items():
+        record[key] = float(values[-1])
+    lr = net.optimizer.learning_rate
+    record["learning_rate"] = float(lr(net.optimizer.iterations) if callable(lr) else lr)
+    return record
+
+
+def write_history(history: list[dict], path: Path) -> None:
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)

@@ -1,0 +1,89 @@
+"""Small synthetic data made by the tests: image-folder trees, tars, CIFAR python batches."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def class_image(cls: int, rng: np.random.Generator, size=(32, 32)) -> np.ndarray:
+    """A learnable synthetic image: class-specific colour and stripe pattern plus noise."""
+    h, w = size[1], size[0]
+    base = np.zeros((h, w, 3), np.float32)
+    base[..., cls % 3] = 120 + 12 * cls
+    stripes = (np.arange(w)[None, :] // (2 + cls % 4)) % 2
+    base[..., (cls + 1) % 3] += 90 * (stripes if cls < 5 else stripes.T[:h, :w] if h == w else stripes)
+    noise = rng.normal(0, 12, size=base.shape)
+    return np.clip(base + noise, 0, 255).astype(np.uint8)
+
+
+def make_image_tree(root: Path, *, classes: int = 10, per_class: int = 12, test_per_class: int = 0,
+                    fmt: str = "png", seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", per_class), ("test", test_per_class)):
+        for c in range(classes if count else 0):
+            folder = root / split / CLASSES[c]
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                Image.fromarray(class_image(c, rng)).save(folder / f"{i:04d}.{fmt}")
+    return root
+
+
+def make_tar(src: Path, dest: Path, *, arc_prefix: str = "") -> Path:
+    mode = "w:gz" if dest.name.endswith(".gz") else "w"
+    with tarfile.open(dest, mode) as tar:
+        for path in sorted(src.rglob("*")):
+            tar.add(path, arcname=arc_prefix + path.relative_to(src).as_posix(), recursive=False)
+    return dest
+
+
+def add_tar_member(tar_path: Path, name: str, data: bytes = b"", *, symlink_to: str | None = None) -> None:
+    with tarfile.open(tar_path, "a") as tar:
+        info = tarfile.TarInfo(name)
+        if symlink_to is not None:
+            info.type, info.linkname = tarfile.SYMTYPE, symlink_to
+            tar.addfile(info)
+        else:
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def make_cifar_python(root: Path, *, per_batch: int = 20, seed: int = 0) -> Path:
+    """A miniature cifar-10-batches-py folder in the official pickle format."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+
+    def write(name, n):
+        labels = [int(i % 10) for i in range(n)]
+        data = np.stack([class_image(c, rng).transpose(2, 0, 1).reshape(-1) for c in labels])
+        with open(folder / name, "wb") as fh:
+            pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": data,
+                         b"filenames": [f"{i}.png".encode() for i in range(n)]}, fh)
+
+    for i in range(1, 6):
+        write(f"data_batch_{i}", per_batch)
+    write("test_batch", per_batch)
+    with open(folder / "batches.meta", "wb") as fh:
+        pickle.dump({b"label_names": [c.encode() for c in CLASSES], b"num_vis": 3072}, fh)
+    return folder
+
+
+def run_job(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: int = 600,
+            module: str = "job") -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("JOB_")}
+    full_env.update({"PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"})
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                          env=full_env, cwd=cwd or ROOT, timeout=timeout)
