@@ -244,5 +244,10 @@ def validate(cfg: Config) -> None:
         bad("s3_retries", "retries must be >= 1 and the timeout positive")
     if not RUN_ID_PATTERN.match(cfg.run_id):
         bad("run_id", "use letters, digits, '.', '_' and '-' only (at most 128 characters)")
-    if cfg.out.startswith("s3://") and len(cfg.out) <= len("s3://"):
-        bad("out", "an S3 store needs a bucket: s3://bucket/prefix")
+    for name in ("out", "data", "checkpoint_dir"):
+        value = getattr(cfg, name)
+        if "://" in value and not value.startswith("s3://"):
+            bad(name, "unsupported URI scheme; use a local path or s3://bucket/prefix (gs:// buckets: use the "
+                      "/gcs/ mount on Vertex AI)")
+        if value.startswith("s3://") and len(value.rstrip("/")) <= len("s3://"):
+            bad(name, "an s3:// URI needs a bucket: s3://bucket/prefix")

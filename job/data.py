@@ -87,7 +87,7 @@ def resolve_auto(spec: str) -> str:
     return "keras"
 
 
-def load(spec: str, cache_dir: Path | None = None, s3_client_factory=None) -> Dataset:
+def load(spec: str, cache_dir: Path | None = None, s3_options=None) -> Dataset:
     """Load a source spec into arrays (from the decode cache when possible)."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     spec = resolve_auto(spec)
@@ -95,7 +95,7 @@ def load(spec: str, cache_dir: Path | None = None, s3_client_factory=None) -> Da
         return _load_keras()
     if spec.startswith("s3://"):
         from job import s3
-        spec = str(s3.download_source(spec, cache_dir, s3_client_factory))
+        spec = str(s3.download_source(spec, cache_dir, s3_options))
     path = Path(spec)
     if not path.exists():
         raise DataError(f"data source {spec!r} does not exist; pass --data with a folder, .tar/.tar.gz, "

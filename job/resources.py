@@ -43,6 +43,10 @@ def configure_tensorflow(threads: int = 0, inter_op_threads: int = 0) -> tuple[i
 
     intra = threads or available_cpus()
     inter = inter_op_threads or min(2, intra)
-    tf.config.threading.set_intra_op_parallelism_threads(intra)
-    tf.config.threading.set_inter_op_parallelism_threads(inter)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
+    except RuntimeError:  # TensorFlow already ran an op in this process: its pools are fixed now
+        return (tf.config.threading.get_intra_op_parallelism_threads(),
+                tf.config.threading.get_inter_op_parallelism_threads())
     return intra, inter

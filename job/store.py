@@ -93,7 +93,4 @@ def open_store(cfg) -> Store:
     if cfg.out.startswith("s3://"):
         from job.s3 import S3Store, options_from_config
         return S3Store(cfg.out, options_from_config(cfg))
-    if "://" in cfg.out:
-        from job.errors import ConfigError
-        raise ConfigError(f"--out {cfg.out!r}: unsupported store; use a local folder or s3://bucket/prefix")
     return LocalStore(cfg.out)

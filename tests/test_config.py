@@ -1,0 +1,98 @@
+"""The config object: layers, parsing, validation, and the CLI around it (no TensorFlow involved)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from helpers import ROOT, run_job
+from job import config
+from job.errors import ConfigError
+
+
+def test_defaults_are_the_seed_recipe():
+    cfg = config.resolve({}, env={})
+    assert (cfg.preset, cfg.model, cfg.epochs, cfg.batch_size, cfg.optimizer, cfg.learning_rate) == \
+        ("seed", "seed_cnn", 10, 64, "adam", 1e-3)
+    assert not cfg.augment and cfg.label_smoothing == 0
+    assert cfg.sources["epochs"] == "default"
+
+
+def test_layers_override_in_order():
+    cfg = config.resolve({"epochs": 3}, env={"JOB_EPOCHS": "5", "JOB_BATCH_SIZE": "32"},
+                         hyperparameters={"batch-size": "16", "seed": "7"}, platform_defaults={"out": "/m"})
+    assert cfg.epochs == 3 and cfg.sources["epochs"] == "--epochs"
+    assert cfg.batch_size == 32 and cfg.sources["batch_size"] == "env JOB_BATCH_SIZE"
+    assert cfg.seed == 7 and cfg.sources["seed"] == "hyperparameter seed"
+    assert cfg.out == "/m" and cfg.sources["out"] == "platform"
+
+
+def test_preset_applies_below_every_explicit_layer():
+    cfg = config.resolve({}, env={"JOB_PRESET": "fast", "JOB_EPOCHS": "2"})
+    assert cfg.model == "fast_net" and cfg.augment and cfg.sources["model"] == "preset fast"
+    assert cfg.epochs == 2
+
+
+@pytest.mark.parametrize("env,fragment", [
+    ({"JOB_EPOCHS": "ten"}, "JOB_EPOCHS"),
+    ({"JOB_EPOCHS": "0"}, "epochs"),
+    ({"JOB_AUGMENT": "maybe"}, "JOB_AUGMENT"),
+    ({"JOB_EPOCS": "3"}, "JOB_EPOCS"),
+    ({"JOB_PRESET": "turbo"}, "preset"),
+    ({"JOB_RUN_ID": "../etc"}, "run_id"),
+    ({"JOB_MIN_ACCURACY": "65"}, "min_accuracy"),
+    ({"JOB_TEST_FRACTION": "0.9"}, "test_fraction"),
+])
+def test_bad_values_name_their_source(env, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        config.resolve({}, env=env)
+
+
+def test_sagemaker_hyperparameters_are_json_strings():
+    cfg = config.resolve({}, env={}, hyperparameters={"epochs": '"4"', "augment": "true", "learning-rate": "0.01"})
+    assert (cfg.epochs, cfg.augment, cfg.learning_rate) == (4, True, 0.01)
+    with pytest.raises(ConfigError, match="hyperparameter"):
+        config.resolve({}, env={}, hyperparameters={"epochz": "1"})
+
+
+def test_generated_run_id_is_valid_and_unique():
+    a, b = config.resolve({}, env={}), config.resolve({}, env={})
+    assert config.RUN_ID_PATTERN.match(a.run_id) and a.run_id != b.run_id and "seed" in a.run_id
+
+
+def test_help_and_config_paths_do_not_import_tensorflow():
+    code = ("import sys; from job.cli import build_parser, main; build_parser().format_help();"
+            "rc = main(['train', '--print-config', '--epochs', '2']);"
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TF imported'; sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["epochs"] == 2
+
+
+def test_cli_help_lists_exit_codes_and_env_names():
+    proc = run_job("train", "--help")
+    assert proc.returncode == 0
+    for text in ("JOB_EPOCHS", "--min-accuracy", "--limit", "143", "quality gate"):
+        assert text in proc.stdout
+
+
+@pytest.mark.parametrize("args,env", [
+    (["train", "--epochs", "x"], {}),
+    (["train", "--preset", "nope"], {}),
+    (["train", "--print-config"], {"JOB_BATCH_SIZE": "-1"}),
+    (["train", "--out", "gs://bucket/x", "--print-config"], {}),
+])
+def test_cli_config_errors_exit_2_with_one_line(args, env, tmp_path):
+    proc = run_job(*args, env=env)
+    assert proc.returncode == 2
+    if "--print-config" in args:  # our own errors: exactly one line on stderr
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: config error"), proc.stderr
+
+
+def test_print_config_records_sources(tmp_path):
+    proc = run_job("train", "--print-config", "--epochs", "3", env={"JOB_SEED": "9"})
+    cfg = json.loads(proc.stdout)
+    assert cfg["sources"]["epochs"] == "--epochs" and cfg["sources"]["seed"] == "env JOB_SEED"

@@ -1,0 +1,214 @@
+"""End to end on tiny synthetic data: every artifact, the manifest, ONNX without TensorFlow, the gates."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from helpers import ROOT, run_job
+from job.manifest import sha256_file, verify_manifest
+
+pytestmark = pytest.mark.slow
+
+EXPECTED_FILES = {"model.keras", "model.onnx", "metrics.json", "classification_report.txt", "curves.png",
+                  "confusion_matrix.png", "history.csv", "config.json", "manifest.json", "MODEL_CARD.md"}
+
+
+def test_run_folder_holds_every_artifact(trained_run):
+    run = trained_run["dir"]
+    names = {p.name for p in run.iterdir()}
+    assert EXPECTED_FILES <= names and (run / "saved_model" / "saved_model.pb").is_file()
+    assert [p.name for p in trained_run["out"].iterdir() if p.name.startswith(".")] == []  # no staging left
+
+
+def test_manifest_lists_every_file_with_its_hash(trained_run):
+    run = trained_run["dir"]
+    manifest = json.loads((run / "manifest.json").read_text())
+    listed = {f["path"]: f for f in manifest["files"]}
+    on_disk = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()} - {"manifest.json"}
+    assert set(listed) == on_disk and "saved_model/saved_model.pb" in listed
+    for rel, entry in listed.items():
+        assert entry["sha256"] == sha256_file(run / rel) and entry["bytes"] == (run / rel).stat().st_size
+    assert verify_manifest(run) == []
+
+
+def test_metrics_config_and_history_are_consistent(trained_run):
+    run = trained_run["dir"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["run_id"] == "tiny-1" and metrics["data"]["sizes"] == {"train": 100, "val": 10, "test": 10}
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and len(metrics["confusion_matrix"]) == 10
+    assert sum(map(sum, metrics["confusion_matrix"])) == 10
+    for cls in ("airplane", "truck", "macro avg", "weighted avg"):
+        assert {"precision", "recall", "f1-score", "support"} <= set(metrics["classification_report"][cls])
+    parity = metrics["parity"]
+    assert parity["onnxruntime"]["max_abs_diff"] <= 1e-4 and parity["onnxruntime"]["argmax_mismatches"] == 0
+    assert parity["onnxruntime"]["samples"] == 10 + 1 + 7 + 256
+    assert parity["savedmodel"]["argmax_agreement"] == 1.0
+    assert set(metrics["durations_s"]) >= {"data", "train", "evaluate", "export", "verify", "total"}
+    config = json.loads((run / "config.json").read_text())
+    assert config["epochs"] == 1 and config["sources"]["epochs"] == "--epochs"
+    rows = list(csv.DictReader((run / "history.csv").open()))
+    assert len(rows) == 1 and {"accuracy", "loss", "val_accuracy", "val_loss"} <= set(rows[0])
+    assert "precision" in (run / "classification_report.txt").read_text()
+    summary = trained_run["summary"]
+    assert summary["event"] == "run_complete" and summary["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    latest = json.loads((trained_run["out"] / "latest.json").read_text())
+    assert latest["run_id"] == "tiny-1"
+
+
+def test_pngs_are_real_images(trained_run):
+    from PIL import Image
+
+    for name in ("curves.png", "confusion_matrix.png"):
+        with Image.open(trained_run["dir"] / name) as im:
+            assert im.format == "PNG" and im.size[0] > 400
+
+
+ONNX_ONLY = """
+import json, sys
+import numpy as np, onnxruntime as ort
+x = np.load(sys.argv[2])
+s = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+p = s.run(["probabilities"], {"image": x})[0]
+assert "tensorflow" not in sys.modules and "keras" not in sys.modules
+np.save(sys.argv[3], p)
+print(json.loads(s.get_modelmeta().custom_metadata_map["class_names"])[0])
+"""
+
+
+def test_onnx_alone_without_tensorflow_predicts_what_keras_predicts(trained_run, tmp_path):
+    import keras
+
+    run = trained_run["dir"]
+    x = np.random.default_rng(1).integers(0, 256, (33, 32, 32, 3), dtype=np.uint8)
+    np.save(tmp_path / "x.npy", x)
+    proc = subprocess.run([sys.executable, "-c", ONNX_ONLY, str(run / "model.onnx"), str(tmp_path / "x.npy"),
+                           str(tmp_path / "p.npy")], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "airplane"
+    model = keras.models.load_model(run / "model.keras")
+    expected = model.predict(x.astype(np.float32) / 255.0, verbose=0)
+    onnx_probs = np.load(tmp_path / "p.npy")
+    assert np.abs(onnx_probs - expected).max() <= 1e-5
+    assert (onnx_probs.argmax(1) == expected.argmax(1)).all()
+
+
+def test_second_run_reads_the_decode_cache(trained_run, tmp_path):
+    proc = run_job("train", "--data", str(trained_run["data"]), "--out", str(tmp_path / "o"), "--run-id", "again",
+                   "--epochs", "1", "--cache-dir", str(trained_run["cache"]))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = json.loads((tmp_path / "o" / "again" / "metrics.json").read_text())
+    assert metrics["data"]["from_cache"] is True
+
+
+def test_quality_gate_fails_with_exit_6_and_publishes_nothing(trained_run, tmp_path):
+    out = tmp_path / "store"
+    proc = run_job("train", "--data", str(trained_run["data"]), "--out", str(out), "--epochs", "1",
+                   "--min-accuracy", "0.999", "--cache-dir", str(trained_run["cache"]))
+    assert proc.returncode == 6
+    assert [line for line in proc.stderr.splitlines() if line.startswith("error:")][0].count("min-accuracy") == 1
+    assert list(out.iterdir()) == []
+
+
+def test_storage_error_before_training(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    proc = run_job("train", "--out", str(blocker / "store"), "--data", "/nonexistent")
+    assert proc.returncode == 4 and "local store" in proc.stderr and "stage train" not in proc.stderr
+
+
+# ---------------------------------------------------------------- the verification gate, in process
+
+@pytest.fixture(scope="module")
+def tiny_state(tiny_tar, tmp_path_factory):
+    """Config + splits + a trained model, in this process."""
+    from job import config, data, train
+
+    cache = tmp_path_factory.mktemp("cache")
+    cfg = config.resolve({"data": str(tiny_tar), "epochs": 1, "cache_dir": str(cache)}, env={})
+    splits = data.split(data.load(cfg.data, cache), val_fraction=0.1, test_fraction=0.1, seed=cfg.seed)
+    train.seed_everything(cfg.seed, True)
+    return cfg, splits, train.train(cfg, splits).model
+
+
+def _export(tmp_path, cfg, splits, model):
+    from export import contract
+    from export.inference import inference_function, predict
+    from export.onnx_export import export_onnx
+    from export.savedmodel import export_savedmodel
+
+    serve = inference_function(model)
+    export_savedmodel(model, serve, tmp_path / "saved_model")
+    export_onnx(serve, tmp_path / "model.onnx", contract.metadata(splits.class_names, run_id="t", preset="seed",
+                                                                  test_accuracy=0.5, tta=False, versions={}))
+    return serve, predict(serve, splits.x_test)
+
+
+def test_gate_passes_for_a_faithful_export(tiny_state, tmp_path):
+    from job.pipeline import verify
+
+    cfg, splits, model = tiny_state
+    serve, probs = _export(tmp_path, cfg, splits, model)
+    report = verify(tmp_path, serve, splits, cfg, probs)
+    assert report["onnxruntime"]["argmax_agreement"] == 1.0
+
+
+def test_gate_fails_on_a_perturbed_onnx_model(tiny_state, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    from job.errors import ParityError
+    from job.pipeline import verify
+
+    cfg, splits, model = tiny_state
+    serve, probs = _export(tmp_path, cfg, splits, model)
+    proto = onnx.load(tmp_path / "model.onnx")
+    biggest = max(proto.graph.initializer, key=lambda t: np.prod(t.dims))
+    weights = numpy_helper.to_array(biggest)
+    biggest.CopyFrom(numpy_helper.from_array((weights * -1.5).astype(weights.dtype), biggest.name))
+    onnx.save(proto, tmp_path / "model.onnx")
+    with pytest.raises(ParityError, match="onnxruntime disagrees"):
+        verify(tmp_path, serve, splits, cfg, probs)
+
+
+def test_gate_fails_on_a_corrupted_onnx_file(tiny_state, tmp_path):
+    from job.errors import ParityError
+    from job.pipeline import verify
+
+    cfg, splits, model = tiny_state
+    serve, probs = _export(tmp_path, cfg, splits, model)
+    raw = (tmp_path / "model.onnx").read_bytes()
+    (tmp_path / "model.onnx").write_bytes(raw[: len(raw) // 3])
+    with pytest.raises(ParityError, match="cannot load"):
+        verify(tmp_path, serve, splits, cfg, probs)
+
+
+def test_failed_gate_publishes_nothing(tiny_state, tmp_path, monkeypatch):
+    """The whole pipeline with an export that writes a wrong model: exit code 5 path, empty store."""
+    import onnx
+    from onnx import numpy_helper
+
+    import export.onnx_export as onnx_export
+    from job import pipeline
+    from job.errors import ParityError
+    from job.platform import Platform
+
+    cfg, splits, _ = tiny_state
+    real = onnx_export.export_onnx
+
+    def export_then_damage(serve_fn, path, metadata):
+        real(serve_fn, path, metadata)
+        proto = onnx.load(path)
+        t = max(proto.graph.initializer, key=lambda t: np.prod(t.dims))
+        t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t) * 0.0, t.name))
+        onnx.save(proto, path)
+
+    monkeypatch.setattr(onnx_export, "export_onnx", export_then_damage)
+    cfg.out, cfg.run_id = str(tmp_path / "store"), "damaged"
+    with pytest.raises(ParityError) as err:
+        pipeline.run(cfg, Platform())
+    assert err.value.exit_code == 5
+    assert list((tmp_path / "store").iterdir()) == []
