@@ -224,11 +224,12 @@ def download_source(uri: str, cache_dir: Path, options: S3Options | None = None)
     bucket, key = parse_uri(uri)
     client = make_client(options)
     dest_root = Path(cache_dir) / "s3" / bucket
+    marker_root = Path(cache_dir) / "s3-etags" / bucket  # kept apart: a downloaded tree holds only its files
     try:
         if key:
             try:
                 head = client.head_object(Bucket=bucket, Key=key)
-                return _download_object(client, bucket, key, head, dest_root / key)
+                return _download_object(client, bucket, key, head, dest_root / key, marker_root / key)
             except _s3_errors()[1] as exc:
                 if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 404:
                     raise
@@ -245,7 +246,7 @@ def download_source(uri: str, cache_dir: Path, options: S3Options | None = None)
             if rel.startswith("/") or ".." in rel.split("/"):
                 raise DataError(f"--data {uri}: unsafe object key {obj['Key']!r}; refusing it")
             head = client.head_object(Bucket=bucket, Key=obj["Key"])
-            _download_object(client, bucket, obj["Key"], head, dest_root / key / rel)
+            _download_object(client, bucket, obj["Key"], head, dest_root / key / rel, marker_root / obj["Key"])
         return dest_root / key
     except DataError:
         raise
@@ -253,9 +254,10 @@ def download_source(uri: str, cache_dir: Path, options: S3Options | None = None)
         raise DataError("--data: " + explain(exc, client, bucket, f"read {uri} from")) from None
 
 
-def _download_object(client, bucket: str, key: str, head: dict, dest: Path) -> Path:
+def _download_object(client, bucket: str, key: str, head: dict, dest: Path, marker: Path) -> Path:
+    """Download unless the cached copy has the same ETag and size; verify before it replaces anything."""
     etag, size = head.get("ETag", "").strip('"'), head["ContentLength"]
-    marker = dest.with_name(dest.name + ".etag")
+    marker = marker.with_name(marker.name + ".etag")
     if dest.is_file() and marker.is_file() and marker.read_text() == etag and dest.stat().st_size == size:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -267,6 +269,7 @@ def _download_object(client, bucket: str, key: str, head: dict, dest: Path) -> P
         os.replace(tmp, dest)
     finally:
         Path(tmp).unlink(missing_ok=True)
+    marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(etag)
     return dest
 

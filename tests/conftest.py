@@ -1,4 +1,5 @@
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -26,3 +27,41 @@ def trained_run(tmp_path_factory, tiny_tar):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     return {"dir": out / "tiny-1", "out": out, "summary": summary, "proc": proc, "cache": cache, "data": tiny_tar}
+
+
+# ---------------------------------------------------------------- S3: a real server on 127.0.0.1
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    from s3_server import start_server
+
+    endpoint, server = start_server()
+    yield endpoint
+    if server:
+        server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_endpoint, monkeypatch):
+    """Environment of a job talking to the test server; the secret is unique so leaks can be searched for."""
+    import secrets as _secrets
+
+    env = {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "testing-key-id")
+           if os.environ.get("S3_TEST_ENDPOINT") else "testing-key-id",
+           "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "")
+           if os.environ.get("S3_TEST_ENDPOINT") else "s3cr3t-" + _secrets.token_hex(12)}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+@pytest.fixture
+def bucket(s3_env):
+    import secrets as _secrets
+
+    from job.s3 import make_client
+
+    name = "test-" + _secrets.token_hex(6)
+    make_client().create_bucket(Bucket=name)
+    return name
