@@ -250,7 +250,7 @@ def _list_entries(path: Path) -> Iterator[tuple[str, object]]:
     try:
         with tarfile.open(path, "r:*") as tar:
             for member in tar:
-                name = _safe_member_name(path, member)
+                name = safe_member_name(path, member)
                 if member.isdir():
                     yield name.rstrip("/") + "/", None
                 else:
@@ -262,7 +262,7 @@ def _list_entries(path: Path) -> Iterator[tuple[str, object]]:
         raise DataError(f"{path}: unreadable archive ({exc}); re-download or re-create it") from None
 
 
-def _safe_member_name(archive: Path, member: tarfile.TarInfo) -> str:
+def safe_member_name(archive: Path, member: tarfile.TarInfo) -> str:
     name = member.name
     parts = PurePosixPath(name).parts
     if name.startswith("/") or ".." in parts or (parts and ":" in parts[0]):
