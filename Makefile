@@ -24,23 +24,33 @@ $(STAMP): requirements-dev.lock pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
 
+# The Node.js consumer's dependencies, when npm exists (its CPU binding ships in the package; the optional
+# CUDA download is skipped because it needs a host this machine cannot reach).
+NODE_STAMP := examples/node/node_modules/.installed
+$(NODE_STAMP): examples/node/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  cd examples/node && ONNXRUNTIME_NODE_INSTALL_CUDA=skip npm ci --no-audit --no-fund --loglevel=error \
+	  && touch node_modules/.installed; \
+	else echo "npm not found: the Node.js consumer test will be skipped"; fi
+
 train: $(STAMP)
 	$(PY) -m job train $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not image" $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m bench.run $(if $(QUICK),--quick) $(ARGS)
 
 image:
+	infra/image/install-engine.sh
 	infra/image/build.sh
 
-test-image: $(STAMP)
-	infra/image/build.sh && $(PY) -m pytest -m image tests/test_image.py $(PYTEST_ARGS)
+test-image: $(STAMP) image
+	$(PY) -m pytest -m image -s tests/test_image.py $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/hadolint Dockerfile

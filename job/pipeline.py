@@ -66,11 +66,11 @@ def run(cfg: Config, platform) -> dict:
     from job.store import open_store
 
     timer = Timer()
+    if not platform.is_chief:  # multi-worker: only the chief touches the store
+        return _run_worker(cfg, platform, timer)
     store = open_store(cfg)
     with timer.stage("store_check"):
         store.probe()  # fail fast: before any data is read or any step is trained
-    if not platform.is_chief:
-        return _run_worker(cfg, platform, timer)
 
     staging = store.staging_dir(cfg.run_id)
     try:
@@ -80,7 +80,7 @@ def run(cfg: Config, platform) -> dict:
     return summary
 
 
-def _prepare(cfg: Config, timer: Timer):
+def _prepare(cfg: Config, timer: Timer, platform=None):
     from job import data
 
     with timer.stage("data"):  # before TensorFlow is imported: a bad source fails in well under a second
@@ -92,6 +92,8 @@ def _prepare(cfg: Config, timer: Timer):
         from job.resources import configure_tensorflow
         threads = configure_tensorflow(cfg.threads, cfg.inter_op_threads)
         from job import train as train_lib
+        if platform is not None and platform.num_workers > 1:
+            train_lib.use_multi_worker_strategy()  # before any other TensorFlow op
         train_lib.seed_everything(cfg.seed, cfg.deterministic)
     log.info("data: %s (%s) train=%d val=%d test=%d, %d classes%s", splits.info["source"],
              splits.info["test_split"], *splits.info["sizes"].values(), splits.num_classes,
@@ -115,7 +117,7 @@ def _checkpoints(cfg: Config):
 
 def _run_worker(cfg: Config, platform, timer: Timer) -> dict:
     """A non-chief multi-worker replica trains in lockstep with the chief and writes nothing to the store."""
-    splits, _, train_lib = _prepare(cfg, timer)
+    splits, _, train_lib = _prepare(cfg, timer, platform)
     with timer.stage("train"):
         train_lib.train(cfg, splits, None)
     return {"run_id": cfg.run_id, "role": "worker", "published": False, "durations_s": timer.stages}
@@ -126,7 +128,7 @@ def _run_stages(cfg: Config, platform, timer: Timer, store, run_dir: Path) -> di
 
     from job import evaluate as ev
 
-    splits, threads, train_lib = _prepare(cfg, timer)
+    splits, threads, train_lib = _prepare(cfg, timer, platform)
     with timer.stage("train"):
         result = train_lib.train(cfg, splits, _checkpoints(cfg))
     net = result.model
@@ -176,6 +178,7 @@ def _run_stages(cfg: Config, platform, timer: Timer, store, run_dir: Path) -> di
             "training": {"epochs": cfg.epochs, "seconds": round(result.seconds, 3),
                          "images_per_second": round(len(splits.y_train) * len(result.history)
                                                     / max(result.seconds, 1e-9), 1),
+                         "optimizer_steps": int(net.optimizer.iterations.numpy()),
                          "resumed_from": result.resumed_from, "final": result.history[-1] if result.history else {}},
             "threads": {"intra_op": threads[0], "inter_op": threads[1]},
             "versions": versions(),

@@ -39,6 +39,21 @@ class TrainResult:
     resumed_from: dict | None = None
 
 
+_STRATEGY = None
+
+
+def use_multi_worker_strategy() -> None:
+    """TF_CONFIG names several workers: synchronous data-parallel training across them (all-reduce)."""
+    global _STRATEGY
+    _STRATEGY = tf.distribute.MultiWorkerMirroredStrategy()
+    log.info("multi-worker training: %d replicas in sync", _STRATEGY.num_replicas_in_sync)
+
+
+def _scope():
+    import contextlib
+    return _STRATEGY.scope() if _STRATEGY is not None else contextlib.nullcontext()
+
+
 def seed_everything(seed: int, deterministic: bool) -> None:
     keras.utils.set_random_seed(seed)
     if deterministic:
@@ -163,13 +178,21 @@ def train(cfg: Config, splits: Splits, checkpoints=None) -> TrainResult:
     from job.checkpoint import fingerprint
 
     num_classes = splits.num_classes
-    state = checkpoints.load(fingerprint(cfg, splits)) if checkpoints else None
-    if state:
-        net, history = state.model, list(state.history)
-        start_epoch, skip = state.epoch, state.step
-        log.info("resuming run %s at epoch %d, step %d", cfg.run_id, start_epoch + 1, skip)
-    else:
-        net, history, start_epoch, skip = compile_model(cfg, num_classes, len(splits.y_train)), [], 0, 0
+    if _STRATEGY is not None:
+        from job.distributed import train_multi_worker
+        if checkpoints:
+            log.warning("multi-worker training does not checkpoint/resume; --checkpoint-dir is ignored")
+        net, history, seconds = train_multi_worker(cfg, splits, _STRATEGY, compile_model, make_dataset,
+                                                   _epoch_record)
+        return TrainResult(net, history, seconds)
+    with _scope():
+        state = checkpoints.load(fingerprint(cfg, splits)) if checkpoints else None
+        if state:
+            net, history = state.model, list(state.history)
+            start_epoch, skip = state.epoch, state.step
+            log.info("resuming run %s at epoch %d, step %d", cfg.run_id, start_epoch + 1, skip)
+        else:
+            net, history, start_epoch, skip = compile_model(cfg, num_classes, len(splits.y_train)), [], 0, 0
 
     stopper = _StopOnSignal()
     previous = signal.signal(signal.SIGTERM, lambda *_: setattr(stopper, "requested", True))
@@ -210,8 +233,8 @@ def _epoch_record(epoch: int, logs: dict, seconds: float, net: keras.Model) -> d
     record = {"epoch": epoch + 1, "seconds": round(seconds, 3)}
     for key, values in logs.items():
         record[key] = float(values[-1])
-    lr = net.optimizer.learning_rate
-    record["learning_rate"] = float(lr(net.optimizer.iterations) if callable(lr) else lr)
+    # Keras evaluates a schedule at the current step here; a variable may be mirrored across workers.
+    record["learning_rate"] = float(keras.ops.convert_to_numpy(net.optimizer.learning_rate))
     return record
 
 

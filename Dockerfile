@@ -1,0 +1,56 @@
+# syntax=docker/dockerfile:1
+# CIFAR-10 training job image.
+#   docker build -t cifar10-job .                                     # CPU (tensorflow-cpu from the lock)
+#   docker build --build-arg VARIANT=gpu -t cifar10-job:gpu .          # GPU: tensorflow[and-cuda], same versions
+#   docker run --rm -v "$PWD/artifacts:/artifacts" cifar10-job train --out /artifacts --epochs 1
+# Pin the base by digest in production: --build-arg BASE_IMAGE=python:3.11-slim-bookworm@sha256:...
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+
+FROM ${BASE_IMAGE} AS build
+ARG VARIANT=cpu
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+SHELL ["/bin/sh", "-eu", "-c"]
+WORKDIR /src
+COPY requirements.lock ./
+# The GPU variant swaps the CPU wheel for the CUDA one at the same version; CUDA libraries come as
+# pip wheels (nvidia-*), so the base image stays the same and only the host needs the NVIDIA driver.
+RUN python3 -m venv /opt/venv \
+ && if [ "$VARIANT" = gpu ]; then sed -i 's/^tensorflow-cpu==/tensorflow[and-cuda]==/' requirements.lock; fi \
+ && /opt/venv/bin/pip install --no-cache-dir --upgrade "pip>=24" \
+ && /opt/venv/bin/pip install --no-cache-dir -r requirements.lock
+COPY pyproject.toml README.md ./
+COPY job ./job
+COPY export ./export
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation . \
+ && /opt/venv/bin/python -m compileall -q /opt/venv/lib
+
+FROM ${BASE_IMAGE}
+ARG VARIANT=cpu
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG CREATED=unknown
+LABEL org.opencontainers.image.title="cifar10-job" \
+      org.opencontainers.image.description="CIFAR-10 Keras CNN training job: SavedModel + ONNX export, parity-verified, published to a folder or S3" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      io.cifar10-job.variant="${VARIANT}"
+# A fixed, non-root uid/gid: Kubernetes securityContext (runAsUser 10001) and volume permissions rely on it.
+RUN groupadd --gid 10001 job && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /tmp job \
+ && mkdir -p /artifacts /data /checkpoints && chown 10001:10001 /artifacts /data /checkpoints
+COPY --from=build /opt/venv /opt/venv
+# Everything the job writes goes to /tmp or the mounted volumes: the root filesystem can be read-only.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HOME=/tmp \
+    XDG_CACHE_HOME=/tmp/cache \
+    KERAS_HOME=/tmp/keras \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    TF_CPP_MIN_LOG_LEVEL=2 \
+    JOB_OUT=/artifacts
+WORKDIR /tmp
+USER 10001:10001
+ENTRYPOINT ["python", "-m", "job"]
+CMD ["train"]
