@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from export.contract import OPSET
+from export.contract import INPUT_NAME, OPSET
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,10 @@ def export_onnx(serve_fn, path: Path, metadata: dict[str, str]) -> None:
     for key, value in metadata.items():
         entry = model_proto.metadata_props.add()
         entry.key, entry.value = key, value
+    inputs = [i.name for i in model_proto.graph.input if i.name not in {t.name for t in model_proto.graph.initializer}]
+    if inputs != [INPUT_NAME]:
+        raise OnnxExportError(f"the converted graph has inputs {inputs}, expected only {INPUT_NAME!r} "
+                              "(model state was captured as an input instead of a constant)")
     try:
         # tf2onnx writes a file even for unsupported ops: the full check (with shape inference) catches them.
         onnx.checker.check_model(model_proto, full_check=True)

@@ -8,7 +8,6 @@ or hash does not match is an error (exit 7), never a silent restart from scratch
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import tempfile
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from job.blobs import open_location
 from job.errors import CheckpointError
+from job.manifest import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +41,6 @@ class State:
     info: dict
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class Checkpoints:
     def __init__(self, root: str, run_id: str, s3_options=None):
         self.location = f"{root.rstrip('/')}/{run_id}"
@@ -60,7 +52,7 @@ class Checkpoints:
             local = Path(tmp) / name
             model.save(local)
             state = {"epoch": epoch, "step": step, "history": history, "fingerprint": fp,
-                     "model_file": name, "model_sha256": _sha256(local)}
+                     "model_file": name, "model_sha256": sha256_file(local)}
             self.blobs.put_file(name, local)
             previous = self._read_state(must_parse=False)
             self.blobs.put_bytes("state.json", json.dumps(state, indent=1).encode())
@@ -99,7 +91,7 @@ class Checkpoints:
             if not self.blobs.get_file(state.get("model_file", ""), local):
                 raise CheckpointError(f"checkpoint {where}: model file {state.get('model_file')} is missing; "
                                       f"delete {where} to start over")
-            if _sha256(local) != state.get("model_sha256"):
+            if sha256_file(local) != state.get("model_sha256"):
                 raise CheckpointError(f"checkpoint {where}: model file does not match its sha256 (corrupt); "
                                       f"delete {where} to start over")
             try:

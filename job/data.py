@@ -168,12 +168,10 @@ def stratified_subsample(y: np.ndarray, n: int, rng: np.random.Generator) -> np.
 
 def source_sha256(path: Path) -> str:
     """sha256 of a file, or of a folder tree (relative paths + contents, in sorted order)."""
-    h = hashlib.sha256()
     if path.is_file():
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        return h.hexdigest()
+        from job.manifest import sha256_file
+        return sha256_file(path)
+    h = hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         h.update(file.relative_to(path).as_posix().encode() + b"\0")
         h.update(file.read_bytes())

@@ -44,7 +44,8 @@ def _conv_bn(x, filters: int):
 def fast_net(num_classes: int = 10, width: int = 64) -> keras.Model:
     """airbench-style conv-BN network: stem, three blocks of (conv-pool-BN-ReLU, conv-BN-ReLU), max-pool head."""
     inputs = keras.Input(shape=(32, 32, 3), name="image")
-    x = layers.Normalization(mean=list(CIFAR_MEAN), variance=[s * s for s in CIFAR_STD])(inputs)
+    # Per-channel whitening as constants (a Normalization layer's state would become extra ONNX inputs).
+    x = layers.Rescaling(scale=[1 / s for s in CIFAR_STD], offset=[-m / s for m, s in zip(CIFAR_MEAN, CIFAR_STD)])(inputs)
     x = _conv_bn(x, width // 2)
     for filters in (width, width * 4, width * 4):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal")(x)

@@ -164,6 +164,14 @@ def _run_stages(cfg: Config, platform, timer: Timer, store, run_dir: Path) -> di
              parity["onnxruntime"]["max_abs_diff"], parity["savedmodel"]["max_abs_diff"],
              parity["onnx_test_accuracy"])
 
+    int8 = None
+    if cfg.int8:
+        with timer.stage("quantize"):
+            int8 = quantize(run_dir, splits, cfg, parity)
+        log.info("int8: test accuracy %.4f (drop %.4f), argmax agreement with float %.4f, %s",
+                 int8["test_accuracy"], int8["accuracy_drop"], int8["argmax_agreement"],
+                 "published" if int8["published"] else "not published: " + int8["reason"])
+
     with timer.stage("report"):
         from job.train import write_history
         write_history(result.history, run_dir / "history.csv")
@@ -181,6 +189,7 @@ def _run_stages(cfg: Config, platform, timer: Timer, store, run_dir: Path) -> di
                          "optimizer_steps": int(net.optimizer.iterations.numpy()),
                          "resumed_from": result.resumed_from, "final": result.history[-1] if result.history else {}},
             "threads": {"intra_op": threads[0], "inter_op": threads[1]},
+            **({"int8": int8} if int8 else {}),
             "versions": versions(),
         }
         from job.model_card import write_model_card
@@ -238,4 +247,31 @@ def verify(run_dir: Path, serve, splits, cfg: Config, keras_test_probs) -> dict:
         raise ParityError(f"{worst.backend} disagrees with Keras: max |dprob| {worst.max_abs_diff:.3g} "
                           f"(tolerance {cfg.parity_tolerance:g}), {worst.argmax_mismatches} argmax mismatches "
                           f"of {worst.samples}; nothing was published")
+    return report
+
+
+def quantize(run_dir: Path, splits, cfg: Config, parity: dict) -> dict:
+    """model.int8.onnx, kept only when its test accuracy is within cfg.int8_max_drop of the float model's."""
+    import numpy as np
+
+    from export.onnx_export import ort_session
+    from export.parity import run_onnx
+    from export.quantize import quantize_int8
+
+    rng = np.random.default_rng(cfg.seed)
+    calibration = splits.x_train[rng.choice(len(splits.x_train), min(1024, len(splits.x_train)), replace=False)]
+    path = run_dir / "model.int8.onnx"
+    quantize_int8(run_dir / "model.onnx", path, calibration)
+    float_probs = run_onnx(ort_session(run_dir / "model.onnx", cfg.threads), splits.x_test)
+    int8_probs = run_onnx(ort_session(path, cfg.threads), splits.x_test)
+    accuracy = float(np.mean(int8_probs.argmax(1) == splits.y_test))
+    drop = parity["onnx_test_accuracy"] - accuracy
+    report = {"test_accuracy": accuracy, "accuracy_drop": drop,
+              "argmax_agreement": float(np.mean(int8_probs.argmax(1) == float_probs.argmax(1))),
+              "max_abs_diff": float(np.abs(int8_probs - float_probs).max()),
+              "calibration_images": len(calibration), "max_drop": cfg.int8_max_drop,
+              "published": drop <= cfg.int8_max_drop, "bytes": path.stat().st_size}
+    if not report["published"]:
+        report["reason"] = f"accuracy drop {drop:.4f} exceeds --int8-max-drop {cfg.int8_max_drop}"
+        path.unlink()
     return report

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from job.errors import DataError, StorageError
+from job.manifest import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -103,14 +104,6 @@ def _s3_errors():
     from boto3.exceptions import S3UploadFailedError
     from botocore.exceptions import BotoCoreError, ClientError
     return (BotoCoreError, ClientError, S3UploadFailedError)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- artifact store

@@ -173,7 +173,7 @@ class _EpochLogger(keras.callbacks.Callback):
         print(f"Epoch {epoch + 1}/{self.epochs} - {time.perf_counter() - self.t0:.1f}s - {metrics}", flush=True)
 
 
-def train(cfg: Config, splits: Splits, checkpoints=None) -> TrainResult:
+def train(cfg: Config, splits: Splits, checkpoints=None, extra_callbacks=()) -> TrainResult:
     """Train cfg.model on splits.train with splits.val as validation data; resume from `checkpoints` if any."""
     from job.checkpoint import fingerprint
 
@@ -196,7 +196,7 @@ def train(cfg: Config, splits: Splits, checkpoints=None) -> TrainResult:
 
     stopper = _StopOnSignal()
     previous = signal.signal(signal.SIGTERM, lambda *_: setattr(stopper, "requested", True))
-    callbacks: list = [stopper]
+    callbacks: list = [stopper, *extra_callbacks]
     if cfg.log_dir:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=cfg.log_dir, update_freq="epoch"))
     val_ds = make_dataset(splits.x_val, splits.y_val, num_classes, max(cfg.batch_size, 256))

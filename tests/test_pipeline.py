@@ -212,3 +212,37 @@ def test_failed_gate_publishes_nothing(tiny_state, tmp_path, monkeypatch):
         pipeline.run(cfg, Platform())
     assert err.value.exit_code == 5
     assert list((tmp_path / "store").iterdir()) == []
+
+
+def test_fast_preset_with_int8_trains_exports_and_passes_parity(tiny_tar, tmp_path):
+    import onnxruntime as ort
+
+    out = tmp_path / "store"
+    proc = run_job("train", "--preset", "fast", "--epochs", "1", "--width", "16", "--data", str(tiny_tar),
+                   "--out", str(out), "--run-id", "fast-1", "--int8", "--int8-max-drop", "1.0",
+                   "--cache-dir", str(tmp_path / "cache"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = out / "fast-1"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["parity"]["onnxruntime"]["argmax_mismatches"] == 0
+    int8 = metrics["int8"]
+    assert int8["published"] and int8["calibration_images"] == metrics["data"]["sizes"]["train"]
+    session = ort.InferenceSession(str(run / "model.int8.onnx"), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    assert meta["tta"] == "true" and json.loads(meta["class_names"])[0] == "airplane"
+    assert "int8" in meta["quantization"]
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in __import__("onnx").load(
+        run / "model.int8.onnx").graph.node}
+    assert "model.int8.onnx" in {f["path"] for f in json.loads((run / "manifest.json").read_text())["files"]}
+    assert "INT8 ONNX" in (run / "MODEL_CARD.md").read_text()
+
+
+def test_int8_beyond_the_accuracy_bound_is_not_published(tiny_state, tmp_path):
+    from job.pipeline import quantize
+
+    cfg, splits, model = tiny_state
+    _export(tmp_path, cfg, splits, model)
+    strict = type(cfg)(**{**cfg.to_dict(), "int8_max_drop": 0.0})
+    report = quantize(tmp_path, splits, strict, {"onnx_test_accuracy": 1.01})  # any int8 model falls short
+    assert not report["published"] and "exceeds" in report["reason"]
+    assert not (tmp_path / "model.int8.onnx").exists()

@@ -1,0 +1,212 @@
+"""`make bench`: training, inference and data-loading figures side by side, on this machine, in one run.
+
+    python -m bench.run            # full: seed (10 epochs), fast, fast-long  (about 45 minutes on 2 cores)
+    python -m bench.run --quick    # a few minutes: 10k-image subsample, 2 epochs per preset
+
+Writes bench/results/<date>-<machine>.json, bench/results/time_to_accuracy.png and
+bench/results/inference.png. Benchmarks are never part of the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+THRESHOLDS = (0.67, 0.80, 0.90, 0.94)
+
+
+def machine() -> dict:
+    from job.resources import available_cpus
+
+    info = {"python": platform.python_version(),
+            "cpus_available": available_cpus(), "cpu_count": os.cpu_count()}
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        info["cpu_model"] = re.search(r"model name\s*:\s*(.+)", cpuinfo).group(1).strip()
+        info["cpu_mhz"] = float(re.search(r"cpu MHz\s*:\s*([\d.]+)", cpuinfo).group(1))
+        flags = re.search(r"flags\s*:\s*(.+)", cpuinfo).group(1).split()
+        info["simd"] = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "sse"
+        info["fma"] = "fma" in flags
+    except (OSError, AttributeError):
+        pass
+    # float32 FLOP/cycle per core: 2 FMA units x lanes x 2 (multiply + add)
+    lanes = {"avx512": 16, "avx2": 8}.get(info.get("simd"), 4)
+    per_cycle = 2 * lanes * 2 if info.get("fma") else lanes
+    if "cpu_mhz" in info:
+        info["peak_gflops_fp32"] = round(info["cpus_available"] * info["cpu_mhz"] / 1000 * per_cycle, 1)
+    return info
+
+
+def time_data() -> dict:
+    from job import data
+
+    with tempfile.TemporaryDirectory() as cache:
+        t0 = time.perf_counter()
+        ds = data.load("auto", Path(cache))
+        first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        data.load("auto", Path(cache))
+        cached = time.perf_counter() - t0
+    return {"source": ds.source, "images": int(len(ds.y_train)), "first_load_s": round(first, 2),
+            "cached_load_s": round(cached, 2)}
+
+
+def train_curve(preset: str, epochs: int | None, limit: int, export: Path | None) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        cmd = [sys.executable, "-m", "bench.train_curve", "--preset", preset, "--out", out.name, "--limit", str(limit)]
+        cmd += ["--epochs", str(epochs)] if epochs else []
+        cmd += ["--export", str(export)] if export else []
+        subprocess.run(cmd, check=True)
+        record = json.loads(Path(out.name).read_text())
+    for t in THRESHOLDS:
+        hit = next((p for p in record["curve"] if p["test_accuracy"] >= t), None)
+        record[f"seconds_to_{int(t * 100)}"] = hit["seconds"] if hit else None
+    return record
+
+
+def time_inference(folder: Path, quick: bool) -> dict:
+    """images/s at batch 1, 64, 256 for Keras predict, the SavedModel, ONNX Runtime float and INT8."""
+    import numpy as np
+
+    from export.inference import inference_function
+    from export.onnx_export import ort_session
+    from export.savedmodel import load_savedmodel
+
+    import keras
+    import tensorflow as tf
+
+    x_test, y_test = np.load(folder / "x_test.npy"), np.load(folder / "y_test.npy")
+    model = keras.models.load_model(folder / "model.keras")
+    tta = json.loads(ort_session(folder / "model.onnx").get_modelmeta().custom_metadata_map["tta"])
+    serve = inference_function(model, tta=tta)
+    saved = load_savedmodel(folder / "saved_model")
+    sessions = {"onnxruntime_fp32": ort_session(folder / "model.onnx"),
+                "onnxruntime_int8": ort_session(folder / "model.int8.onnx")}
+
+    def keras_predict(x):  # what a Keras user calls; flip TTA done the same way as the export
+        p = model.predict(x.astype("float32") / 255.0, batch_size=len(x), verbose=0)
+        return 0.5 * (p + model.predict(x[:, :, ::-1].astype("float32") / 255.0, batch_size=len(x),
+                                        verbose=0)) if tta else p
+
+    runners = {
+        "keras_predict": keras_predict,
+        "savedmodel": lambda x: saved(tf.constant(x))["probabilities"].numpy(),
+        **{name: (lambda s: lambda x: s.run(["probabilities"], {"image": x})[0])(s) for name, s in sessions.items()},
+    }
+    del serve
+    out: dict = {"accuracy": {}, "images_per_second": {}}
+    for name, fn in runners.items():
+        probs = np.concatenate([fn(x_test[i:i + 256]) for i in range(0, len(x_test), 256)])
+        out["accuracy"][name] = float(np.mean(probs.argmax(1) == y_test))
+        out["images_per_second"][name] = {}
+        for batch in (1, 64, 256):
+            x = x_test[:batch]
+            fn(x)  # warm-up
+            n_images = (200 if quick else 1000) if batch == 1 else (2000 if quick else 10000)
+            reps = max(3, n_images // batch)
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                fn(x)
+            out["images_per_second"][name][str(batch)] = round(reps * batch / (time.perf_counter() - t0), 1)
+    base = out["images_per_second"]["keras_predict"]
+    out["ratio_to_keras_predict"] = {name: {b: round(v / base[b], 2) for b, v in per.items()}
+                                     for name, per in out["images_per_second"].items()}
+    fp32, int8 = out["accuracy"]["onnxruntime_fp32"], out["accuracy"]["onnxruntime_int8"]
+    out["int8_accuracy_drop"] = round(fp32 - int8, 4)
+    out["int8_speedup"] = {b: round(out["images_per_second"]["onnxruntime_int8"][b]
+                                    / out["images_per_second"]["onnxruntime_fp32"][b], 2) for b in ("1", "64", "256")}
+    return out
+
+
+def plot(results: dict, folder: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for rec in results["training"]:
+        pts = rec["curve"]
+        ax.plot([p["seconds"] / 60 for p in pts], [p["test_accuracy"] for p in pts], "o-",
+                label=f"{rec['preset']} ({rec['model']}, batch {rec['batch_size']})")
+    for t in THRESHOLDS:
+        ax.axhline(t, color="grey", lw=0.6, ls="--")
+    ax.set_xlabel("training wall time (minutes, this machine)")
+    ax.set_ylabel("test accuracy (held-out split)")
+    ax.set_title("Time to accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(folder / "time_to_accuracy.png", dpi=110)
+    plt.close(fig)
+
+    inf = results["inference"]["images_per_second"]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    names, batches = list(inf), ["1", "64", "256"]
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        ax.bar([b + i * width for b in range(len(batches))], [inf[name][b] for b in batches], width, label=name)
+    ax.set_xticks([b + 0.4 - width / 2 for b in range(len(batches))], [f"batch {b}" for b in batches])
+    ax.set_ylabel("images / second")
+    ax.set_yscale("log")
+    ax.set_title(f"Inference throughput ({results['inference']['model']})")
+    ax.legend()
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(folder / "inference.png", dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="10k-image subsample, 2 epochs per preset")
+    p.add_argument("--presets", default="seed,fast,fast-long")
+    args = p.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    results: dict = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "quick": args.quick,
+                     "machine": machine()}
+    results["data"] = time_data()
+    print(f"[bench] data: {results['data']}", flush=True)
+    limit, epochs = (10000, 2) if args.quick else (0, None)
+    presets = args.presets.split(",")
+    with tempfile.TemporaryDirectory() as tmp:
+        export_preset = "fast" if "fast" in presets else presets[-1]
+        results["training"] = [train_curve(name, epochs, limit, Path(tmp) / "model" if name == export_preset else None)
+                               for name in presets]
+        results["inference"] = {"model": export_preset, **time_inference(Path(tmp) / "model", args.quick)}
+    by = {r["preset"]: r for r in results["training"]}
+    peak = results["machine"].get("peak_gflops_fp32")
+    for rec in results["training"]:
+        achieved = 3 * rec["forward_flops_per_image"] * rec["images_per_second"] / 1e9  # fwd + 2x bwd
+        rec["achieved_gflops"] = round(achieved, 1)
+        rec["fraction_of_fp32_peak"] = round(achieved / peak, 3) if peak else None
+    if "seed" in by and "fast" in by:
+        seed_final = by["seed"]["final_test_accuracy"]
+        fast_hit = next((pt["seconds"] for pt in by["fast"]["curve"] if pt["test_accuracy"] >= seed_final), None)
+        results["speedup_to_seed_final_accuracy"] = (round(by["seed"]["train_seconds"] / fast_hit, 2)
+                                                     if fast_hit else None)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = f"{time.strftime('%Y-%m-%d')}-{platform.machine()}-{results['machine']['cpus_available']}cpu"
+    name += "-quick" if args.quick else ""
+    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, RESULTS)
+    print(json.dumps({"results": str(RESULTS / f"{name}.json"),
+                      "training": {r["preset"]: {k: r[k] for k in ("final_test_accuracy", "train_seconds",
+                                                                   "images_per_second", "seconds_to_67",
+                                                                   "seconds_to_90", "seconds_to_94")}
+                                   for r in results["training"]},
+                      "speedup_to_seed_final_accuracy": results.get("speedup_to_seed_final_accuracy"),
+                      "inference_ratio": results["inference"]["ratio_to_keras_predict"]}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

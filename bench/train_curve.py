@@ -1,0 +1,126 @@
+"""One preset's training curve, in its own process (so peak RSS is its own):
+test accuracy after every epoch against training wall time (the clock stops while it measures).
+
+    python -m bench.train_curve --preset fast --out curve.json [--epochs N] [--limit N] [--export DIR]
+
+The test split is only measured here, never used to choose anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--preset", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--data", default="auto")
+    p.add_argument("--export", help="also export the model (SavedModel + ONNX + INT8) into this folder")
+    args = p.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    from job import config, data
+    from job.resources import configure_tensorflow
+
+    cli = {"preset": args.preset, "data": args.data, "limit": args.limit, "run_id": f"bench-{args.preset}"}
+    if args.epochs:
+        cli["epochs"] = args.epochs
+    cfg = config.resolve(cli, env={})
+    splits = data.split(data.load(cfg.data), val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
+                        seed=cfg.seed, limit=cfg.limit)
+    threads = configure_tensorflow(cfg.threads, cfg.inter_op_threads)
+
+    import keras
+    import numpy as np
+
+    from export.inference import inference_function, predict
+    from job import train
+
+    train.seed_everything(cfg.seed, cfg.deterministic)
+
+    class Curve(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.points, self.paused, self.started = [], 0.0, None
+
+        def on_train_begin(self, logs=None):
+            if self.started is None:
+                self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            t0 = time.perf_counter()
+            elapsed = t0 - self.started - self.paused
+            probs = predict(inference_function(self.model, tta=cfg.tta), splits.x_test)
+            acc = float(np.mean(probs.argmax(1) == splits.y_test))
+            self.points.append({"epoch": epoch + 1, "seconds": round(elapsed, 2), "test_accuracy": acc})
+            print(f"[bench {cfg.preset}] epoch {epoch + 1}: {elapsed:.1f}s train, test accuracy {acc:.4f}",
+                  flush=True)
+            self.paused += time.perf_counter() - t0
+
+    curve = Curve()
+    result = train.train(cfg, splits, extra_callbacks=[curve])
+    train_seconds = curve.points[-1]["seconds"]
+    images = len(splits.y_train) * cfg.epochs
+    record = {
+        "preset": cfg.preset, "model": cfg.model, "width": cfg.width, "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size, "train_images": len(splits.y_train), "test_images": len(splits.y_test),
+        "threads": threads, "curve": curve.points, "train_seconds": train_seconds,
+        "seconds_per_epoch": round(train_seconds / cfg.epochs, 2),
+        "images_per_second": round(images / train_seconds, 1),
+        "final_test_accuracy": curve.points[-1]["test_accuracy"],
+        "forward_flops_per_image": forward_flops(result.model),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    if args.export:
+        record["exported"] = export_all(result.model, cfg, splits, Path(args.export))
+    Path(args.out).write_text(json.dumps(record, indent=2))
+
+
+def forward_flops(model) -> int:
+    """Multiply-adds x 2 of the convolutions and dense layers for one 32x32 image (the bulk of the work)."""
+    import keras
+
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            _, h, w, cout = layer.output.shape
+            kh, kw = layer.kernel_size
+            total += 2 * h * w * cout * kh * kw * layer.input.shape[-1]
+        elif isinstance(layer, keras.layers.Dense):
+            total += 2 * layer.input.shape[-1] * layer.units
+    return int(total)
+
+
+def export_all(model, cfg, splits, folder: Path) -> dict:
+    from export import contract
+    from export.inference import inference_function
+    from export.onnx_export import export_onnx
+    from export.quantize import quantize_int8
+    from export.savedmodel import export_savedmodel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    serve = inference_function(model, tta=cfg.tta)
+    model.save(folder / "model.keras")
+    export_savedmodel(model, serve, folder / "saved_model")
+    export_onnx(serve, folder / "model.onnx", contract.metadata(splits.class_names, run_id=cfg.run_id,
+                                                                preset=cfg.preset, test_accuracy=0.0, tta=cfg.tta,
+                                                                versions={}))
+    import numpy as np
+    rng = np.random.default_rng(0)
+    quantize_int8(folder / "model.onnx", folder / "model.int8.onnx",
+                  splits.x_train[rng.choice(len(splits.x_train), min(1024, len(splits.x_train)), replace=False)])
+    np.save(folder / "x_test.npy", splits.x_test)
+    np.save(folder / "y_test.npy", splits.y_test)
+    return {"folder": str(folder), "tta": cfg.tta}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""INT8 ONNX by ONNX Runtime static quantization (QDQ format), calibrated on training images only."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from export.contract import INPUT_NAME
+
+log = logging.getLogger(__name__)
+
+
+class _Calibration:
+    """onnxruntime.quantization.CalibrationDataReader over uint8 training images."""
+
+    def __init__(self, images: np.ndarray, batch_size: int = 64):
+        self.batches = iter([images[i:i + batch_size] for i in range(0, len(images), batch_size)])
+
+    def get_next(self):
+        batch = next(self.batches, None)
+        return None if batch is None else {INPUT_NAME: batch}
+
+
+def quantize_int8(float_model: Path, int8_model: Path, calibration_images: np.ndarray) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        # Symbolic shape inference fails on tf2onnx graphs; ONNX shape inference + graph optimisation suffice.
+        quant_pre_process(str(float_model), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(int8_model), _Calibration(calibration_images),
+                        quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+    # quantize_static keeps the float model's metadata_props? Not always: copy them explicitly.
+    import onnx
+    source, target = onnx.load(str(float_model)), onnx.load(str(int8_model))
+    del target.metadata_props[:]
+    for prop in source.metadata_props:
+        target.metadata_props.add(key=prop.key, value=prop.value)
+    target.metadata_props.add(key="quantization", value="int8 static QDQ, per-channel weights, MinMax calibration")
+    onnx.checker.check_model(target, full_check=True)
+    onnx.save(target, str(int8_model))
