@@ -9,7 +9,6 @@ ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE} AS build
 ARG VARIANT=cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
-SHELL ["/bin/sh", "-eu", "-c"]
 WORKDIR /src
 COPY requirements.lock ./
 # The GPU variant swaps the CPU wheel for the CUDA one at the same version; CUDA libraries come as

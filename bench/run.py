@@ -36,6 +36,7 @@ def machine() -> dict:
         flags = re.search(r"flags\s*:\s*(.+)", cpuinfo).group(1).split()
         info["simd"] = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "sse"
         info["fma"] = "fma" in flags
+        info["amx_bf16"] = "amx_bf16" in flags
     except (OSError, AttributeError):
         pass
     # float32 FLOP/cycle per core: 2 FMA units x lanes x 2 (multiply + add)
@@ -43,6 +44,9 @@ def machine() -> dict:
     per_cycle = 2 * lanes * 2 if info.get("fma") else lanes
     if "cpu_mhz" in info:
         info["peak_gflops_fp32"] = round(info["cpus_available"] * info["cpu_mhz"] / 1000 * per_cycle, 1)
+        # AMX: one 16x32 by 32x16 bf16 tile multiply per cycle per core = 1024 FLOP/cycle
+        bf16_per_cycle = 1024 if info.get("amx_bf16") else 2 * per_cycle if info.get("simd") == "avx512" else 0
+        info["peak_gflops_bf16"] = round(info["cpus_available"] * info["cpu_mhz"] / 1000 * bf16_per_cycle, 1)
     return info
 
 
@@ -189,6 +193,9 @@ def main(argv=None) -> None:
         achieved = 3 * rec["forward_flops_per_image"] * rec["images_per_second"] / 1e9  # fwd + 2x bwd
         rec["achieved_gflops"] = round(achieved, 1)
         rec["fraction_of_fp32_peak"] = round(achieved / peak, 3) if peak else None
+        bf16_peak = results["machine"].get("peak_gflops_bf16")
+        if rec.get("precision") == "mixed_bfloat16" and bf16_peak:
+            rec["fraction_of_bf16_peak"] = round(achieved / bf16_peak, 3)
     if "seed" in by and "fast" in by:
         seed_final = by["seed"]["final_test_accuracy"]
         fast_hit = next((pt["seconds"] for pt in by["fast"]["curve"] if pt["test_accuracy"] >= seed_final), None)

@@ -58,7 +58,9 @@ def main() -> None:
         def on_epoch_end(self, epoch, logs=None):
             t0 = time.perf_counter()
             elapsed = t0 - self.started - self.paused
-            probs = predict(inference_function(self.model, tta=cfg.tta), splits.x_test)
+            evaluated = train.float32_copy(self.model, cfg, splits.num_classes)
+            probs = predict(inference_function(evaluated, tta=cfg.tta), splits.x_test)
+            keras.mixed_precision.set_global_policy(cfg.precision)  # float32_copy switched it for the clone
             acc = float(np.mean(probs.argmax(1) == splits.y_test))
             self.points.append({"epoch": epoch + 1, "seconds": round(elapsed, 2), "test_accuracy": acc})
             print(f"[bench {cfg.preset}] epoch {epoch + 1}: {elapsed:.1f}s train, test accuracy {acc:.4f}",
@@ -70,7 +72,7 @@ def main() -> None:
     train_seconds = curve.points[-1]["seconds"]
     images = len(splits.y_train) * cfg.epochs
     record = {
-        "preset": cfg.preset, "model": cfg.model, "width": cfg.width, "epochs": cfg.epochs,
+        "preset": cfg.preset, "model": cfg.model, "width": cfg.width, "epochs": cfg.epochs, "precision": cfg.precision,
         "batch_size": cfg.batch_size, "train_images": len(splits.y_train), "test_images": len(splits.y_test),
         "threads": threads, "curve": curve.points, "train_seconds": train_seconds,
         "seconds_per_epoch": round(train_seconds / cfg.epochs, 2),
@@ -80,7 +82,8 @@ def main() -> None:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     if args.export:
-        record["exported"] = export_all(result.model, cfg, splits, Path(args.export))
+        final = train.float32_copy(result.model, cfg, splits.num_classes)
+        record["exported"] = export_all(final, cfg, splits, Path(args.export))
     Path(args.out).write_text(json.dumps(record, indent=2))
 
 

@@ -20,7 +20,7 @@ from job.manifest import sha256_file
 
 log = logging.getLogger(__name__)
 
-FINGERPRINT_KEYS = ("model", "width", "epochs", "batch_size", "optimizer", "learning_rate", "weight_decay",
+FINGERPRINT_KEYS = ("model", "width", "precision", "epochs", "batch_size", "optimizer", "learning_rate", "weight_decay",
                     "label_smoothing", "augment", "seed", "limit", "val_fraction", "test_fraction")
 
 

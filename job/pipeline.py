@@ -131,7 +131,8 @@ def _run_stages(cfg: Config, platform, timer: Timer, store, run_dir: Path) -> di
     splits, threads, train_lib = _prepare(cfg, timer, platform)
     with timer.stage("train"):
         result = train_lib.train(cfg, splits, _checkpoints(cfg))
-    net = result.model
+    optimizer_steps = int(result.model.optimizer.iterations.numpy())
+    net = train_lib.float32_copy(result.model, cfg, splits.num_classes)
 
     with timer.stage("evaluate"):
         from export.inference import inference_function, predict
@@ -186,7 +187,7 @@ def _run_stages(cfg: Config, platform, timer: Timer, store, run_dir: Path) -> di
             "training": {"epochs": cfg.epochs, "seconds": round(result.seconds, 3),
                          "images_per_second": round(len(splits.y_train) * len(result.history)
                                                     / max(result.seconds, 1e-9), 1),
-                         "optimizer_steps": int(net.optimizer.iterations.numpy()),
+                         "optimizer_steps": optimizer_steps, "precision": cfg.precision,
                          "resumed_from": result.resumed_from, "final": result.history[-1] if result.history else {}},
             "threads": {"intra_op": threads[0], "inter_op": threads[1]},
             **({"int8": int8} if int8 else {}),

@@ -84,6 +84,7 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 
 
 def compile_model(cfg: Config, num_classes: int, train_size: int) -> keras.Model:
+    keras.mixed_precision.set_global_policy(cfg.precision)
     net = model_lib.build(cfg.model, num_classes, cfg.width)
     if cfg.optimizer == "adam":
         optimizer = keras.optimizers.Adam(learning_rate=cfg.learning_rate,
@@ -96,6 +97,17 @@ def compile_model(cfg: Config, num_classes: int, train_size: int) -> keras.Model
                 loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
                 metrics=["accuracy"])
     return net
+
+
+def float32_copy(net: keras.Model, cfg: Config, num_classes: int) -> keras.Model:
+    """The same weights in a float32 model: what is evaluated and exported after mixed-precision training
+    (ONNX Runtime has no bf16 convolutions on CPU, and consumers expect float32)."""
+    if cfg.precision == "float32":
+        return net
+    keras.mixed_precision.set_global_policy("float32")
+    clone = model_lib.build(cfg.model, num_classes, cfg.width)
+    clone.set_weights(net.get_weights())
+    return clone
 
 
 def _augment_batch(images, seed):

@@ -246,3 +246,11 @@ def test_int8_beyond_the_accuracy_bound_is_not_published(tiny_state, tmp_path):
     report = quantize(tmp_path, splits, strict, {"onnx_test_accuracy": 1.01})  # any int8 model falls short
     assert not report["published"] and "exceeds" in report["reason"]
     assert not (tmp_path / "model.int8.onnx").exists()
+
+
+def test_log_dir_gets_tensorboard_event_files(trained_run, tmp_path):
+    proc = run_job("train", "--data", str(trained_run["data"]), "--out", str(tmp_path / "o"), "--epochs", "1",
+                   "--log-dir", str(tmp_path / "tb"), "--cache-dir", str(trained_run["cache"]))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    events = list((tmp_path / "tb").rglob("events.out.tfevents.*"))
+    assert events and any(e.stat().st_size > 0 for e in events)
