@@ -72,8 +72,7 @@ def train_curve(preset: str, epochs: int | None, limit: int, export: Path | None
         subprocess.run(cmd, check=True)
         record = json.loads(Path(out.name).read_text())
     for t in THRESHOLDS:
-        hit = next((p for p in record["curve"] if p["test_accuracy"] >= t), None)
-        record[f"seconds_to_{int(t * 100)}"] = hit["seconds"] if hit else None
+        record[f"seconds_to_{int(t * 100)}"] = first_time_at(record["curve"], t)
     return record
 
 
@@ -129,6 +128,18 @@ def time_inference(folder: Path, quick: bool) -> dict:
     out["int8_speedup"] = {b: round(out["images_per_second"]["onnxruntime_int8"][b]
                                     / out["images_per_second"]["onnxruntime_fp32"][b], 2) for b in ("1", "64", "256")}
     return out
+
+
+def first_time_at(curve: list[dict], accuracy: float) -> float | None:
+    return next((pt["seconds"] for pt in curve if pt["test_accuracy"] >= accuracy), None)
+
+
+def speedup(seed: dict, fast: dict) -> dict:
+    """How much sooner `fast` first reaches the seed recipe's final accuracy than the seed recipe first does."""
+    target = seed["final_test_accuracy"]
+    seed_t, fast_t = first_time_at(seed["curve"], target), first_time_at(fast["curve"], target)
+    return {"target_accuracy": target, "seed_seconds": seed_t, "fast_seconds": fast_t,
+            "ratio": round(seed_t / fast_t, 2) if seed_t and fast_t else None}
 
 
 def plot(results: dict, folder: Path) -> None:
@@ -197,10 +208,7 @@ def main(argv=None) -> None:
         if rec.get("precision") == "mixed_bfloat16" and bf16_peak:
             rec["fraction_of_bf16_peak"] = round(achieved / bf16_peak, 3)
     if "seed" in by and "fast" in by:
-        seed_final = by["seed"]["final_test_accuracy"]
-        fast_hit = next((pt["seconds"] for pt in by["fast"]["curve"] if pt["test_accuracy"] >= seed_final), None)
-        results["speedup_to_seed_final_accuracy"] = (round(by["seed"]["train_seconds"] / fast_hit, 2)
-                                                     if fast_hit else None)
+        results["speedup_to_seed_final_accuracy"] = speedup(by["seed"], by["fast"])
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = f"{time.strftime('%Y-%m-%d')}-{platform.machine()}-{results['machine']['cpus_available']}cpu"
     name += "-quick" if args.quick else ""

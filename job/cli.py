@@ -9,10 +9,11 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 
 from job import config as config_lib
-from job.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, JobError
+from job.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, JobError, Terminated
 
 EXIT_CODES_HELP = """exit codes:
   0    success: the run was published
@@ -24,7 +25,8 @@ EXIT_CODES_HELP = """exit codes:
   6    quality gate failed: test accuracy below --min-accuracy
   7    checkpoint error: corrupt or mismatched checkpoint
   130  interrupted (Ctrl-C)
-  143  preempted (SIGTERM): checkpoint saved; run again with the same --run-id to resume
+  143  preempted (SIGTERM): in training, checkpoint saved (run again with the same --run-id to resume);
+       elsewhere, nothing published
 """
 
 GROUP_TITLES = {"data": "data", "train": "model and training", "runtime": "runtime", "gates": "gates and export",
@@ -136,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     from job import platform as platform_lib
 
     platform = None
+
+    def terminate(signum, frame):  # the training loop installs its own, checkpointing handler
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, terminate)
     try:
         platform = platform_lib.detect()
         return {"train": cmd_train, "publish": cmd_publish}[args.command](args, platform)
@@ -146,8 +153,11 @@ def main(argv: list[str] | None = None) -> int:
             platform_lib.write_failure(platform, message)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        print("error: interrupted; nothing was published", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Terminated:
+        print("terminated: SIGTERM outside training; nothing was published", file=sys.stderr)
+        return EXIT_PREEMPTED
     except Exception as exc:
         from job.train import Preempted  # only reachable once TensorFlow was imported
         if isinstance(exc, Preempted):

@@ -54,6 +54,10 @@ class CheckpointError(JobError):
     kind = "checkpoint"
 
 
+class Terminated(Exception):
+    """SIGTERM outside the training loop (during export or publishing): clean up, publish nothing, exit 143."""
+
+
 # Not errors, but documented exit codes of the job as well.
 EXIT_OK = 0
 EXIT_INTERRUPTED = 130  # Ctrl-C

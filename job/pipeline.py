@@ -124,8 +124,6 @@ def _run_worker(cfg: Config, platform, timer: Timer) -> dict:
 
 
 def _run_stages(cfg: Config, platform, timer: Timer, store, run_dir: Path) -> dict:
-    import numpy as np
-
     from job import evaluate as ev
 
     splits, threads, train_lib = _prepare(cfg, timer, platform)
@@ -209,13 +207,33 @@ def _run_stages(cfg: Config, platform, timer: Timer, store, run_dir: Path) -> di
         from job.manifest import write_manifest
         write_manifest(run_dir, cfg.run_id)
         try:
-            summary["uri"] = store.publish(run_dir, cfg.run_id, summary)
-        except StorageError:
-            raise
-        except OSError as exc:
-            raise StorageError(f"publishing to {store.uri} failed ({exc})") from None
+            try:
+                summary["uri"] = store.publish(run_dir, cfg.run_id, summary)
+            except OSError as exc:
+                raise StorageError(f"publishing to {store.uri} failed ({exc})") from None
+        except StorageError as exc:
+            kept = keep_unpublished(run_dir, cfg)
+            if kept is None:
+                raise
+            raise StorageError(f"{exc}. The finished run is kept at {kept}; publish it without re-training: "
+                               f"python -m job publish {kept} {store.uri}") from None
     summary["durations_s"] = {**timer.stages, "total": timer.total}
     return summary
+
+
+def keep_unpublished(run_dir: Path, cfg: Config) -> Path | None:
+    """A finished run whose upload failed is moved out of staging (which is deleted) into the cache."""
+    from job.data import default_cache_dir
+
+    dest = (Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()) / "unpublished" / cfg.run_id
+    try:
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(run_dir, dest)
+    except OSError as exc:
+        log.warning("could not keep the unpublished run at %s (%s)", dest, exc)
+        return None
+    return dest
 
 
 def verify(run_dir: Path, serve, splits, cfg: Config, keras_test_probs) -> dict:

@@ -191,8 +191,7 @@ class S3Store:
         except _s3_errors() + (OSError,) as exc:
             message = explain(exc, self.client, self.bucket, f"publish run {run_id} to")
             self._cleanup(written)
-            raise StorageError(f"{message}; no manifest was written and latest.json is unchanged. Re-publish "
-                               f"without re-training: python -m job publish RUN_DIR {self.uri}") from None
+            raise StorageError(f"{message}; no manifest was written and latest.json is unchanged") from None
         seconds = time.perf_counter() - started
         summary["upload"] = {"bytes": total_bytes, "objects": len(written) + 1, "seconds": round(seconds, 3),
                              "mb_per_s": round(total_bytes / 1e6 / max(seconds, 1e-9), 2),

@@ -222,3 +222,23 @@ def test_data_from_s3_detects_corrupt_download(bucket, s3_env, tmp_path):
         data.load(f"s3://{bucket}/d.tar", tmp_path)
     with pytest.raises(DataError, match="no such object or prefix"):
         data.load(f"s3://{bucket}/missing", tmp_path)
+
+
+def test_failed_upload_after_training_keeps_the_run_for_publish(bucket, s3_env, s3_endpoint, tiny_tar, tmp_path):
+    """Train, fail the upload (PUTs fail after the probe), then publish the kept run without re-training."""
+    proxy = FaultProxy(s3_endpoint, fail_after=6, methods={"PUT"})
+    try:
+        proc = run_job("train", "--data", str(tiny_tar), "--out", f"s3://{bucket}/p", "--run-id", "kept-1",
+                       "--epochs", "1", "--cache-dir", str(tmp_path / "cache"), "--s3-endpoint", proxy.endpoint,
+                       "--s3-retries", "2", env=s3_env)
+    finally:
+        proxy.close()
+    assert proc.returncode == 4, proc.stderr[-2000:]
+    line = [x for x in proc.stderr.splitlines() if x.startswith("error:")][0]
+    kept = tmp_path / "cache" / "unpublished" / "kept-1"
+    assert f"python -m job publish {kept} s3://{bucket}/p" in line
+    assert verify_manifest(kept) == []
+    assert not any(k.endswith("manifest.json") for k in keys(make_client(), bucket))
+    again = run_job("publish", str(kept), f"s3://{bucket}/p", env=s3_env)
+    assert again.returncode == 0, again.stderr
+    assert "p/kept-1/manifest.json" in keys(make_client(), bucket)
