@@ -80,7 +80,6 @@ def time_inference(folder: Path, quick: bool) -> dict:
     """images/s at batch 1, 64, 256 for Keras predict, the SavedModel, ONNX Runtime float and INT8."""
     import numpy as np
 
-    from export.inference import inference_function
     from export.onnx_export import ort_session
     from export.savedmodel import load_savedmodel
 
@@ -90,7 +89,6 @@ def time_inference(folder: Path, quick: bool) -> dict:
     x_test, y_test = np.load(folder / "x_test.npy"), np.load(folder / "y_test.npy")
     model = keras.models.load_model(folder / "model.keras")
     tta = json.loads(ort_session(folder / "model.onnx").get_modelmeta().custom_metadata_map["tta"])
-    serve = inference_function(model, tta=tta)
     saved = load_savedmodel(folder / "saved_model")
     sessions = {"onnxruntime_fp32": ort_session(folder / "model.onnx"),
                 "onnxruntime_int8": ort_session(folder / "model.int8.onnx")}
@@ -105,7 +103,6 @@ def time_inference(folder: Path, quick: bool) -> dict:
         "savedmodel": lambda x: saved(tf.constant(x))["probabilities"].numpy(),
         **{name: (lambda s: lambda x: s.run(["probabilities"], {"image": x})[0])(s) for name, s in sessions.items()},
     }
-    del serve
     out: dict = {"accuracy": {}, "images_per_second": {}}
     for name, fn in runners.items():
         probs = np.concatenate([fn(x_test[i:i + 256]) for i in range(0, len(x_test), 256)])

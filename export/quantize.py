@@ -35,7 +35,7 @@ def quantize_int8(float_model: Path, int8_model: Path, calibration_images: np.nd
         quantize_static(str(prepared), str(int8_model), _Calibration(calibration_images),
                         quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
                         weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
-    # quantize_static keeps the float model's metadata_props? Not always: copy them explicitly.
+    # The quantized graph is written by ONNX Runtime's tools: carry the contract's metadata_props over.
     import onnx
     source, target = onnx.load(str(float_model)), onnx.load(str(int8_model))
     del target.metadata_props[:]

@@ -254,9 +254,9 @@ def _list_entries(path: Path) -> Iterator[tuple[str, object]]:
                 else:
                     handle = tar.extractfile(member)
                     yield name, handle.read() if handle else b""
-    except (tarfile.TarError, EOFError, OSError, Exception) as exc:
-        if isinstance(exc, DataError):
-            raise
+    except DataError:
+        raise
+    except Exception as exc:  # tarfile.TarError, EOFError, zlib/gzip errors, OSError...
         raise DataError(f"{path}: unreadable archive ({exc}); re-download or re-create it") from None
 
 
