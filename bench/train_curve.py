@@ -106,7 +106,7 @@ def export_all(model, cfg, splits, folder: Path) -> dict:
     from export import contract
     from export.inference import inference_function
     from export.onnx_export import export_onnx
-    from export.quantize import quantize_int8
+    from export.quantize import calibration_images, quantize_int8
     from export.savedmodel import export_savedmodel
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -117,9 +117,7 @@ def export_all(model, cfg, splits, folder: Path) -> dict:
                                                                 preset=cfg.preset, test_accuracy=0.0, tta=cfg.tta,
                                                                 versions={}))
     import numpy as np
-    rng = np.random.default_rng(0)
-    quantize_int8(folder / "model.onnx", folder / "model.int8.onnx",
-                  splits.x_train[rng.choice(len(splits.x_train), min(1024, len(splits.x_train)), replace=False)])
+    quantize_int8(folder / "model.onnx", folder / "model.int8.onnx", calibration_images(splits.x_train, cfg.seed))
     np.save(folder / "x_test.npy", splits.x_test)
     np.save(folder / "y_test.npy", splits.y_test)
     return {"folder": str(folder), "tta": cfg.tta}

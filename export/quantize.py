@@ -24,6 +24,12 @@ class _Calibration:
         return None if batch is None else {INPUT_NAME: batch}
 
 
+def calibration_images(train_images: np.ndarray, seed: int, count: int = 1024) -> np.ndarray:
+    """A seeded random sample of training images (never the test split) for activation ranges."""
+    rng = np.random.default_rng(seed)
+    return train_images[rng.choice(len(train_images), min(count, len(train_images)), replace=False)]
+
+
 def quantize_int8(float_model: Path, int8_model: Path, calibration_images: np.ndarray) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process

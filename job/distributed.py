@@ -19,6 +19,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from job.evaluate import cross_entropy
+
 log = logging.getLogger(__name__)
 
 
@@ -57,11 +59,9 @@ def train_multi_worker(cfg, splits, strategy, compile_model, make_dataset, epoch
             total_loss, total_correct, steps = total_loss + float(loss), total_correct + float(correct), steps + 1
         # Validation needs no collectives: every worker holds the same weights.
         val_probs = _local_predict(net, splits.x_val)
-        val_labels = splits.y_val
         logs = {"accuracy": [total_correct / len(splits.y_train)], "loss": [total_loss / max(steps, 1)],
-                "val_accuracy": [float(np.mean(val_probs.argmax(1) == val_labels))],
-                "val_loss": [float(-np.mean(np.log(np.clip(val_probs[np.arange(len(val_labels)), val_labels],
-                                                           1e-7, 1.0))))]}
+                "val_accuracy": [float(np.mean(val_probs.argmax(1) == splits.y_val))],
+                "val_loss": [cross_entropy(val_probs, splits.y_val)]}
         history.append(epoch_record(epoch, logs, time.perf_counter() - t0, net))
         print(f"Epoch {epoch + 1}/{cfg.epochs} - {time.perf_counter() - t0:.1f}s - " + " - ".join(
             f"{k}: {v[0]:.4f}" for k, v in logs.items()), flush=True)

@@ -158,7 +158,7 @@ def _run_stages(cfg: Config, platform, timer: Timer, store, run_dir: Path) -> di
             raise ParityError(f"{exc}; nothing was published") from None
 
     with timer.stage("verify"):
-        parity = verify(run_dir, serve, splits, cfg, probs)
+        parity, onnx_test_probs = verify(run_dir, serve, splits, cfg, probs)
     log.info("parity: onnxruntime max|dprob| %.2e, savedmodel max|dprob| %.2e, onnx test accuracy %.4f",
              parity["onnxruntime"]["max_abs_diff"], parity["savedmodel"]["max_abs_diff"],
              parity["onnx_test_accuracy"])
@@ -166,7 +166,7 @@ def _run_stages(cfg: Config, platform, timer: Timer, store, run_dir: Path) -> di
     int8 = None
     if cfg.int8:
         with timer.stage("quantize"):
-            int8 = quantize(run_dir, splits, cfg, parity)
+            int8 = quantize(run_dir, splits, cfg, parity, onnx_test_probs)
         log.info("int8: test accuracy %.4f (drop %.4f), argmax agreement with float %.4f, %s",
                  int8["test_accuracy"], int8["accuracy_drop"], int8["argmax_agreement"],
                  "published" if int8["published"] else "not published: " + int8["reason"])
@@ -236,8 +236,9 @@ def keep_unpublished(run_dir: Path, cfg: Config) -> Path | None:
     return dest
 
 
-def verify(run_dir: Path, serve, splits, cfg: Config, keras_test_probs) -> dict:
-    """The gate: ONNX checker, ORT and the reloaded SavedModel vs Keras. Raises ParityError."""
+def verify(run_dir: Path, serve, splits, cfg: Config, keras_test_probs):
+    """The gate: ONNX checker, ORT and the reloaded SavedModel vs Keras. Raises ParityError.
+    Returns the parity report and ONNX Runtime's probabilities on the test split."""
     import numpy as np
 
     from export.inference import predict
@@ -266,22 +267,20 @@ def verify(run_dir: Path, serve, splits, cfg: Config, keras_test_probs) -> dict:
         raise ParityError(f"{worst.backend} disagrees with Keras: max |dprob| {worst.max_abs_diff:.3g} "
                           f"(tolerance {cfg.parity_tolerance:g}), {worst.argmax_mismatches} argmax mismatches "
                           f"of {worst.samples}; nothing was published")
-    return report
+    return report, onnx_out[0]
 
 
-def quantize(run_dir: Path, splits, cfg: Config, parity: dict) -> dict:
+def quantize(run_dir: Path, splits, cfg: Config, parity: dict, float_probs) -> dict:
     """model.int8.onnx, kept only when its test accuracy is within cfg.int8_max_drop of the float model's."""
     import numpy as np
 
     from export.onnx_export import ort_session
     from export.parity import run_onnx
-    from export.quantize import quantize_int8
+    from export.quantize import calibration_images, quantize_int8
 
-    rng = np.random.default_rng(cfg.seed)
-    calibration = splits.x_train[rng.choice(len(splits.x_train), min(1024, len(splits.x_train)), replace=False)]
+    calibration = calibration_images(splits.x_train, cfg.seed)
     path = run_dir / "model.int8.onnx"
     quantize_int8(run_dir / "model.onnx", path, calibration)
-    float_probs = run_onnx(ort_session(run_dir / "model.onnx", cfg.threads), splits.x_test)
     int8_probs = run_onnx(ort_session(path, cfg.threads), splits.x_test)
     accuracy = float(np.mean(int8_probs.argmax(1) == splits.y_test))
     drop = parity["onnx_test_accuracy"] - accuracy

@@ -49,11 +49,6 @@ def use_multi_worker_strategy() -> None:
     log.info("multi-worker training: %d replicas in sync", _STRATEGY.num_replicas_in_sync)
 
 
-def _scope():
-    import contextlib
-    return _STRATEGY.scope() if _STRATEGY is not None else contextlib.nullcontext()
-
-
 def seed_everything(seed: int, deterministic: bool) -> None:
     keras.utils.set_random_seed(seed)
     if deterministic:
@@ -197,14 +192,13 @@ def train(cfg: Config, splits: Splits, checkpoints=None, extra_callbacks=()) -> 
         net, history, seconds = train_multi_worker(cfg, splits, _STRATEGY, compile_model, make_dataset,
                                                    _epoch_record)
         return TrainResult(net, history, seconds)
-    with _scope():
-        state = checkpoints.load(fingerprint(cfg, splits)) if checkpoints else None
-        if state:
-            net, history = state.model, list(state.history)
-            start_epoch, skip = state.epoch, state.step
-            log.info("resuming run %s at epoch %d, step %d", cfg.run_id, start_epoch + 1, skip)
-        else:
-            net, history, start_epoch, skip = compile_model(cfg, num_classes, len(splits.y_train)), [], 0, 0
+    state = checkpoints.load(fingerprint(cfg, splits)) if checkpoints else None
+    if state:
+        net, history = state.model, list(state.history)
+        start_epoch, skip = state.epoch, state.step
+        log.info("resuming run %s at epoch %d, step %d", cfg.run_id, start_epoch + 1, skip)
+    else:
+        net, history, start_epoch, skip = compile_model(cfg, num_classes, len(splits.y_train)), [], 0, 0
 
     stopper = _StopOnSignal()
     previous = signal.signal(signal.SIGTERM, lambda *_: setattr(stopper, "requested", True))

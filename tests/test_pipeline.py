@@ -152,8 +152,9 @@ def test_gate_passes_for_a_faithful_export(tiny_state, tmp_path):
 
     cfg, splits, model = tiny_state
     serve, probs = _export(tmp_path, cfg, splits, model)
-    report = verify(tmp_path, serve, splits, cfg, probs)
+    report, onnx_probs = verify(tmp_path, serve, splits, cfg, probs)
     assert report["onnxruntime"]["argmax_agreement"] == 1.0
+    assert onnx_probs.shape == probs.shape
 
 
 def test_gate_fails_on_a_perturbed_onnx_model(tiny_state, tmp_path):
@@ -241,9 +242,9 @@ def test_int8_beyond_the_accuracy_bound_is_not_published(tiny_state, tmp_path):
     from job.pipeline import quantize
 
     cfg, splits, model = tiny_state
-    _export(tmp_path, cfg, splits, model)
+    _, probs = _export(tmp_path, cfg, splits, model)
     strict = type(cfg)(**{**cfg.to_dict(), "int8_max_drop": 0.0})
-    report = quantize(tmp_path, splits, strict, {"onnx_test_accuracy": 1.01})  # any int8 model falls short
+    report = quantize(tmp_path, splits, strict, {"onnx_test_accuracy": 1.01}, probs)  # any int8 falls short
     assert not report["published"] and "exceeds" in report["reason"]
     assert not (tmp_path / "model.int8.onnx").exists()
 
