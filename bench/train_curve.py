@@ -50,22 +50,30 @@ def main() -> None:
         def __init__(self):
             super().__init__()
             self.points, self.paused, self.started = [], 0.0, None
+            self.idle_at_start, self.idle_paused = 0.0, 0.0
 
         def on_train_begin(self, logs=None):
             if self.started is None:
                 self.started = time.perf_counter()
+                self.idle_at_start = idle_cpu_seconds()
 
         def on_epoch_end(self, epoch, logs=None):
-            t0 = time.perf_counter()
+            t0, idle_before_eval = time.perf_counter(), idle_cpu_seconds()
             elapsed = t0 - self.started - self.paused
             evaluated = train.float32_copy(self.model, cfg, splits.num_classes)
             probs = predict(inference_function(evaluated, tta=cfg.tta), splits.x_test)
             keras.mixed_precision.set_global_policy(cfg.precision)  # float32_copy switched it for the clone
             acc = float(np.mean(probs.argmax(1) == splits.y_test))
-            self.points.append({"epoch": epoch + 1, "seconds": round(elapsed, 2), "test_accuracy": acc})
-            print(f"[bench {cfg.preset}] epoch {epoch + 1}: {elapsed:.1f}s train, test accuracy {acc:.4f}",
+            # CPU time nobody used while this process trained: with every core busy it stays near 0; where
+            # it grows, something outside the process (a throttled or shared host) held the CPUs back.
+            idle = idle_before_eval - self.idle_at_start - self.idle_paused
+            self.points.append({"epoch": epoch + 1, "seconds": round(elapsed, 2), "test_accuracy": acc,
+                                "idle_cpu_seconds": round(idle, 1)})
+            print(f"[bench {cfg.preset}] epoch {epoch + 1}: {elapsed:.1f}s train, test accuracy {acc:.4f}, "
+                  f"idle CPU {idle:.1f}s",
                   flush=True)
             self.paused += time.perf_counter() - t0
+            self.idle_paused += idle_cpu_seconds() - idle_before_eval
 
     curve = Curve()
     result = train.train(cfg, splits, extra_callbacks=[curve])
@@ -85,6 +93,15 @@ def main() -> None:
         final = train.float32_copy(result.model, cfg, splits.num_classes)
         record["exported"] = export_all(final, cfg, splits, Path(args.export))
     Path(args.out).write_text(json.dumps(record, indent=2))
+
+
+def idle_cpu_seconds() -> float:
+    """Seconds all CPUs of this machine have spent idle since boot (/proc/stat; 0 where it is missing)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        return (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")  # idle + iowait
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def forward_flops(model) -> int:

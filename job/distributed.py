@@ -24,10 +24,10 @@ from job.evaluate import cross_entropy
 log = logging.getLogger(__name__)
 
 
-def train_multi_worker(cfg, splits, strategy, compile_model, make_dataset, epoch_record):
+def train_multi_worker(cfg, splits, strategy, compile_model, training_dataset, epoch_record):
     num_classes = splits.num_classes
     with strategy.scope():
-        net = compile_model(cfg, num_classes, len(splits.y_train))
+        net = compile_model(cfg, num_classes, splits.x_train)
         net.optimizer.build(net.trainable_variables)
     per_example_loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing, reduction=None)
     global_batch = cfg.batch_size
@@ -51,8 +51,7 @@ def train_multi_worker(cfg, splits, strategy, compile_model, make_dataset, epoch
     started = time.perf_counter()
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
-        ds = make_dataset(splits.x_train, splits.y_train, num_classes, global_batch,
-                          shuffle_seed=cfg.seed * 1000 + epoch, augment=cfg.augment)
+        ds = training_dataset(cfg, splits, epoch, global_batch)
         total_loss, total_correct, steps = 0.0, 0.0, 0
         for images, labels in strategy.experimental_distribute_dataset(ds):
             loss, correct = train_step(images, labels)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers
 
 
-def build(name: str, num_classes: int, width: int = 64) -> keras.Model:
+def build(name: str, num_classes: int, width: int = 64, whitening_images: np.ndarray | None = None) -> keras.Model:
+    """`whitening_images`: training images (uint8) that fast_net's frozen first layer is fitted to."""
     if name == "seed_cnn":
         return seed_cnn(num_classes)
     if name == "fast_net":
-        return fast_net(num_classes, width)
+        return fast_net(num_classes, width, whitening_images)
     raise ValueError(f"unknown model {name!r}")
 
 
@@ -33,28 +35,70 @@ def seed_cnn(num_classes: int = 10) -> keras.Sequential:
 # Per-channel statistics of the CIFAR-10 training images, for input whitening in fast_net.
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
+WHITENING_PATCH = 2  # fast_net's first layer: a frozen 2x2 patch-whitening convolution (airbench)
 
 
-def _conv_bn(x, filters: int):
-    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal")(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5)(x)
-    return layers.Activation("relu")(x)
+def start_as_identity(conv: layers.Conv2D) -> None:
+    """Make a built conv (kernel kh, kw, in, out) pass input channel i through to output channel i for the
+    first min(in, out) outputs; the other outputs keep their random init. A fresh block then starts as
+    (nearly) the identity, which lets a high learning rate work from the first step (airbench's dirac
+    init). Done on the weights, not as a custom initializer, so saved models need no custom objects."""
+    kernel = keras.ops.convert_to_numpy(conv.kernel).copy()
+    kh, kw, cin, cout = kernel.shape
+    n = min(cin, cout)
+    kernel[..., :n] = 0.0
+    kernel[kh // 2, kw // 2, np.arange(n), np.arange(n)] = 1.0
+    conv.kernel.assign(kernel)
 
 
-def fast_net(num_classes: int = 10, width: int = 64) -> keras.Model:
-    """airbench-style conv-BN network: stem, three blocks of (conv-pool-BN-ReLU, conv-BN-ReLU), max-pool head."""
+def whitening_kernel(images: np.ndarray, patch: int = WHITENING_PATCH, eps: float = 5e-4,
+                     max_images: int = 5000) -> np.ndarray:
+    """A (patch, patch, 3, 2*patch*patch*3) conv kernel that whitens image patches: the eigenvectors of the
+    patch covariance of `images` (uint8, NHWC, after the per-channel standardisation fast_net applies; the
+    first `max_images` are plenty), scaled by 1/sqrt(eigenvalue), each with its negative so that the ReLU
+    after it loses nothing."""
+    x = (images[:max_images].astype(np.float32) / 255.0 - np.array(CIFAR_MEAN, np.float32)) / np.array(CIFAR_STD, np.float32)
+    n, h, w, c = x.shape
+    patches = np.stack([x[:, i:h - patch + 1 + i, j:w - patch + 1 + j, :]
+                        for i in range(patch) for j in range(patch)], axis=3).reshape(-1, patch * patch * c)
+    covariance = patches.T.astype(np.float64) @ patches / len(patches)
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+    filters = (eigenvectors / np.sqrt(eigenvalues + eps))[:, ::-1].reshape(patch, patch, c, -1)
+    return np.concatenate([filters, -filters], axis=3).astype(np.float32)
+
+
+def _bn():
+    # No scale (a ReLU after it makes the scale redundant), fast running statistics: airbench's settings.
+    return layers.BatchNormalization(momentum=0.4, epsilon=1e-12, scale=False)
+
+
+def _conv(x, filters: int):
+    # uniform +-1/sqrt(fan_in) (PyTorch's default, as in airbench), then the identity on the first channels
+    conv = layers.Conv2D(filters, 3, padding="same", use_bias=False,
+                         kernel_initializer=keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform"))
+    y = conv(x)
+    start_as_identity(conv)
+    return y
+
+
+def fast_net(num_classes: int = 10, width: int = 64, whitening_images: np.ndarray | None = None) -> keras.Model:
+    """airbench-style network: frozen patch-whitening stem, three blocks of (conv-pool-BN-ReLU,
+    conv-BN-ReLU) with widths (w, 4w, 4w), global max-pool, a bias-free linear head with temperature."""
     inputs = keras.Input(shape=(32, 32, 3), name="image")
-    # Per-channel whitening as constants (a Normalization layer's state would become extra ONNX inputs).
+    # Per-channel standardisation as constants (a Normalization layer's state would become extra ONNX inputs).
     x = layers.Rescaling(scale=[1 / s for s in CIFAR_STD], offset=[-m / s for m, s in zip(CIFAR_MEAN, CIFAR_STD)])(inputs)
-    x = _conv_bn(x, width // 2)
+    whiten = layers.Conv2D(2 * WHITENING_PATCH ** 2 * 3, WHITENING_PATCH, padding="valid", use_bias=False,
+                           trainable=False, name="whiten")
+    x = layers.Activation("relu")(whiten(x))
+    if whitening_images is not None:
+        whiten.kernel.assign(whitening_kernel(whitening_images))
     for filters in (width, width * 4, width * 4):
-        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal")(x)
-        x = layers.MaxPooling2D(2)(x)
-        x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5)(x)
-        x = layers.Activation("relu")(x)
-        x = _conv_bn(x, filters)
+        x = layers.MaxPooling2D(2)(_conv(x, filters))
+        x = layers.Activation("relu")(_bn()(x))
+        x = _conv(x, filters)
+        x = layers.Activation("relu")(_bn()(x))
     x = layers.GlobalMaxPooling2D()(x)
     logits = layers.Dense(num_classes, use_bias=False)(x)
-    logits = layers.Rescaling(1 / 8)(logits)  # temperature: keeps early logits small, as in airbench
+    logits = layers.Rescaling(1 / 9)(logits)  # temperature: keeps early logits small, as in airbench
     outputs = layers.Activation("softmax", dtype="float32")(logits)
     return keras.Model(inputs, outputs, name="fast_net")

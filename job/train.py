@@ -57,37 +57,64 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 @keras.saving.register_keras_serializable(package="job")
 class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up to `peak` over `warmup` of the steps, then linear decay to ~0 (airbench-style)."""
+    """Linear warm-up from `start`*peak to `peak` over `warmup` of the steps, then linear decay to
+    `end`*peak (airbench's triangle)."""
 
-    def __init__(self, peak: float, total_steps: int, warmup: float = 0.2):
+    def __init__(self, peak: float, total_steps: int, warmup: float = 0.23, start: float = 0.2, end: float = 0.07):
         self.peak, self.total_steps, self.warmup = float(peak), int(total_steps), float(warmup)
+        self.start, self.end = float(start), float(end)
 
     def __call__(self, step):
         step = tf.cast(step, tf.float32)
         total = float(max(self.total_steps, 1))
         up = max(self.warmup * total, 1.0)
-        rise = step / up
-        fall = tf.maximum((total - step) / max(total - up, 1.0), 0.0)
-        return self.peak * tf.minimum(rise, fall)
+        rising = self.start + (1.0 - self.start) * step / up
+        falling = 1.0 + (self.end - 1.0) * tf.minimum((step - up) / max(total - up, 1.0), 1.0)
+        return self.peak * tf.where(step < up, rising, falling)
 
     def get_config(self):
-        return {"peak": self.peak, "total_steps": self.total_steps, "warmup": self.warmup}
+        return {"peak": self.peak, "total_steps": self.total_steps, "warmup": self.warmup, "start": self.start,
+                "end": self.end}
+
+
+@keras.saving.register_keras_serializable(package="job")
+class BiasScaledSGD(keras.optimizers.SGD):
+    """Nesterov SGD with an L2 penalty in the gradient (so it goes through momentum) and a larger learning
+    rate for BatchNorm biases (`bias_lr_scale`, with the penalty divided by it so the decay per step stays
+    the same): airbench's optimizer, in mean-loss units."""
+
+    def __init__(self, l2: float = 0.0, bias_lr_scale: float = 1.0, **kwargs):
+        super().__init__(nesterov=kwargs.pop("nesterov", True), **kwargs)
+        self.l2, self.bias_lr_scale = float(l2), float(bias_lr_scale)
+
+    def update_step(self, gradient, variable, learning_rate):
+        # Keras hands the backend variable here; its Keras twin carries the layer path.
+        path = self._trainable_variables[self._get_variable_index(variable)].path
+        scale = self.bias_lr_scale if path.endswith("/beta") else 1.0
+        if self.l2:
+            gradient = gradient + tf.cast(self.l2 / scale, gradient.dtype) * tf.cast(variable, gradient.dtype)
+        return super().update_step(gradient, variable, tf.cast(learning_rate, tf.float32) * scale)
+
+    def get_config(self):
+        return {**super().get_config(), "l2": self.l2, "bias_lr_scale": self.bias_lr_scale}
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
     return max(1, -(-n // batch_size))
 
 
-def compile_model(cfg: Config, num_classes: int, train_size: int) -> keras.Model:
+def compile_model(cfg: Config, num_classes: int, x_train: np.ndarray) -> keras.Model:
     keras.mixed_precision.set_global_policy(cfg.precision)
-    net = model_lib.build(cfg.model, num_classes, cfg.width)
+    # fast_net fits its frozen first layer to a fixed random sample of the training images (never val/test).
+    sample = np.random.default_rng(cfg.seed).permutation(len(x_train))[:5000]
+    net = model_lib.build(cfg.model, num_classes, cfg.width, whitening_images=x_train[np.sort(sample)])
     if cfg.optimizer == "adam":
         optimizer = keras.optimizers.Adam(learning_rate=cfg.learning_rate,
                                           weight_decay=cfg.weight_decay or None)
     else:
-        total = cfg.epochs * steps_per_epoch(train_size, cfg.batch_size)
-        optimizer = keras.optimizers.SGD(learning_rate=OneCycle(cfg.learning_rate, total), momentum=0.9,
-                                         nesterov=True, weight_decay=cfg.weight_decay or None)
+        total = cfg.epochs * steps_per_epoch(len(x_train), cfg.batch_size)
+        optimizer = BiasScaledSGD(learning_rate=OneCycle(cfg.learning_rate, total), momentum=cfg.momentum,
+                                  l2=cfg.weight_decay, bias_lr_scale=cfg.bias_lr_scale)
     net.compile(optimizer=optimizer,
                 loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
                 metrics=["accuracy"])
@@ -105,22 +132,34 @@ def float32_copy(net: keras.Model, cfg: Config, num_classes: int) -> keras.Model
     return clone
 
 
-def _augment_batch(images, seed):
-    """Random crop with 4-pixel reflect padding and horizontal flip, vectorised over the batch."""
+@dataclass(frozen=True)
+class Augmentation:
+    """Random crop from the image reflect-padded by `padding` pixels, and airbench's alternating flip: each
+    training image gets a fixed random flip bit (from `seed`) in even epochs and the opposite bit in odd
+    ones, so every two consecutive epochs show both orientations of every image."""
+    padding: int
+    seed: int
+    epoch: int
+
+    def flip_bits(self, n: int) -> np.ndarray:
+        return (np.random.default_rng(self.seed).random(n) < 0.5) ^ bool(self.epoch % 2)
+
+
+def _random_crop(images, padding: int, seed):
+    """Vectorised over the batch: each image shifted by up to `padding` pixels each way."""
     n = tf.shape(images)[0]
-    padded = tf.pad(images, [[0, 0], [4, 4], [4, 4], [0, 0]], mode="REFLECT")
-    offsets = tf.random.stateless_uniform([n, 2], seed=seed, minval=0, maxval=9, dtype=tf.int32)
+    padded = tf.pad(images, [[0, 0], [padding, padding], [padding, padding], [0, 0]], mode="REFLECT")
+    offsets = tf.random.stateless_uniform([n, 2], seed=seed, minval=0, maxval=2 * padding + 1, dtype=tf.int32)
     rows = offsets[:, :1] + tf.range(32)[None, :]
     cols = offsets[:, 1:] + tf.range(32)[None, :]
-    cropped = tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
-    flip = tf.random.stateless_uniform([n], seed=seed + 1, minval=0, maxval=2, dtype=tf.int32) > 0
-    return tf.where(flip[:, None, None, None], tf.reverse(cropped, axis=[2]), cropped)
+    return tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
 
 
 def make_dataset(x: np.ndarray, y: np.ndarray, num_classes: int, batch_size: int, *, shuffle_seed: int | None = None,
-                 augment: bool = False, skip_batches: int = 0) -> tf.data.Dataset:
+                 augment: Augmentation | None = None, skip_batches: int = 0) -> tf.data.Dataset:
     """uint8 images -> (float32 in [0, 1], one-hot). Shuffled with a fixed seed per epoch when asked."""
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    flips = augment.flip_bits(len(x)) if augment else np.zeros(len(x), bool)
+    ds = tf.data.Dataset.from_tensor_slices((x, y, flips))
     if shuffle_seed is not None:
         ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=False)
     ds = ds.batch(batch_size)
@@ -129,11 +168,12 @@ def make_dataset(x: np.ndarray, y: np.ndarray, num_classes: int, batch_size: int
     ds = ds.enumerate(start=skip_batches)
 
     def prepare(index, batch):
-        images, labels = batch
+        images, labels, flip = batch
         images = tf.cast(images, tf.float32) / 255.0
         if augment:
-            seed = tf.stack([tf.cast(shuffle_seed or 0, tf.int64), index])
-            images = _augment_batch(images, seed)
+            if augment.padding:
+                images = _random_crop(images, augment.padding, tf.stack([tf.cast(shuffle_seed or 0, tf.int64), index]))
+            images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
         return images, tf.one_hot(labels, num_classes)
 
     return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
@@ -189,7 +229,7 @@ def train(cfg: Config, splits: Splits, checkpoints=None, extra_callbacks=()) -> 
         from job.distributed import train_multi_worker
         if checkpoints:
             log.warning("multi-worker training does not checkpoint/resume; --checkpoint-dir is ignored")
-        net, history, seconds = train_multi_worker(cfg, splits, _STRATEGY, compile_model, make_dataset,
+        net, history, seconds = train_multi_worker(cfg, splits, _STRATEGY, compile_model, training_dataset,
                                                    _epoch_record)
         return TrainResult(net, history, seconds)
     state = checkpoints.load(fingerprint(cfg, splits)) if checkpoints else None
@@ -198,7 +238,7 @@ def train(cfg: Config, splits: Splits, checkpoints=None, extra_callbacks=()) -> 
         start_epoch, skip = state.epoch, state.step
         log.info("resuming run %s at epoch %d, step %d", cfg.run_id, start_epoch + 1, skip)
     else:
-        net, history, start_epoch, skip = compile_model(cfg, num_classes, len(splits.y_train)), [], 0, 0
+        net, history, start_epoch, skip = compile_model(cfg, num_classes, splits.x_train), [], 0, 0
 
     stopper = _StopOnSignal()
     previous = signal.signal(signal.SIGTERM, lambda *_: setattr(stopper, "requested", True))
@@ -211,8 +251,7 @@ def train(cfg: Config, splits: Splits, checkpoints=None, extra_callbacks=()) -> 
     started = time.perf_counter()
     try:
         for epoch in range(start_epoch, cfg.epochs):
-            train_ds = make_dataset(splits.x_train, splits.y_train, num_classes, cfg.batch_size,
-                                    shuffle_seed=cfg.seed * 1000 + epoch, augment=cfg.augment, skip_batches=skip)
+            train_ds = training_dataset(cfg, splits, epoch, cfg.batch_size, skip_batches=skip)
             t0 = time.perf_counter()
             fit = net.fit(train_ds, validation_data=val_ds, initial_epoch=epoch, epochs=epoch + 1,
                           verbose=0, callbacks=callbacks, shuffle=False)
@@ -233,6 +272,13 @@ def train(cfg: Config, splits: Splits, checkpoints=None, extra_callbacks=()) -> 
     finally:
         signal.signal(signal.SIGTERM, previous)
     return TrainResult(net, history, time.perf_counter() - started, state.info if state else None)
+
+
+def training_dataset(cfg: Config, splits: Splits, epoch: int, batch_size: int, skip_batches: int = 0) -> tf.data.Dataset:
+    """Epoch `epoch`'s batches: order and augmentation depend only on (seed, epoch)."""
+    augment = Augmentation(cfg.crop_padding, cfg.seed, epoch) if cfg.augment else None
+    return make_dataset(splits.x_train, splits.y_train, splits.num_classes, batch_size,
+                        shuffle_seed=cfg.seed * 1000 + epoch, augment=augment, skip_batches=skip_batches)
 
 
 def _epoch_record(epoch: int, logs: dict, seconds: float, net: keras.Model) -> dict:

@@ -111,7 +111,7 @@ def test_checkpoint_round_trip_through_s3(bucket, s3_env):
     from job.train import compile_model
 
     cfg = config.resolve({"run_id": "ck-1"}, env={})
-    model = compile_model(cfg, 10, 100)
+    model = compile_model(cfg, 10, np.zeros((100, 32, 32, 3), np.uint8))
     fp = {"any": "fingerprint"}
     store = Checkpoints(f"s3://{bucket}/checkpoints", "ck-1")
     assert store.load(fp) is None

@@ -1,0 +1,132 @@
+"""The pieces of the fast recipe, on real TensorFlow: whitening stem, identity init, optimizer, schedule,
+augmentation, and a checkpoint round trip of a fast-preset model."""
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from job import config  # noqa: E402
+from job import model as model_lib  # noqa: E402
+from job import train  # noqa: E402
+
+
+def _smooth_images(n=200, seed=0):
+    """Images whose neighbouring pixels and channels are correlated, like photos."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(n, 9, 9, 1)).repeat(4, axis=1).repeat(4, axis=2)[:, :32, :32]
+    colour = base * np.array([1.0, 0.8, 0.6]) + 0.3 * rng.normal(size=(n, 32, 32, 3))
+    return np.clip(128 + 40 * colour, 0, 255).astype(np.uint8)
+
+
+def test_whitening_kernel_decorrelates_image_patches():
+    images = _smooth_images()
+    kernel = model_lib.whitening_kernel(images, eps=1e-6)
+    assert kernel.shape == (2, 2, 3, 24)
+    x = (images / 255.0 - model_lib.CIFAR_MEAN) / model_lib.CIFAR_STD
+    patches = np.stack([x[:, i:31 + i, j:31 + j] for i in range(2) for j in range(2)], axis=3).reshape(-1, 12)
+    out = patches @ kernel[..., :12].reshape(12, 12)
+    covariance = out.T @ out / len(out)
+    np.testing.assert_allclose(covariance, np.eye(12), atol=1e-3)
+    np.testing.assert_array_equal(kernel[..., 12:], -kernel[..., :12])
+    # The raw patches are strongly correlated: the test would fail without the whitening.
+    assert abs(np.corrcoef(patches.T)[0, 1]) > 0.5
+
+
+def test_fast_net_stem_is_frozen_and_fitted_to_the_images():
+    images = _smooth_images(50)
+    net = model_lib.fast_net(10, width=8, whitening_images=images)
+    stem = net.get_layer("whiten")
+    assert not stem.trainable and stem.kernel.path not in {v.path for v in net.trainable_variables}
+    np.testing.assert_allclose(stem.kernel.numpy(), model_lib.whitening_kernel(images), rtol=1e-5)
+
+
+def test_partial_identity_init_passes_the_input_through():
+    conv = keras.layers.Conv2D(6, 3, padding="same", use_bias=False)
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 4)).astype("float32")
+    conv.build(x.shape)
+    model_lib.start_as_identity(conv)
+    y = conv(x).numpy()
+    np.testing.assert_allclose(y[..., :4], x, atol=1e-6)
+    assert np.abs(y[..., 4:]).max() > 0.01  # the other outputs start random
+
+
+def test_fast_net_saves_and_loads_without_custom_objects(tmp_path):
+    """A consumer loads model.keras with plain Keras (no `import job`), in a fresh process."""
+    import subprocess
+    import sys
+
+    model_lib.fast_net(10, width=8, whitening_images=_smooth_images(20)).save(tmp_path / "m.keras")
+    code = f"import keras; m = keras.models.load_model({str(tmp_path / 'm.keras')!r}); print(m.count_params())"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_one_cycle_rises_from_start_to_peak_then_falls_to_end():
+    sched = train.OneCycle(2.0, total_steps=100, warmup=0.25, start=0.2, end=0.1)
+    values = [float(sched(s)) for s in (0, 25, 100, 150)]
+    np.testing.assert_allclose(values, [0.4, 2.0, 0.2, 0.2], rtol=1e-6)
+    assert float(sched(10)) < float(sched(20)) and float(sched(60)) > float(sched(80))
+
+
+def test_bias_scaled_sgd_scales_batchnorm_bias_steps_and_adds_l2_to_the_gradient():
+    bn = keras.layers.BatchNormalization(scale=False)
+    dense = keras.layers.Dense(2, use_bias=False)
+    bn.build((None, 2))
+    dense.build((None, 2))
+    bn.beta.assign([1.0, 1.0])
+    dense.kernel.assign(np.ones((2, 2), "float32"))
+    opt = train.BiasScaledSGD(learning_rate=0.1, momentum=0.0, l2=0.5, bias_lr_scale=10.0)
+    grads = [np.full((2,), 0.2, "float32"), np.full((2, 2), 0.2, "float32")]
+    opt.apply_gradients(zip(grads, [bn.beta, dense.kernel]))
+    # beta: 1 - 0.1 * 10 * (0.2 + 0.5 / 10 * 1) = 0.75; kernel: 1 - 0.1 * (0.2 + 0.5 * 1) = 0.93
+    np.testing.assert_allclose(bn.beta.numpy(), [0.75, 0.75], rtol=1e-6)
+    np.testing.assert_allclose(dense.kernel.numpy(), np.full((2, 2), 0.93), rtol=1e-6)
+
+
+def test_alternating_flip_shows_each_image_both_ways_over_two_epochs():
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, size=(16, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(16)  # label = image index, to find each image after shuffling
+    seen = []
+    for epoch in (0, 1):
+        aug = train.Augmentation(padding=0, seed=7, epoch=epoch)
+        ds = train.make_dataset(x, y, 16, 5, shuffle_seed=epoch, augment=aug)
+        flipped = np.zeros(16, bool)
+        for images, labels in ds:
+            for img, label in zip(images.numpy(), labels.numpy().argmax(1)):
+                original = x[label] / 255.0
+                assert np.allclose(img, original) or np.allclose(img, original[:, ::-1])
+                flipped[label] = not np.allclose(img, original)
+        seen.append(flipped)
+    assert 0 < seen[0].sum() < 16 and np.all(seen[0] != seen[1])
+
+
+def test_random_crop_shifts_within_the_padding():
+    x = np.zeros((64, 32, 32, 3), np.uint8)
+    x[:, 16, 16] = 255  # one bright pixel; after a crop it sits at most `padding` pixels away
+    aug = train.Augmentation(padding=2, seed=0, epoch=0)
+    images = next(iter(train.make_dataset(x, np.zeros(64, int), 10, 64, shuffle_seed=0, augment=aug)))[0].numpy()
+    positions = {tuple(np.argwhere(img[..., 0] == 1.0)[0]) for img in images}
+    assert len(positions) > 5
+    assert all(abs(r - 16) <= 2 and (abs(c - 16) <= 2 or abs(c - 15) <= 2) for r, c in positions)
+
+
+def test_fast_preset_model_survives_a_checkpoint_round_trip(tmp_path):
+    from job.checkpoint import Checkpoints
+
+    cfg = config.resolve({"preset": "fast", "width": 8, "run_id": "ck-fast", "batch_size": 8}, env={})
+    rng = np.random.default_rng(0)
+    x, y = _smooth_images(32), rng.integers(0, 10, 32)
+    net = train.compile_model(cfg, 10, x)
+    net.fit(train.make_dataset(x, y, 10, 8), epochs=1, verbose=0)
+    store = Checkpoints(str(tmp_path / "ck"), "ck-fast")
+    store.save(net, {"fp": 1}, epoch=1, step=0, history=[{"epoch": 1}])
+    loaded = store.load({"fp": 1}).model
+    assert isinstance(loaded.optimizer, train.BiasScaledSGD)
+    assert (loaded.optimizer.l2, loaded.optimizer.bias_lr_scale) == (cfg.weight_decay, cfg.bias_lr_scale)
+    assert int(loaded.optimizer.iterations) == int(net.optimizer.iterations) == 4
+    for a, b in zip(net.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    loaded.fit(train.make_dataset(x, y, 10, 8), epochs=1, verbose=0)  # and it trains on
+    assert int(loaded.optimizer.iterations) == 8
