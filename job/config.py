@@ -249,6 +249,14 @@ def validate(cfg: Config) -> None:
         bad("parity_tolerance", "must be between 0 and 1")
     if cfg.learning_rate <= 0:
         bad("learning_rate", "must be positive")
+    if not 0.0 <= cfg.momentum < 1.0:
+        bad("momentum", "must be in [0, 1)")
+    if cfg.weight_decay < 0:
+        bad("weight_decay", "must be 0 or positive")
+    if cfg.bias_lr_scale <= 0:
+        bad("bias_lr_scale", "must be positive (1 = the same learning rate as the other weights)")
+    if not 0 <= cfg.crop_padding <= 16:
+        bad("crop_padding", "must be between 0 (no crop) and 16 pixels")
     if not 0.0 <= cfg.label_smoothing < 1.0:
         bad("label_smoothing", "must be in [0, 1)")
     if not 0.0 <= cfg.int8_max_drop <= 1.0:

@@ -9,7 +9,8 @@ import numpy as np
 MODEL_DESCRIPTIONS = {
     "seed_cnn": "Keras Sequential CNN (the reference recipe): Conv2D(32)-MaxPool-Conv2D(64)-MaxPool-Conv2D(64)-"
                 "Flatten-Dense(64)-Dropout(0.5)-Dense(softmax)",
-    "fast_net": "airbench-style conv-BN network (three conv-pool-BN-ReLU blocks, global max-pool head)",
+    "fast_net": "airbench-style conv-BN network (frozen 2x2 patch-whitening stem, three conv-pool-BN-ReLU / "
+                "conv-BN-ReLU blocks, global max-pool, linear head)",
 }
 
 
@@ -50,7 +51,7 @@ def render(cfg, metrics: dict) -> str:
 - Architecture: {MODEL_DESCRIPTIONS.get(cfg.model, cfg.model)}
 - Preset `{cfg.preset}`; {cfg.epochs} epochs, batch {cfg.batch_size}, optimizer {cfg.optimizer}
   (learning rate {cfg.learning_rate:g}), label smoothing {cfg.label_smoothing:g},
-  augmentation {'random crop + flip' if cfg.augment else 'none'}, flip TTA {'on' if cfg.tta else 'off'}, seed {cfg.seed}.
+  augmentation {f'random crop (pad {cfg.crop_padding}) + alternating flip' if cfg.augment else 'none'}, flip TTA {'on' if cfg.tta else 'off'}, seed {cfg.seed}.
 - Files: `model.keras` (Keras), `saved_model/` (TensorFlow, signature `serving_default`), `model.onnx`
   (ONNX opset 17; the contract is in the project README, "Model contract").
 

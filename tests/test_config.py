@@ -34,6 +34,15 @@ def test_preset_applies_below_every_explicit_layer():
     assert cfg.epochs == 2
 
 
+def test_fast_presets_share_one_recipe_and_differ_in_size_and_length():
+    recipe = ("model", "optimizer", "momentum", "bias_lr_scale", "label_smoothing", "augment", "crop_padding", "tta",
+              "precision")
+    presets = {name: config.resolve({"preset": name}, env={}) for name in ("fast", "fast-long", "fast-short")}
+    assert len({tuple(getattr(c, k) for k in recipe) for c in presets.values()}) == 1
+    assert presets["fast-short"].epochs < presets["fast"].epochs < presets["fast-long"].epochs
+    assert presets["fast-short"].width < presets["fast"].width
+
+
 @pytest.mark.parametrize("env,fragment", [
     ({"JOB_EPOCHS": "ten"}, "JOB_EPOCHS"),
     ({"JOB_EPOCHS": "0"}, "epochs"),
@@ -43,6 +52,9 @@ def test_preset_applies_below_every_explicit_layer():
     ({"JOB_RUN_ID": "../etc"}, "run_id"),
     ({"JOB_MIN_ACCURACY": "65"}, "min_accuracy"),
     ({"JOB_TEST_FRACTION": "0.9"}, "test_fraction"),
+    ({"JOB_MOMENTUM": "1.0"}, "momentum"),
+    ({"JOB_CROP_PADDING": "40"}, "crop_padding"),
+    ({"JOB_BIAS_LR_SCALE": "0"}, "bias_lr_scale"),
 ])
 def test_bad_values_name_their_source(env, fragment):
     with pytest.raises(ConfigError, match=fragment):
