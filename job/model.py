@@ -7,12 +7,14 @@ import numpy as np
 from keras import layers
 
 
-def build(name: str, num_classes: int, width: int = 64, whitening_images: np.ndarray | None = None) -> keras.Model:
-    """`whitening_images`: training images (uint8) that fast_net's frozen first layer is fitted to."""
+def build(name: str, num_classes: int, width: int = 64, whitening_images: np.ndarray | None = None,
+          whitening_seed: int = 0) -> keras.Model:
+    """`whitening_images`: training images (uint8) that fast_net's frozen first layer is fitted to (a random
+    sample of them, drawn with `whitening_seed`); other models ignore them."""
     if name == "seed_cnn":
         return seed_cnn(num_classes)
     if name == "fast_net":
-        return fast_net(num_classes, width, whitening_images)
+        return fast_net(num_classes, width, whitening_images, whitening_seed)
     raise ValueError(f"unknown model {name!r}")
 
 
@@ -52,12 +54,14 @@ def start_as_identity(conv: layers.Conv2D) -> None:
 
 
 def whitening_kernel(images: np.ndarray, patch: int = WHITENING_PATCH, eps: float = 5e-4,
-                     max_images: int = 5000) -> np.ndarray:
+                     max_images: int = 5000, seed: int = 0) -> np.ndarray:
     """A (patch, patch, 3, 2*patch*patch*3) conv kernel that whitens image patches: the eigenvectors of the
-    patch covariance of `images` (uint8, NHWC, after the per-channel standardisation fast_net applies; the
-    first `max_images` are plenty), scaled by 1/sqrt(eigenvalue), each with its negative so that the ReLU
-    after it loses nothing."""
-    x = (images[:max_images].astype(np.float32) / 255.0 - np.array(CIFAR_MEAN, np.float32)) / np.array(CIFAR_STD, np.float32)
+    patch covariance of `images` (uint8, NHWC, after the per-channel standardisation fast_net applies; a
+    random sample of `max_images` drawn with `seed` is plenty), scaled by 1/sqrt(eigenvalue), each with its
+    negative so that the ReLU after it loses nothing."""
+    if len(images) > max_images:
+        images = images[np.sort(np.random.default_rng(seed).permutation(len(images))[:max_images])]
+    x = (images.astype(np.float32) / 255.0 - np.array(CIFAR_MEAN, np.float32)) / np.array(CIFAR_STD, np.float32)
     n, h, w, c = x.shape
     patches = np.stack([x[:, i:h - patch + 1 + i, j:w - patch + 1 + j, :]
                         for i in range(patch) for j in range(patch)], axis=3).reshape(-1, patch * patch * c)
@@ -81,7 +85,8 @@ def _conv(x, filters: int):
     return y
 
 
-def fast_net(num_classes: int = 10, width: int = 64, whitening_images: np.ndarray | None = None) -> keras.Model:
+def fast_net(num_classes: int = 10, width: int = 64, whitening_images: np.ndarray | None = None,
+             whitening_seed: int = 0) -> keras.Model:
     """airbench-style network: frozen patch-whitening stem, three blocks of (conv-pool-BN-ReLU,
     conv-BN-ReLU) with widths (w, 4w, 4w), global max-pool, a bias-free linear head with temperature."""
     inputs = keras.Input(shape=(32, 32, 3), name="image")
@@ -91,7 +96,7 @@ def fast_net(num_classes: int = 10, width: int = 64, whitening_images: np.ndarra
                            trainable=False, name="whiten")
     x = layers.Activation("relu")(whiten(x))
     if whitening_images is not None:
-        whiten.kernel.assign(whitening_kernel(whitening_images))
+        whiten.kernel.assign(whitening_kernel(whitening_images, seed=whitening_seed))
     for filters in (width, width * 4, width * 4):
         x = layers.MaxPooling2D(2)(_conv(x, filters))
         x = layers.Activation("relu")(_bn()(x))

@@ -105,9 +105,8 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 
 def compile_model(cfg: Config, num_classes: int, x_train: np.ndarray) -> keras.Model:
     keras.mixed_precision.set_global_policy(cfg.precision)
-    # fast_net fits its frozen first layer to a fixed random sample of the training images (never val/test).
-    sample = np.random.default_rng(cfg.seed).permutation(len(x_train))[:5000]
-    net = model_lib.build(cfg.model, num_classes, cfg.width, whitening_images=x_train[np.sort(sample)])
+    # fast_net fits its frozen first layer to the training images (never val/test).
+    net = model_lib.build(cfg.model, num_classes, cfg.width, whitening_images=x_train, whitening_seed=cfg.seed)
     if cfg.optimizer == "adam":
         optimizer = keras.optimizers.Adam(learning_rate=cfg.learning_rate,
                                           weight_decay=cfg.weight_decay or None)
