@@ -21,8 +21,8 @@ from job.manifest import sha256_file
 log = logging.getLogger(__name__)
 
 FINGERPRINT_KEYS = ("model", "width", "precision", "epochs", "batch_size", "optimizer", "learning_rate", "momentum",
-                    "weight_decay", "bias_lr_scale", "label_smoothing", "augment", "crop_padding", "seed", "limit",
-                    "val_fraction", "test_fraction")
+                    "weight_decay", "bias_lr_scale", "lookahead_every", "stem_bias_epochs", "label_smoothing",
+                    "augment", "crop_padding", "seed", "limit", "val_fraction", "test_fraction")
 
 
 def fingerprint(cfg, splits) -> dict:

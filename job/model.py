@@ -37,7 +37,8 @@ def seed_cnn(num_classes: int = 10) -> keras.Sequential:
 # Per-channel statistics of the CIFAR-10 training images, for input whitening in fast_net.
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
-WHITENING_PATCH = 2  # fast_net's first layer: a frozen 2x2 patch-whitening convolution (airbench)
+WHITENING_PATCH = 2  # fast_net's first layer: a 2x2 patch-whitening convolution (airbench)
+WHITEN = "whiten"  # its name; the optimizer never updates its kernel and trains its bias only briefly
 
 
 def start_as_identity(conv: layers.Conv2D) -> None:
@@ -87,13 +88,13 @@ def _conv(x, filters: int):
 
 def fast_net(num_classes: int = 10, width: int = 64, whitening_images: np.ndarray | None = None,
              whitening_seed: int = 0) -> keras.Model:
-    """airbench-style network: frozen patch-whitening stem, three blocks of (conv-pool-BN-ReLU,
+    """airbench-style network: patch-whitening stem, three blocks of (conv-pool-BN-ReLU,
     conv-BN-ReLU) with widths (w, 4w, 4w), global max-pool, a bias-free linear head with temperature."""
     inputs = keras.Input(shape=(32, 32, 3), name="image")
     # Per-channel standardisation as constants (a Normalization layer's state would become extra ONNX inputs).
     x = layers.Rescaling(scale=[1 / s for s in CIFAR_STD], offset=[-m / s for m, s in zip(CIFAR_MEAN, CIFAR_STD)])(inputs)
-    whiten = layers.Conv2D(2 * WHITENING_PATCH ** 2 * 3, WHITENING_PATCH, padding="valid", use_bias=False,
-                           trainable=False, name="whiten")
+    # Its kernel stays as fitted: BiasScaledSGD skips it (a frozen layer could not have a trainable bias).
+    whiten = layers.Conv2D(2 * WHITENING_PATCH ** 2 * 3, WHITENING_PATCH, padding="valid", name=WHITEN)
     x = layers.Activation("relu")(whiten(x))
     if whitening_images is not None:
         whiten.kernel.assign(whitening_kernel(whitening_images, seed=whitening_seed))

@@ -11,6 +11,13 @@ from job import model as model_lib  # noqa: E402
 from job import train  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _float32_policy():
+    """compile_model sets the preset's global precision policy; the next test starts from float32."""
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
 def _smooth_images(n=200, seed=0):
     """Images whose neighbouring pixels and channels are correlated, like photos."""
     rng = np.random.default_rng(seed)
@@ -33,12 +40,20 @@ def test_whitening_kernel_decorrelates_image_patches():
     assert abs(np.corrcoef(patches.T)[0, 1]) > 0.5
 
 
-def test_fast_net_stem_is_frozen_and_fitted_to_the_images():
-    images = _smooth_images(50)
-    net = model_lib.fast_net(10, width=8, whitening_images=images)
-    stem = net.get_layer("whiten")
-    assert not stem.trainable and stem.kernel.path not in {v.path for v in net.trainable_variables}
-    np.testing.assert_allclose(stem.kernel.numpy(), model_lib.whitening_kernel(images), rtol=1e-5)
+def test_fast_net_stem_is_fitted_to_the_images_and_only_its_bias_learns_for_a_few_epochs():
+    cfg = config.resolve({"preset": "fast", "width": 8, "batch_size": 8, "stem_bias_epochs": 1}, env={})
+    x, y = _smooth_images(32), np.random.default_rng(0).integers(0, 10, 32)
+    net = train.compile_model(cfg, 10, x)
+    stem = net.get_layer(model_lib.WHITEN)
+    fitted = model_lib.whitening_kernel(x, seed=cfg.seed)
+    np.testing.assert_allclose(stem.kernel.numpy(), fitted, rtol=1e-5)
+    biases = [stem.bias.numpy()]
+    for epoch in (0, 1):  # 4 steps each; the bias may learn in the first only
+        net.fit(train.make_dataset(x, y, 10, 8, shuffle_seed=epoch), epochs=1, verbose=0)
+        biases.append(stem.bias.numpy())
+    np.testing.assert_allclose(stem.kernel.numpy(), fitted, rtol=1e-5)
+    assert np.abs(biases[1] - biases[0]).max() > 1e-4
+    np.testing.assert_array_equal(biases[2], biases[1])
 
 
 def test_partial_identity_init_passes_the_input_through():
@@ -82,6 +97,18 @@ def test_bias_scaled_sgd_scales_batchnorm_bias_steps_and_adds_l2_to_the_gradient
     # beta: 1 - 0.1 * 10 * (0.2 + 0.5 / 10 * 1) = 0.75; kernel: 1 - 0.1 * (0.2 + 0.5 * 1) = 0.93
     np.testing.assert_allclose(bn.beta.numpy(), [0.75, 0.75], rtol=1e-6)
     np.testing.assert_allclose(dense.kernel.numpy(), np.full((2, 2), 0.93), rtol=1e-6)
+
+
+def test_lookahead_pulls_weights_to_the_slow_average_every_k_steps_and_at_the_last_step():
+    w = keras.Variable(np.zeros(1, "float32"))
+    opt = train.BiasScaledSGD(learning_rate=1.0, momentum=0.0, lookahead_every=2, total_steps=3)
+    seen = []
+    for _ in range(3):  # each step alone moves w by +1
+        opt.apply_gradients([(np.full(1, -1.0, "float32"), w)])
+        seen.append(float(w.numpy()[0]))
+    # step 2: first sync, the slow copy starts as the weights (2); step 3: the last step syncs with
+    # decay 0.95**2 * (3/3)**3 = 0.9025, so w = 2 + 0.0975 * (3 - 2)
+    np.testing.assert_allclose(seen, [1.0, 2.0, 2.0975], rtol=1e-6)
 
 
 def test_alternating_flip_shows_each_image_both_ways_over_two_epochs():
@@ -128,5 +155,8 @@ def test_fast_preset_model_survives_a_checkpoint_round_trip(tmp_path):
     assert int(loaded.optimizer.iterations) == int(net.optimizer.iterations) == 4
     for a, b in zip(net.get_weights(), loaded.get_weights()):
         np.testing.assert_array_equal(a, b)
+    assert len(loaded.optimizer.slow) == len(net.trainable_variables)  # lookahead's slow copies come back too
+    for a, b in zip(net.optimizer.variables, loaded.optimizer.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
     loaded.fit(train.make_dataset(x, y, 10, 8), epochs=1, verbose=0)  # and it trains on
     assert int(loaded.optimizer.iterations) == 8
