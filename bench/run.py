@@ -1,6 +1,6 @@
 """`make bench`: training, inference and data-loading figures side by side, on this machine, in one run.
 
-    python -m bench.run            # full: seed, fast-short, fast, fast-long  (about 55 minutes on 2 cores)
+    python -m bench.run            # full: seed, fast-short, fast, fast-long  (about 70 minutes on 2 cores)
     python -m bench.run --quick    # a few minutes: 10k-image subsample, 2 epochs per preset
 
 Writes bench/results/<date>-<machine>.json, bench/results/time_to_accuracy.png and

@@ -65,7 +65,7 @@ def main() -> None:
             keras.mixed_precision.set_global_policy(cfg.precision)  # float32_copy switched it for the clone
             acc = float(np.mean(probs.argmax(1) == splits.y_test))
             # CPU time nobody used while this process trained: with every core busy it stays near 0; where
-            # it grows, something outside the process (a throttled or shared host) held the CPUs back.
+            # it grows, the process waited (this found a tf.data teardown stall) or the host held the CPUs back.
             idle = idle_before_eval - self.idle_at_start - self.idle_paused
             self.points.append({"epoch": epoch + 1, "seconds": round(elapsed, 2), "test_accuracy": acc,
                                 "idle_cpu_seconds": round(idle, 1)})
