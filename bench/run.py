@@ -25,20 +25,22 @@ THRESHOLDS = (0.67, 0.80, 0.90, 0.94)
 
 
 def machine() -> dict:
-    from job.resources import available_cpus
+    from job.resources import auto_precision, available_cpus, cpu_flags
 
     info = {"python": platform.python_version(),
             "cpus_available": available_cpus(), "cpu_count": os.cpu_count()}
+    flags = cpu_flags()
+    info["simd"] = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "sse"
+    info["fma"] = "fma" in flags
+    info["amx_bf16"] = "amx_bf16" in flags
+    info["auto_precision"] = auto_precision(flags)[0]
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()
         info["cpu_model"] = re.search(r"model name\s*:\s*(.+)", cpuinfo).group(1).strip()
         info["cpu_mhz"] = float(re.search(r"cpu MHz\s*:\s*([\d.]+)", cpuinfo).group(1))
-        flags = re.search(r"flags\s*:\s*(.+)", cpuinfo).group(1).split()
-        info["simd"] = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "sse"
-        info["fma"] = "fma" in flags
-        info["amx_bf16"] = "amx_bf16" in flags
     except (OSError, AttributeError):
         pass
+    info["tag"] = machine_tag(info)
     # float32 FLOP/cycle per core: 2 FMA units x lanes x 2 (multiply + add)
     lanes = {"avx512": 16, "avx2": 8}.get(info.get("simd"), 4)
     per_cycle = 2 * lanes * 2 if info.get("fma") else lanes
@@ -48,6 +50,14 @@ def machine() -> dict:
         bf16_per_cycle = 1024 if info.get("amx_bf16") else 2 * per_cycle if info.get("simd") == "avx512" else 0
         info["peak_gflops_bf16"] = round(info["cpus_available"] * info["cpu_mhz"] / 1000 * bf16_per_cycle, 1)
     return info
+
+
+def machine_tag(info: dict) -> str:
+    """'xeon-amx-2cpu', 'epyc-avx2-2cpu': results from different machines never overwrite each other."""
+    words = re.sub(r"\(r\)|\(tm\)|@.*|\b(intel|amd|processor|cpu|\d+-core)\b", " ",
+                   info.get("cpu_model", platform.machine()).lower()).split()
+    isa = "amx" if info.get("amx_bf16") else info.get("simd", "")
+    return "-".join([*(re.sub(r"[^a-z0-9]", "", w) for w in words[:3]), isa, f"{info['cpus_available']}cpu"])
 
 
 def time_data() -> dict:
@@ -145,7 +155,8 @@ def speedup(seed: dict, others: list[dict]) -> dict:
     return out
 
 
-def plot(results: dict, folder: Path) -> None:
+def plot(results: dict, folder: Path, name: str) -> None:
+    """<name>-time_to_accuracy.png and <name>-inference.png beside <name>.json."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -159,11 +170,11 @@ def plot(results: dict, folder: Path) -> None:
         ax.axhline(t, color="grey", lw=0.6, ls="--")
     ax.set_xlabel("training wall time (minutes, this machine)")
     ax.set_ylabel("test accuracy (held-out split)")
-    ax.set_title("Time to accuracy")
+    ax.set_title(f"Time to accuracy ({results['machine'].get('cpu_model', '?')}, {results['machine']['tag']})")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(folder / "time_to_accuracy.png", dpi=110)
+    fig.savefig(folder / f"{name}-time_to_accuracy.png", dpi=110)
     plt.close(fig)
 
     inf = results["inference"]["images_per_second"]
@@ -179,7 +190,7 @@ def plot(results: dict, folder: Path) -> None:
     ax.legend()
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    fig.savefig(folder / "inference.png", dpi=110)
+    fig.savefig(folder / f"{name}-inference.png", dpi=110)
     plt.close(fig)
 
 
@@ -214,10 +225,9 @@ def main(argv=None) -> None:
         results["speedup_to_seed_final_accuracy"] = speedup(by["seed"], [r for r in results["training"]
                                                                           if r["preset"] != "seed"])
     RESULTS.mkdir(parents=True, exist_ok=True)
-    name = f"{time.strftime('%Y-%m-%d')}-{platform.machine()}-{results['machine']['cpus_available']}cpu"
-    name += "-quick" if args.quick else ""
+    name = f"{time.strftime('%Y-%m-%d')}-{results['machine']['tag']}" + ("-quick" if args.quick else "")
     (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
-    plot(results, RESULTS)
+    plot(results, RESULTS, name)
     print(json.dumps({"results": str(RESULTS / f"{name}.json"),
                       "training": {r["preset"]: {k: r[k] for k in ("final_test_accuracy", "train_seconds",
                                                                    "images_per_second", "seconds_to_67",

@@ -2,6 +2,7 @@
 test accuracy after every epoch against training wall time (the clock stops while it measures).
 
     python -m bench.train_curve --preset fast --out curve.json [--epochs N] [--limit N] [--export DIR]
+                                [--set width=32 ...]
 
 The test split is only measured here, never used to choose anything.
 """
@@ -24,6 +25,8 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--data", default="auto")
     p.add_argument("--export", help="also export the model (SavedModel + ONNX + INT8) into this folder")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a config field, e.g. --set width=32 (repeatable)")
     args = p.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -33,6 +36,9 @@ def main() -> None:
     cli = {"preset": args.preset, "data": args.data, "limit": args.limit, "run_id": f"bench-{args.preset}"}
     if args.epochs:
         cli["epochs"] = args.epochs
+    for item in args.set:
+        name, _, value = item.partition("=")
+        cli[name.replace("-", "_")] = value
     cfg = config.resolve(cli, env={})
     splits = data.split(data.load(cfg.data), val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
                         seed=cfg.seed, limit=cfg.limit)
@@ -80,7 +86,8 @@ def main() -> None:
     train_seconds = curve.points[-1]["seconds"]
     images = len(splits.y_train) * cfg.epochs
     record = {
-        "preset": cfg.preset, "model": cfg.model, "width": cfg.width, "epochs": cfg.epochs, "precision": cfg.precision,
+        "preset": cfg.preset, "overrides": args.set, "model": cfg.model, "width": cfg.width, "epochs": cfg.epochs,
+        "precision": cfg.precision,
         "batch_size": cfg.batch_size, "train_images": len(splits.y_train), "test_images": len(splits.y_test),
         "threads": threads, "curve": curve.points, "train_seconds": train_seconds,
         "seconds_per_epoch": round(train_seconds / cfg.epochs, 2),

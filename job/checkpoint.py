@@ -20,7 +20,9 @@ from job.manifest import sha256_file
 
 log = logging.getLogger(__name__)
 
-FINGERPRINT_KEYS = ("model", "width", "precision", "epochs", "batch_size", "optimizer", "learning_rate", "momentum",
+# Not precision: with `--precision auto` it follows the CPU, and a preempted job may come back on another node
+# type; train() resumes such a checkpoint in this machine's precision (the weights are float32 either way).
+FINGERPRINT_KEYS = ("model", "width", "epochs", "batch_size", "optimizer", "learning_rate", "momentum",
                     "weight_decay", "bias_lr_scale", "lookahead_every", "stem_bias_epochs", "label_smoothing",
                     "augment", "crop_padding", "seed", "limit", "val_fraction", "test_fraction")
 

@@ -63,8 +63,9 @@ class Config:
     crop_padding: int = _f(4, "padding in pixels for the random-crop augmentation (maximum shift)")
     tta: bool = _f(False, "fold flip test-time augmentation into the exported inference function")
     width: int = _f(64, "base channel width of fast_net")
-    precision: str = _f("float32", "training precision; mixed_bfloat16 uses AMX/AVX-512 bf16 units where the CPU has "
-                        "them (the exports are always float32)", choices=("float32", "mixed_bfloat16"))
+    precision: str = _f("float32", "training precision: 'auto' = mixed_bfloat16 where the CPU has AMX bf16 units, else "
+                        "float32 (bf16 without them is emulated and about 12x slower); the exports are always "
+                        "float32", choices=("auto", "float32", "mixed_bfloat16"))
     seed: int = _f(42, "random seed for splits, shuffling and initialisation")
     deterministic: bool = _f(True, "enable TensorFlow op determinism (slightly slower)")
     threads: int = _f(0, "TensorFlow intra-op / ONNX Runtime threads (0 = CPUs this process may use)",
@@ -109,7 +110,7 @@ class Config:
 # penalty of 0.0153 / 11.5; BatchNorm biases learn 64x faster.
 _AIRBENCH = dict(model="fast_net", optimizer="sgd", momentum=0.85, bias_lr_scale=64.0, label_smoothing=0.2,
                  lookahead_every=5, stem_bias_epochs=3, augment=True, crop_padding=2, tta=True,
-                 precision="mixed_bfloat16")
+                 precision="auto")
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The reference recipe, faithfully: Sequential CNN, Adam 1e-3, 10 epochs, batch 64.
@@ -223,6 +224,10 @@ def resolve(cli: Mapping[str, Any] | None = None, env: Mapping[str, str] | None 
             values[name] = parse_value(name, raw, src)
             sources[name] = src
     values["preset"] = preset
+    if values["precision"] == "auto":  # resolved here, on the machine that trains, and recorded with its reason
+        from job.resources import auto_precision
+        values["precision"], why = auto_precision()
+        sources["precision"] = f"{sources['precision']} (auto: {why})"
 
     cfg = Config(**values, sources=sources)
     if not cfg.run_id:

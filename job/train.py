@@ -23,6 +23,7 @@ import tensorflow as tf
 from job.config import Config
 from job.data import Splits
 from job import model as model_lib
+from job.resources import auto_precision
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,9 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 
 
 def compile_model(cfg: Config, num_classes: int, x_train: np.ndarray) -> keras.Model:
+    if cfg.precision == "mixed_bfloat16" and auto_precision()[0] != cfg.precision:
+        log.warning("precision mixed_bfloat16 on a CPU without AMX bf16: emulated, measured about 12x slower than "
+                    "float32; use --precision auto")
     keras.mixed_precision.set_global_policy(cfg.precision)
     # fast_net fits its frozen first layer to the training images (never val/test).
     net = model_lib.build(cfg.model, num_classes, cfg.width, whitening_images=x_train, whitening_seed=cfg.seed)
@@ -163,6 +167,27 @@ def compile_model(cfg: Config, num_classes: int, x_train: np.ndarray) -> keras.M
                 loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
                 metrics=["accuracy"])
     return net
+
+
+def training_precision(net: keras.Model) -> str:
+    """The global policy `net` was built under, read from its convolutions (its softmax is float32 always)."""
+    convs = [layer for layer in net.layers if isinstance(layer, keras.layers.Conv2D)]
+    return convs[0].dtype_policy.name if convs else "float32"
+
+
+def _in_precision(net: keras.Model, cfg: Config, num_classes: int, x_train: np.ndarray) -> keras.Model:
+    """A checkpoint written under another precision (`--precision auto` on another CPU: a preempted job that
+    came back on another node type) resumes with the same weights and optimizer state in this run's precision.
+    The variables are float32 under either policy, so nothing is lost."""
+    if training_precision(net) == cfg.precision:
+        return net
+    log.info("checkpoint trained in %s; resuming in %s on this CPU", training_precision(net), cfg.precision)
+    fresh = compile_model(cfg, num_classes, x_train)
+    fresh.set_weights(net.get_weights())
+    fresh.optimizer.build(fresh.trainable_variables)
+    for mine, theirs in zip(fresh.optimizer.variables, net.optimizer.variables, strict=True):
+        mine.assign(theirs)
+    return fresh
 
 
 def float32_copy(net: keras.Model, cfg: Config, num_classes: int) -> keras.Model:
@@ -284,7 +309,7 @@ def train(cfg: Config, splits: Splits, checkpoints=None, extra_callbacks=()) -> 
         return TrainResult(net, history, seconds)
     state = checkpoints.load(fingerprint(cfg, splits)) if checkpoints else None
     if state:
-        net, history = state.model, list(state.history)
+        net, history = _in_precision(state.model, cfg, num_classes, splits.x_train), list(state.history)
         start_epoch, skip = state.epoch, state.step
         log.info("resuming run %s at epoch %d, step %d", cfg.run_id, start_epoch + 1, skip)
     else:

@@ -43,6 +43,27 @@ def test_fast_presets_share_one_recipe_and_differ_in_size_and_length():
     assert presets["fast-short"].width < presets["fast"].width
 
 
+def test_auto_precision_is_bf16_only_with_amx_and_is_resolved_with_its_reason(tmp_path, monkeypatch):
+    from job import resources
+
+    assert resources.auto_precision({"avx512f", "amx_bf16", "amx_tile"})[0] == "mixed_bfloat16"
+    assert resources.auto_precision({"avx2", "fma"})[0] == "float32"
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 fma\n\nprocessor\t: 1\nflags\t\t: fpu avx2 fma\n")
+    assert resources.cpu_flags(cpuinfo) == {"fpu", "avx2", "fma"}
+    assert resources.cpu_flags(tmp_path / "missing") == set()
+
+    for flags, expected in (({"avx2"}, "float32"), ({"amx_bf16"}, "mixed_bfloat16")):
+        monkeypatch.setattr(resources, "cpu_flags", lambda flags=flags: flags)
+        cfg = config.resolve({"preset": "fast"}, env={})
+        assert cfg.precision == expected
+        assert cfg.sources["precision"].startswith("preset fast (auto: ")
+        assert json.loads(cfg.to_json())["precision"] == expected  # config.json records what ran
+    explicit = config.resolve({"preset": "fast", "precision": "float32"}, env={})
+    assert (explicit.precision, explicit.sources["precision"]) == ("float32", "--precision")
+    assert config.resolve({}, env={}).precision == "float32"  # the seed recipe stays float32 everywhere
+
+
 @pytest.mark.parametrize("env,fragment", [
     ({"JOB_EPOCHS": "ten"}, "JOB_EPOCHS"),
     ({"JOB_EPOCHS": "0"}, "epochs"),

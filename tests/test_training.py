@@ -160,3 +160,28 @@ def test_fast_preset_model_survives_a_checkpoint_round_trip(tmp_path):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     loaded.fit(train.make_dataset(x, y, 10, 8), epochs=1, verbose=0)  # and it trains on
     assert int(loaded.optimizer.iterations) == 8
+
+
+def test_a_bf16_checkpoint_resumes_in_float32_with_the_same_weights_and_optimizer_state(tmp_path):
+    """`--precision auto` follows the CPU: a job preempted on an AMX node may come back on an AVX2 one."""
+    from job.checkpoint import Checkpoints
+
+    x, y = _smooth_images(32), np.random.default_rng(0).integers(0, 10, 32)
+    on_amx = config.resolve({"preset": "fast", "width": 8, "batch_size": 8, "precision": "mixed_bfloat16"}, env={})
+    net = train.compile_model(on_amx, 10, x)
+    net.fit(train.make_dataset(x, y, 10, 8), epochs=1, verbose=0)
+    store = Checkpoints(str(tmp_path / "ck"), "moved")
+    store.save(net, {"fp": 1}, epoch=1, step=0, history=[])
+    loaded = store.load({"fp": 1}).model
+    assert train.training_precision(loaded) == "mixed_bfloat16"
+
+    on_avx2 = config.resolve({"preset": "fast", "width": 8, "batch_size": 8, "precision": "float32"}, env={})
+    resumed = train._in_precision(loaded, on_avx2, 10, x)
+    assert train.training_precision(resumed) == "float32"
+    for a, b in zip(net.get_weights(), resumed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(net.optimizer.variables, resumed.optimizer.variables, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())  # iterations, momenta, lookahead's slow copies
+    resumed.fit(train.make_dataset(x, y, 10, 8), epochs=1, verbose=0)
+    assert int(resumed.optimizer.iterations) == 8
+    assert train._in_precision(resumed, on_avx2, 10, x) is resumed  # same precision: used as loaded
