@@ -1,10 +1,14 @@
 """`make bench`: training, inference and data-loading figures side by side, on this machine, in one run.
 
-    python -m bench.run            # full: seed, fast-short, fast, fast-long  (about 70 minutes on 2 cores)
+    python -m bench.run            # full: seed, fast-short, fast, fast-long  (about 70 minutes on 2 AMX cores)
     python -m bench.run --quick    # a few minutes: 10k-image subsample, 2 epochs per preset
+    python -m bench.run --presets seed,fast-short   # full curves of some presets only (slow CPUs)
 
-Writes bench/results/<date>-<machine>.json, bench/results/time_to_accuracy.png and
-bench/results/inference.png. Benchmarks are never part of the tests.
+Every preset's steady-state training speed is measured in any case (bench/throughput.py).
+
+Writes bench/results/<date>-<machine>.json, <date>-<machine>-time_to_accuracy.png and
+<date>-<machine>-inference.png (machine: CPU model, its best vector unit, CPUs available). Benchmarks are
+never part of the tests.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 THRESHOLDS = (0.67, 0.80, 0.90, 0.94)
+ALL_PRESETS = ("seed", "fast-short", "fast", "fast-long")
 
 
 def machine() -> dict:
@@ -84,6 +89,13 @@ def train_curve(preset: str, epochs: int | None, limit: int, export: Path | None
     for t in THRESHOLDS:
         record[f"seconds_to_{int(t * 100)}"] = first_time_at(record["curve"], t)
     return record
+
+
+def throughput(preset: str, steps: int) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        subprocess.run([sys.executable, "-m", "bench.throughput", "--preset", preset, "--out", out.name,
+                        "--steps", str(steps)], check=True)
+        return json.loads(Path(out.name).read_text())
 
 
 def time_inference(folder: Path, quick: bool) -> dict:
@@ -197,7 +209,8 @@ def plot(results: dict, folder: Path, name: str) -> None:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="10k-image subsample, 2 epochs per preset")
-    p.add_argument("--presets", default="seed,fast-short,fast,fast-long")
+    p.add_argument("--presets", default=",".join(ALL_PRESETS),
+                   help="presets whose full training curves are run (every preset's throughput is measured)")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -205,6 +218,8 @@ def main(argv=None) -> None:
                      "machine": machine()}
     results["data"] = time_data()
     print(f"[bench] data: {results['data']}", flush=True)
+    # Every preset's steady-state speed first: what each would take on this machine, curve run or not.
+    results["throughput"] = [throughput(name, 4 if args.quick else 8) for name in ALL_PRESETS]
     limit, epochs = (10000, 2) if args.quick else (0, None)
     presets = args.presets.split(",")
     with tempfile.TemporaryDirectory() as tmp:
@@ -214,7 +229,7 @@ def main(argv=None) -> None:
         results["inference"] = {"model": export_preset, **time_inference(Path(tmp) / "model", args.quick)}
     by = {r["preset"]: r for r in results["training"]}
     peak = results["machine"].get("peak_gflops_fp32")
-    for rec in results["training"]:
+    for rec in results["training"] + results["throughput"]:
         achieved = 3 * rec["forward_flops_per_image"] * rec["images_per_second"] / 1e9  # fwd + 2x bwd
         rec["achieved_gflops"] = round(achieved, 1)
         rec["fraction_of_fp32_peak"] = round(achieved / peak, 3) if peak else None
@@ -233,6 +248,9 @@ def main(argv=None) -> None:
                                                                    "images_per_second", "seconds_to_67",
                                                                    "seconds_to_90", "seconds_to_94")}
                                    for r in results["training"]},
+                      "throughput": {r["preset"]: {k: r[k] for k in ("images_per_second", "precision",
+                                                                     "projected_train_seconds", "achieved_gflops")}
+                                     for r in results["throughput"]},
                       "speedup_to_seed_final_accuracy": results.get("speedup_to_seed_final_accuracy"),
                       "inference_ratio": results["inference"]["ratio_to_keras_predict"]}, indent=1))
 

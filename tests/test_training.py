@@ -185,3 +185,35 @@ def test_a_bf16_checkpoint_resumes_in_float32_with_the_same_weights_and_optimize
     resumed.fit(train.make_dataset(x, y, 10, 8), epochs=1, verbose=0)
     assert int(resumed.optimizer.iterations) == 8
     assert train._in_precision(resumed, on_avx2, 10, x) is resumed  # same precision: used as loaded
+
+
+def test_a_frozen_stem_gets_no_updates_and_its_checkpoint_resumes_with_the_full_optimizer_state(tmp_path):
+    """After its bias epochs the whitening layer is frozen (no gradient below the first conv); checkpoints
+    are still written with it trainable, so the optimizer state always matches the model it loads into."""
+    from job.checkpoint import Checkpoints
+
+    cfg = config.resolve({"preset": "fast", "width": 8, "batch_size": 8, "precision": "float32"}, env={})
+    x, y = _smooth_images(32), np.random.default_rng(0).integers(0, 10, 32)
+    net = train.compile_model(cfg, 10, x)
+    n_optimizer_vars = len(net.optimizer.variables)
+    stem = net.get_layer(model_lib.WHITEN)
+    train.stem_learns(net, False)
+    assert stem.weights and not {w.path for w in stem.weights} & {w.path for w in net.trainable_weights}
+    before = [w.numpy() for w in net.weights]
+    net.fit(train.make_dataset(x, y, 10, 8), epochs=1, verbose=0)
+    after = [w.numpy() for w in net.weights]
+    changed = {w.path for w, a, b in zip(net.weights, before, after) if not np.array_equal(a, b)}
+    assert not changed & {w.path for w in stem.weights} and len(changed) > 5
+    assert int(net.optimizer.iterations) == 4 and len(net.optimizer.variables) == n_optimizer_vars
+
+    store = Checkpoints(str(tmp_path / "ck"), "frozen")
+    train._save(store, net, {"fp": 1}, epoch=1, step=0, history=[])
+    assert not stem.trainable  # as it was
+    loaded = store.load({"fp": 1}).model
+    assert loaded.get_layer(model_lib.WHITEN).trainable
+    for a, b in zip(net.optimizer.variables, loaded.optimizer.variables, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    train.stem_learns(loaded, False)
+    loaded.fit(train.make_dataset(x, y, 10, 8), epochs=1, verbose=0)
+    assert int(loaded.optimizer.iterations) == 8
+    np.testing.assert_array_equal(loaded.get_layer(model_lib.WHITEN).kernel.numpy(), stem.kernel.numpy())
