@@ -66,9 +66,9 @@ def main() -> None:
         def on_epoch_end(self, epoch, logs=None):
             t0, idle_before_eval = time.perf_counter(), idle_cpu_seconds()
             elapsed = t0 - self.started - self.paused
-            evaluated = train.float32_copy(self.model, cfg, splits.num_classes)
+            evaluated = train.inference_copy(self.model, cfg, splits.num_classes)
             probs = predict(inference_function(evaluated, tta=cfg.tta), splits.x_test)
-            keras.mixed_precision.set_global_policy(cfg.precision)  # float32_copy switched it for the clone
+            keras.mixed_precision.set_global_policy(cfg.precision)  # inference_copy switched it for the clone
             acc = float(np.mean(probs.argmax(1) == splits.y_test))
             # CPU time nobody used while this process trained: with every core busy it stays near 0; where
             # it grows, the process waited (this found a tf.data teardown stall) or the host held the CPUs back.
@@ -97,7 +97,7 @@ def main() -> None:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     if args.export:
-        final = train.float32_copy(result.model, cfg, splits.num_classes)
+        final = train.inference_copy(result.model, cfg, splits.num_classes)
         record["exported"] = export_all(final, cfg, splits, Path(args.export))
     Path(args.out).write_text(json.dumps(record, indent=2))
 

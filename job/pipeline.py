@@ -130,7 +130,7 @@ def _run_stages(cfg: Config, platform, timer: Timer, store, run_dir: Path) -> di
     with timer.stage("train"):
         result = train_lib.train(cfg, splits, _checkpoints(cfg))
     optimizer_steps = int(result.model.optimizer.iterations.numpy())
-    net = train_lib.float32_copy(result.model, cfg, splits.num_classes)
+    net = train_lib.inference_copy(result.model, cfg, splits.num_classes)
 
     with timer.stage("evaluate"):
         from export.inference import inference_function, predict

@@ -209,11 +209,11 @@ def _in_precision(net: keras.Model, cfg: Config, num_classes: int, x_train: np.n
     return fresh
 
 
-def float32_copy(net: keras.Model, cfg: Config, num_classes: int) -> keras.Model:
-    """The same weights in a float32 model: what is evaluated and exported after mixed-precision training
-    (ONNX Runtime has no bf16 convolutions on CPU, and consumers expect float32)."""
-    if cfg.precision == "float32":
-        return net
+def inference_copy(net: keras.Model, cfg: Config, num_classes: int) -> keras.Model:
+    """The trained weights in a fresh, uncompiled float32 model: what is evaluated, exported and published.
+    Float32, because ONNX Runtime has no bf16 convolutions on CPU and consumers expect it; uncompiled, so
+    `model.keras` loads with plain Keras (the training model carries this job's optimizer class, which a
+    consumer without the job's code cannot deserialize). Training state lives in checkpoints."""
     keras.mixed_precision.set_global_policy("float32")
     clone = model_lib.build(cfg.model, num_classes, cfg.width)
     clone.set_weights(net.get_weights())

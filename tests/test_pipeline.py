@@ -219,12 +219,18 @@ def test_fast_preset_with_int8_trains_exports_and_passes_parity(tiny_tar, tmp_pa
     import onnxruntime as ort
 
     out = tmp_path / "store"
+    # float32 whatever this CPU is (auto picks it on every CPU without AMX): the training model then is
+    # the one with this job's optimizer, which the published model.keras must not carry.
     proc = run_job("train", "--preset", "fast", "--epochs", "1", "--width", "16", "--data", str(tiny_tar),
                    "--out", str(out), "--run-id", "fast-1", "--int8", "--int8-max-drop", "1.0",
-                   "--cache-dir", str(tmp_path / "cache"))
+                   "--precision", "float32", "--cache-dir", str(tmp_path / "cache"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = out / "fast-1"
+    code = f"import keras; m = keras.models.load_model({str(run / 'model.keras')!r}); print(m.count_params())"
+    plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert plain.returncode == 0, plain.stderr[-2000:]  # a consumer without this job's code loads it
     metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["training"]["precision"] == "float32"
     assert metrics["parity"]["onnxruntime"]["argmax_mismatches"] == 0
     int8 = metrics["int8"]
     assert int8["published"] and int8["calibration_images"] == metrics["data"]["sizes"]["train"]

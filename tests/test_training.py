@@ -1,6 +1,12 @@
 """The pieces of the fast recipe, on real TensorFlow: whitening stem, identity init, optimizer, schedule,
 augmentation, and a checkpoint round trip of a fast-preset model."""
 
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -68,9 +74,6 @@ def test_partial_identity_init_passes_the_input_through():
 
 def test_fast_net_saves_and_loads_without_custom_objects(tmp_path):
     """A consumer loads model.keras with plain Keras (no `import job`), in a fresh process."""
-    import subprocess
-    import sys
-
     model_lib.fast_net(10, width=8, whitening_images=_smooth_images(20)).save(tmp_path / "m.keras")
     code = f"import keras; m = keras.models.load_model({str(tmp_path / 'm.keras')!r}); print(m.count_params())"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
@@ -217,3 +220,17 @@ def test_a_frozen_stem_gets_no_updates_and_its_checkpoint_resumes_with_the_full_
     loaded.fit(train.make_dataset(x, y, 10, 8), epochs=1, verbose=0)
     assert int(loaded.optimizer.iterations) == 8
     np.testing.assert_array_equal(loaded.get_layer(model_lib.WHITEN).kernel.numpy(), stem.kernel.numpy())
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="oneDNN kernels are TensorFlow's x86 build")
+def test_the_job_turns_on_onednn_kernels_unless_told_not_to():
+    """TensorFlow enables them by default only on CPUs with AVX512_VNNI/BF16/AMX; AVX2 CPUs train 1.4x faster
+    with them. Importing the job package must switch them on before TensorFlow loads."""
+    code = ("import job, tensorflow; from tensorflow.python.util import _pywrap_util_port as port; "
+            "print(port.IsMklEnabled())")
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    for setting, expected in ((None, "True"), ("0", "False")):
+        run_env = env if setting is None else {**env, "TF_ENABLE_ONEDNN_OPTS": setting}
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=run_env,
+                              cwd=Path(__file__).resolve().parent.parent)
+        assert proc.stdout.strip().splitlines()[-1] == expected, proc.stderr[-2000:]
