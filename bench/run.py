@@ -191,10 +191,10 @@ def plot(results: dict, folder: Path, name: str) -> None:
 
     inf = results["inference"]["images_per_second"]
     fig, ax = plt.subplots(figsize=(8, 5))
-    names, batches = list(inf), ["1", "64", "256"]
-    width = 0.8 / len(names)
-    for i, name in enumerate(names):
-        ax.bar([b + i * width for b in range(len(batches))], [inf[name][b] for b in batches], width, label=name)
+    runners, batches = list(inf), ["1", "64", "256"]
+    width = 0.8 / len(runners)
+    for i, runner in enumerate(runners):
+        ax.bar([b + i * width for b in range(len(batches))], [inf[runner][b] for b in batches], width, label=runner)
     ax.set_xticks([b + 0.4 - width / 2 for b in range(len(batches))], [f"batch {b}" for b in batches])
     ax.set_ylabel("images / second")
     ax.set_yscale("log")

@@ -238,8 +238,12 @@ def test_fast_preset_with_int8_trains_exports_and_passes_parity(tiny_tar, tmp_pa
     meta = session.get_modelmeta().custom_metadata_map
     assert meta["tta"] == "true" and json.loads(meta["class_names"])[0] == "airplane"
     assert "int8" in meta["quantization"]
-    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in __import__("onnx").load(
-        run / "model.int8.onnx").graph.node}
+    graph = __import__("onnx").load(run / "model.int8.onnx").graph
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in graph.node}
+    # 7-bit weights: no int16 saturation in ONNX Runtime's u8 x s8 kernels on x86 CPUs without VNNI
+    from onnx import TensorProto, numpy_helper
+    weights = [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == TensorProto.INT8 and t.dims]
+    assert weights and max(int(abs(w.astype(int)).max()) for w in weights) <= 64
     assert "model.int8.onnx" in {f["path"] for f in json.loads((run / "manifest.json").read_text())["files"]}
     assert "INT8 ONNX" in (run / "MODEL_CARD.md").read_text()
 
