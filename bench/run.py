@@ -3,6 +3,7 @@
     python -m bench.run            # full: seed, fast-short, fast, fast-long  (about 70 minutes on 2 AMX cores)
     python -m bench.run --quick    # a few minutes: 10k-image subsample, 2 epochs per preset
     python -m bench.run --presets seed,fast-short   # full curves of some presets only (slow CPUs)
+    python -m bench.run --merge RESULTS.json CURVE.json  # add a curve run separately with bench.train_curve
 
 Every preset's steady-state training speed is measured in any case (bench/throughput.py).
 
@@ -85,7 +86,10 @@ def train_curve(preset: str, epochs: int | None, limit: int, export: Path | None
         cmd += ["--epochs", str(epochs)] if epochs else []
         cmd += ["--export", str(export)] if export else []
         subprocess.run(cmd, check=True)
-        record = json.loads(Path(out.name).read_text())
+        return with_thresholds(json.loads(Path(out.name).read_text()))
+
+
+def with_thresholds(record: dict) -> dict:
     for t in THRESHOLDS:
         record[f"seconds_to_{int(t * 100)}"] = first_time_at(record["curve"], t)
     return record
@@ -211,7 +215,14 @@ def main(argv=None) -> None:
     p.add_argument("--quick", action="store_true", help="10k-image subsample, 2 epochs per preset")
     p.add_argument("--presets", default=",".join(ALL_PRESETS),
                    help="presets whose full training curves are run (every preset's throughput is measured)")
+    p.add_argument("--merge", nargs="+", metavar=("RESULTS", "CURVE"),
+                   help="add curves from 'python -m bench.train_curve --out CURVE' to a results file; runs nothing")
     args = p.parse_args(argv)
+    if args.merge:
+        if len(args.merge) < 2:
+            p.error("--merge needs a results file and at least one curve file")
+        merge(Path(args.merge[0]), [Path(c) for c in args.merge[1:]])
+        return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     results: dict = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "quick": args.quick,
@@ -227,6 +238,26 @@ def main(argv=None) -> None:
         results["training"] = [train_curve(name, epochs, limit, Path(tmp) / "model" if name == export_preset else None)
                                for name in presets]
         results["inference"] = {"model": export_preset, **time_inference(Path(tmp) / "model", args.quick)}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = f"{time.strftime('%Y-%m-%d')}-{results['machine']['tag']}" + ("-quick" if args.quick else "")
+    write(results, RESULTS / f"{name}.json")
+
+
+def merge(results_file: Path, curve_files: list[Path]) -> None:
+    """Add training curves run separately with bench.train_curve on the same machine (presets too slow for
+    one sitting) to a results file, replacing the same presets' curves, and redo its figures."""
+    results = json.loads(results_file.read_text())
+    for curve in curve_files:
+        record = with_thresholds(json.loads(curve.read_text()))
+        record["merged_from"] = curve.name
+        results["training"] = [r for r in results["training"] if r["preset"] != record["preset"]] + [record]
+    order = {name: i for i, name in enumerate(ALL_PRESETS)}
+    results["training"].sort(key=lambda r: order.get(r["preset"], len(order)))
+    write(results, results_file)
+
+
+def write(results: dict, path: Path) -> None:
+    """Derived figures (FLOP/s, speed-up to the seed's accuracy), the JSON, the plots and a summary."""
     by = {r["preset"]: r for r in results["training"]}
     peak = results["machine"].get("peak_gflops_fp32")
     for rec in results["training"] + results["throughput"]:
@@ -239,11 +270,9 @@ def main(argv=None) -> None:
     if "seed" in by and len(by) > 1:
         results["speedup_to_seed_final_accuracy"] = speedup(by["seed"], [r for r in results["training"]
                                                                           if r["preset"] != "seed"])
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    name = f"{time.strftime('%Y-%m-%d')}-{results['machine']['tag']}" + ("-quick" if args.quick else "")
-    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
-    plot(results, RESULTS, name)
-    print(json.dumps({"results": str(RESULTS / f"{name}.json"),
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, path.parent, path.stem)
+    print(json.dumps({"results": str(path),
                       "training": {r["preset"]: {k: r[k] for k in ("final_test_accuracy", "train_seconds",
                                                                    "images_per_second", "seconds_to_67",
                                                                    "seconds_to_90", "seconds_to_94")}
@@ -253,7 +282,6 @@ def main(argv=None) -> None:
                                      for r in results["throughput"]},
                       "speedup_to_seed_final_accuracy": results.get("speedup_to_seed_final_accuracy"),
                       "inference_ratio": results["inference"]["ratio_to_keras_predict"]}, indent=1))
-
 
 if __name__ == "__main__":
     main()
