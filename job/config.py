@@ -44,7 +44,7 @@ class Config:
                         metavar="DIR")
     # --- model and training
     preset: str = _f("seed", "named set of defaults: 'seed' (the reference recipe), 'fast' (89%% in under "
-                     "10 minutes on 2 AMX cores, about an hour on 2 AVX2 cores), 'fast-long' (longer schedule) or "
+                     "10 minutes on 2 AMX cores, 42 minutes on 2 AVX2 cores), 'fast-long' (longer schedule) or "
                      "'fast-short' (one epoch)",
                      choices=("seed", "fast", "fast-long", "fast-short"))
     model: str = _f("seed_cnn", "network architecture", choices=("seed_cnn", "fast_net"))

@@ -179,7 +179,8 @@ def _stem(net: keras.Model):
 def stem_learns(net: keras.Model, learns: bool) -> None:
     """Let fast_net's whitening layer learn (its bias, in the first `stem_bias_epochs`) or freeze it, as
     airbench does. Frozen, no gradient flows below the first block's convolution, which skips its
-    input-gradient: 28% more images/s at width 16 on 2 AVX2 cores. The optimizer keeps the stem's state
+    input-gradient: 28% more images/s at width 16 on 2 AVX2 cores with TensorFlow's own kernels (no clear
+    gain at width 64 with oneDNN). The optimizer keeps the stem's state
     either way (it is built over all variables); saved models always have the stem trainable, so a
     checkpoint's optimizer state matches the model it loads into."""
     stem = _stem(net)
@@ -203,7 +204,6 @@ def _in_precision(net: keras.Model, cfg: Config, num_classes: int, x_train: np.n
     log.info("checkpoint trained in %s; resuming in %s on this CPU", training_precision(net), cfg.precision)
     fresh = compile_model(cfg, num_classes, x_train)
     fresh.set_weights(net.get_weights())
-    fresh.optimizer.build(fresh.trainable_variables)
     for mine, theirs in zip(fresh.optimizer.variables, net.optimizer.variables, strict=True):
         mine.assign(theirs)
     return fresh
