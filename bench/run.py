@@ -80,13 +80,19 @@ def time_data() -> dict:
             "cached_load_s": round(cached, 2)}
 
 
-def train_curve(preset: str, epochs: int | None, limit: int, export: Path | None) -> dict:
+def _in_own_process(module: str, *args: str) -> dict:
+    """Run `python -m module ARGS --out FILE` (a fresh process: its own peak RSS, threads and precision
+    policy) and return the JSON it wrote."""
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        cmd = [sys.executable, "-m", "bench.train_curve", "--preset", preset, "--out", out.name, "--limit", str(limit)]
-        cmd += ["--epochs", str(epochs)] if epochs else []
-        cmd += ["--export", str(export)] if export else []
-        subprocess.run(cmd, check=True)
-        return with_thresholds(json.loads(Path(out.name).read_text()))
+        subprocess.run([sys.executable, "-m", module, *args, "--out", out.name], check=True)
+        return json.loads(Path(out.name).read_text())
+
+
+def train_curve(preset: str, epochs: int | None, limit: int, export: Path | None) -> dict:
+    args = ["--preset", preset, "--limit", str(limit)]
+    args += ["--epochs", str(epochs)] if epochs else []
+    args += ["--export", str(export)] if export else []
+    return with_thresholds(_in_own_process("bench.train_curve", *args))
 
 
 def with_thresholds(record: dict) -> dict:
@@ -96,10 +102,7 @@ def with_thresholds(record: dict) -> dict:
 
 
 def throughput(preset: str, steps: int) -> dict:
-    with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        subprocess.run([sys.executable, "-m", "bench.throughput", "--preset", preset, "--out", out.name,
-                        "--steps", str(steps)], check=True)
-        return json.loads(Path(out.name).read_text())
+    return _in_own_process("bench.throughput", "--preset", preset, "--steps", str(steps))
 
 
 def time_inference(folder: Path, quick: bool) -> dict:
