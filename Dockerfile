@@ -19,13 +19,12 @@ RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY job ./job
-COPY export ./export
 RUN /opt/venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation . \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 
 FROM ${BASE_IMAGE}
 ARG VARIANT=cpu
-ARG VERSION=0.1.0
+ARG VERSION=unknown
 ARG REVISION=unknown
 ARG CREATED=unknown
 LABEL org.opencontainers.image.title="cifar10-job" \

@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: train test test-fast bench image test-image lock lint clean help
+.PHONY: train test test-fast bench image test-image lock lint format clean help
 
 help:
 	@sed -n 's/^# //p' Makefile | head -6
@@ -36,11 +36,12 @@ $(NODE_STAMP): examples/node/package-lock.json
 train: $(STAMP)
 	$(PY) -m job train $(ARGS)
 
-test: $(STAMP) $(NODE_STAMP)
+test: $(STAMP) $(NODE_STAMP) lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The unit tier: no TensorFlow, no servers.
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow and not image" $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m bench.run $(if $(QUICK),--quick) $(ARGS)
@@ -50,10 +51,18 @@ image:
 	infra/image/build.sh
 
 test-image: $(STAMP) image
-	$(PY) -m pytest -m image -s tests/test_image.py $(PYTEST_ARGS)
+	$(PY) -m pytest -s tests/image $(PYTEST_ARGS)
 
+# ruff (lint + format check), the import-linter layering contracts (pyproject.toml), hadolint.
 lint: $(STAMP)
+	$(VENV)/bin/ruff check job bench tests
+	$(VENV)/bin/ruff format --check job bench tests
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/hadolint Dockerfile
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix job bench tests
+	$(VENV)/bin/ruff format job bench tests
 
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv && .lock-venv/bin/pip install -q --upgrade pip

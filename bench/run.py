@@ -15,6 +15,7 @@ never part of the tests.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -31,10 +32,9 @@ ALL_PRESETS = ("seed", "fast-short", "fast", "fast-long")
 
 
 def machine() -> dict:
-    from job.resources import auto_precision, available_cpus, cpu_flags
+    from job.runtime.resources import auto_precision, available_cpus, cpu_flags
 
-    info = {"python": platform.python_version(),
-            "cpus_available": available_cpus(), "cpu_count": os.cpu_count()}
+    info = {"python": platform.python_version(), "cpus_available": available_cpus(), "cpu_count": os.cpu_count()}
     flags = cpu_flags()
     info["simd"] = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "sse"
     info["fma"] = "fma" in flags
@@ -60,8 +60,11 @@ def machine() -> dict:
 
 def machine_tag(info: dict) -> str:
     """'xeon-amx-2cpu', 'epyc-avx2-2cpu': results from different machines never overwrite each other."""
-    words = re.sub(r"\(r\)|\(tm\)|@.*|\b(intel|amd|processor|cpu|\d+-core)\b", " ",
-                   info.get("cpu_model", platform.machine()).lower()).split()
+    words = re.sub(
+        r"\(r\)|\(tm\)|@.*|\b(intel|amd|processor|cpu|\d+-core)\b",
+        " ",
+        info.get("cpu_model", platform.machine()).lower(),
+    ).split()
     isa = "amx" if info.get("amx_bf16") else info.get("simd", "")
     return "-".join([*(re.sub(r"[^a-z0-9]", "", w) for w in words[:3]), isa, f"{info['cpus_available']}cpu"])
 
@@ -76,8 +79,12 @@ def time_data() -> dict:
         t0 = time.perf_counter()
         data.load("auto", Path(cache))
         cached = time.perf_counter() - t0
-    return {"source": ds.source, "images": int(len(ds.y_train)), "first_load_s": round(first, 2),
-            "cached_load_s": round(cached, 2)}
+    return {
+        "source": ds.source,
+        "images": len(ds.y_train),
+        "first_load_s": round(first, 2),
+        "cached_load_s": round(cached, 2),
+    }
 
 
 def _in_own_process(module: str, *args: str) -> dict:
@@ -107,34 +114,38 @@ def throughput(preset: str, steps: int) -> dict:
 
 def time_inference(folder: Path, quick: bool) -> dict:
     """images/s at batch 1, 64, 256 for Keras predict, the SavedModel, ONNX Runtime float and INT8."""
-    import numpy as np
-
-    from export.onnx_export import ort_session
-    from export.savedmodel import load_savedmodel
-
     import keras
+    import numpy as np
     import tensorflow as tf
+
+    from job.export.savedmodel import load_savedmodel
+    from job.runtime.ort import ort_session
 
     x_test, y_test = np.load(folder / "x_test.npy"), np.load(folder / "y_test.npy")
     model = keras.models.load_model(folder / "model.keras")
     tta = json.loads(ort_session(folder / "model.onnx").get_modelmeta().custom_metadata_map["tta"])
     saved = load_savedmodel(folder / "saved_model")
-    sessions = {"onnxruntime_fp32": ort_session(folder / "model.onnx"),
-                "onnxruntime_int8": ort_session(folder / "model.int8.onnx")}
+    sessions = {
+        "onnxruntime_fp32": ort_session(folder / "model.onnx"),
+        "onnxruntime_int8": ort_session(folder / "model.int8.onnx"),
+    }
 
     def keras_predict(x):  # what a Keras user calls; flip TTA done the same way as the export
         p = model.predict(x.astype("float32") / 255.0, batch_size=len(x), verbose=0)
-        return 0.5 * (p + model.predict(x[:, :, ::-1].astype("float32") / 255.0, batch_size=len(x),
-                                        verbose=0)) if tta else p
+        return (
+            0.5 * (p + model.predict(x[:, :, ::-1].astype("float32") / 255.0, batch_size=len(x), verbose=0))
+            if tta
+            else p
+        )
 
     runners = {
         "keras_predict": keras_predict,
         "savedmodel": lambda x: saved(tf.constant(x))["probabilities"].numpy(),
-        **{name: (lambda s: lambda x: s.run(["probabilities"], {"image": x})[0])(s) for name, s in sessions.items()},
+        **{name: functools.partial(_run_session, session) for name, session in sessions.items()},
     }
     out: dict = {"accuracy": {}, "images_per_second": {}}
     for name, fn in runners.items():
-        probs = np.concatenate([fn(x_test[i:i + 256]) for i in range(0, len(x_test), 256)])
+        probs = np.concatenate([fn(x_test[i : i + 256]) for i in range(0, len(x_test), 256)])
         out["accuracy"][name] = float(np.mean(probs.argmax(1) == y_test))
         out["images_per_second"][name] = {}
         for batch in (1, 64, 256):
@@ -147,13 +158,20 @@ def time_inference(folder: Path, quick: bool) -> dict:
                 fn(x)
             out["images_per_second"][name][str(batch)] = round(reps * batch / (time.perf_counter() - t0), 1)
     base = out["images_per_second"]["keras_predict"]
-    out["ratio_to_keras_predict"] = {name: {b: round(v / base[b], 2) for b, v in per.items()}
-                                     for name, per in out["images_per_second"].items()}
+    out["ratio_to_keras_predict"] = {
+        name: {b: round(v / base[b], 2) for b, v in per.items()} for name, per in out["images_per_second"].items()
+    }
     fp32, int8 = out["accuracy"]["onnxruntime_fp32"], out["accuracy"]["onnxruntime_int8"]
     out["int8_accuracy_drop"] = round(fp32 - int8, 4)
-    out["int8_speedup"] = {b: round(out["images_per_second"]["onnxruntime_int8"][b]
-                                    / out["images_per_second"]["onnxruntime_fp32"][b], 2) for b in ("1", "64", "256")}
+    out["int8_speedup"] = {
+        b: round(out["images_per_second"]["onnxruntime_int8"][b] / out["images_per_second"]["onnxruntime_fp32"][b], 2)
+        for b in ("1", "64", "256")
+    }
     return out
+
+
+def _run_session(session, x):
+    return session.run(["probabilities"], {"image": x})[0]
 
 
 def first_time_at(curve: list[dict], accuracy: float) -> float | None:
@@ -176,15 +194,19 @@ def speedup(seed: dict, others: list[dict]) -> dict:
 
 def plot(results: dict, folder: Path, name: str) -> None:
     """<name>-time_to_accuracy.png and <name>-inference.png beside <name>.json."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from job.report.plots import pyplot
+
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 5))
     for rec in results["training"]:
         pts = rec["curve"]
-        ax.plot([p["seconds"] / 60 for p in pts], [p["test_accuracy"] for p in pts], "o-",
-                label=f"{rec['preset']} ({rec['model']}, batch {rec['batch_size']})")
+        ax.plot(
+            [p["seconds"] / 60 for p in pts],
+            [p["test_accuracy"] for p in pts],
+            "o-",
+            label=f"{rec['preset']} ({rec['model']}, batch {rec['batch_size']})",
+        )
     for t in THRESHOLDS:
         ax.axhline(t, color="grey", lw=0.6, ls="--")
     ax.set_xlabel("training wall time (minutes, this machine)")
@@ -216,10 +238,17 @@ def plot(results: dict, folder: Path, name: str) -> None:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="10k-image subsample, 2 epochs per preset")
-    p.add_argument("--presets", default=",".join(ALL_PRESETS),
-                   help="presets whose full training curves are run (every preset's throughput is measured)")
-    p.add_argument("--merge", nargs="+", metavar=("RESULTS", "CURVE"),
-                   help="add curves from 'python -m bench.train_curve --out CURVE' to a results file; runs nothing")
+    p.add_argument(
+        "--presets",
+        default=",".join(ALL_PRESETS),
+        help="presets whose full training curves are run (every preset's throughput is measured)",
+    )
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        metavar=("RESULTS", "CURVE"),
+        help="add curves from 'python -m bench.train_curve --out CURVE' to a results file; runs nothing",
+    )
     args = p.parse_args(argv)
     if args.merge:
         if len(args.merge) < 2:
@@ -228,8 +257,11 @@ def main(argv=None) -> None:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    results: dict = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "quick": args.quick,
-                     "machine": machine()}
+    results: dict = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "quick": args.quick,
+        "machine": machine(),
+    }
     results["data"] = time_data()
     print(f"[bench] data: {results['data']}", flush=True)
     # Every preset's steady-state speed first: what each would take on this machine, curve run or not.
@@ -238,8 +270,9 @@ def main(argv=None) -> None:
     presets = args.presets.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         export_preset = "fast" if "fast" in presets else presets[-1]
-        results["training"] = [train_curve(name, epochs, limit, Path(tmp) / "model" if name == export_preset else None)
-                               for name in presets]
+        results["training"] = [
+            train_curve(name, epochs, limit, Path(tmp) / "model" if name == export_preset else None) for name in presets
+        ]
         results["inference"] = {"model": export_preset, **time_inference(Path(tmp) / "model", args.quick)}
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = f"{time.strftime('%Y-%m-%d')}-{results['machine']['tag']}" + ("-quick" if args.quick else "")
@@ -271,20 +304,43 @@ def write(results: dict, path: Path) -> None:
         if rec.get("precision") == "mixed_bfloat16" and bf16_peak:
             rec["fraction_of_bf16_peak"] = round(achieved / bf16_peak, 3)
     if "seed" in by and len(by) > 1:
-        results["speedup_to_seed_final_accuracy"] = speedup(by["seed"], [r for r in results["training"]
-                                                                          if r["preset"] != "seed"])
+        results["speedup_to_seed_final_accuracy"] = speedup(
+            by["seed"], [r for r in results["training"] if r["preset"] != "seed"]
+        )
     path.write_text(json.dumps(results, indent=2) + "\n")
     plot(results, path.parent, path.stem)
-    print(json.dumps({"results": str(path),
-                      "training": {r["preset"]: {k: r[k] for k in ("final_test_accuracy", "train_seconds",
-                                                                   "images_per_second", "seconds_to_67",
-                                                                   "seconds_to_90", "seconds_to_94")}
-                                   for r in results["training"]},
-                      "throughput": {r["preset"]: {k: r[k] for k in ("images_per_second", "precision",
-                                                                     "projected_train_seconds", "achieved_gflops")}
-                                     for r in results["throughput"]},
-                      "speedup_to_seed_final_accuracy": results.get("speedup_to_seed_final_accuracy"),
-                      "inference_ratio": results["inference"]["ratio_to_keras_predict"]}, indent=1))
+    print(
+        json.dumps(
+            {
+                "results": str(path),
+                "training": {
+                    r["preset"]: {
+                        k: r[k]
+                        for k in (
+                            "final_test_accuracy",
+                            "train_seconds",
+                            "images_per_second",
+                            "seconds_to_67",
+                            "seconds_to_90",
+                            "seconds_to_94",
+                        )
+                    }
+                    for r in results["training"]
+                },
+                "throughput": {
+                    r["preset"]: {
+                        k: r[k]
+                        for k in ("images_per_second", "precision", "projected_train_seconds", "achieved_gflops")
+                    }
+                    for r in results["throughput"]
+                },
+                "speedup_to_seed_final_accuracy": results.get("speedup_to_seed_final_accuracy"),
+                "inference_ratio": results["inference"]["ratio_to_keras_predict"],
+            },
+            indent=1,
+        )
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -26,7 +26,7 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     from job import config
-    from job.resources import configure_tensorflow
+    from job.train.threads import configure_tensorflow
 
     cfg = config.resolve({"preset": args.preset, "run_id": f"throughput-{args.preset}"}, env={})
     threads = configure_tensorflow(cfg.threads, cfg.inter_op_threads)
@@ -35,18 +35,17 @@ def main() -> None:
     import numpy as np
 
     from bench.train_curve import forward_flops
-    from job import train
+    from job.train.build import compile_model, seed_everything
+    from job.train.input import Augmentation, make_dataset
 
-    train.seed_everything(cfg.seed, cfg.deterministic)
+    seed_everything(cfg.seed, cfg.deterministic)
     warmup = 3
     n = cfg.batch_size * (warmup + args.steps)
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n)
-    net = train.compile_model(cfg, 10, x)
-    # Most epochs run with the whitening stem frozen (it learns in the first stem_bias_epochs only).
-    train.stem_learns(net, cfg.stem_bias_epochs >= cfg.epochs)
-    augment = train.Augmentation(cfg.crop_padding, cfg.seed, 0) if cfg.augment else None
-    ds = train.make_dataset(x, y, 10, cfg.batch_size, shuffle_seed=cfg.seed, augment=augment)
+    net = compile_model(cfg, 10, x)
+    augment = Augmentation(cfg.crop_padding, cfg.seed, 0) if cfg.augment else None
+    ds = make_dataset(x, y, 10, cfg.batch_size, shuffle_seed=cfg.seed, augment=augment)
 
     class Clock(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
@@ -60,13 +59,25 @@ def main() -> None:
     net.fit(ds, epochs=1, verbose=0, callbacks=[clock])
     ips = args.steps * cfg.batch_size / clock.seconds
     epoch_s = CIFAR10_TRAIN_IMAGES * (1 - cfg.test_fraction) * (1 - cfg.val_fraction) / ips
-    record = {"preset": cfg.preset, "model": cfg.model, "width": cfg.width, "batch_size": cfg.batch_size,
-              "precision": cfg.precision, "threads": threads, "timed_steps": args.steps,
-              "images_per_second": round(ips, 1), "projected_epoch_seconds": round(epoch_s, 1),
-              "projected_train_seconds": round(epoch_s * cfg.epochs, 1), "epochs": cfg.epochs,
-              "forward_flops_per_image": forward_flops(net)}
-    print(f"[bench throughput] {cfg.preset}: {ips:.0f} images/s in {cfg.precision}, about {epoch_s:.0f} s per "
-          f"epoch, {epoch_s * cfg.epochs / 60:.1f} min for {cfg.epochs} epochs", flush=True)
+    record = {
+        "preset": cfg.preset,
+        "model": cfg.model,
+        "width": cfg.width,
+        "batch_size": cfg.batch_size,
+        "precision": cfg.precision,
+        "threads": threads,
+        "timed_steps": args.steps,
+        "images_per_second": round(ips, 1),
+        "projected_epoch_seconds": round(epoch_s, 1),
+        "projected_train_seconds": round(epoch_s * cfg.epochs, 1),
+        "epochs": cfg.epochs,
+        "forward_flops_per_image": forward_flops(net),
+    }
+    print(
+        f"[bench throughput] {cfg.preset}: {ips:.0f} images/s in {cfg.precision}, about {epoch_s:.0f} s per "
+        f"epoch, {epoch_s * cfg.epochs / 60:.1f} min for {cfg.epochs} epochs",
+        flush=True,
+    )
     Path(args.out).write_text(json.dumps(record, indent=2))
 
 

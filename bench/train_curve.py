@@ -25,13 +25,18 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--data", default="auto")
     p.add_argument("--export", help="also export the model (SavedModel + ONNX + INT8) into this folder")
-    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                   help="override a config field, e.g. --set width=32 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a config field, e.g. --set width=32 (repeatable)",
+    )
     args = p.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     from job import config, data
-    from job.resources import configure_tensorflow
+    from job.train.threads import configure_tensorflow
 
     cli = {"preset": args.preset, "data": args.data, "limit": args.limit, "run_id": f"bench-{args.preset}"}
     if args.epochs:
@@ -40,17 +45,23 @@ def main() -> None:
         name, _, value = item.partition("=")
         cli[name.replace("-", "_")] = value
     cfg = config.resolve(cli, env={})
-    splits = data.split(data.load(cfg.data), val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
-                        seed=cfg.seed, limit=cfg.limit)
+    splits = data.split(
+        data.load(cfg.data),
+        val_fraction=cfg.val_fraction,
+        test_fraction=cfg.test_fraction,
+        seed=cfg.seed,
+        limit=cfg.limit,
+    )
     threads = configure_tensorflow(cfg.threads, cfg.inter_op_threads)
 
     import keras
     import numpy as np
 
-    from export.inference import inference_function, predict
-    from job import train
+    from job.export.inference import inference_function, predict
+    from job.train.build import inference_copy, seed_everything
+    from job.train.loop import train
 
-    train.seed_everything(cfg.seed, cfg.deterministic)
+    seed_everything(cfg.seed, cfg.deterministic)
 
     class Curve(keras.callbacks.Callback):
         def __init__(self):
@@ -66,30 +77,45 @@ def main() -> None:
         def on_epoch_end(self, epoch, logs=None):
             t0, idle_before_eval = time.perf_counter(), idle_cpu_seconds()
             elapsed = t0 - self.started - self.paused
-            evaluated = train.inference_copy(self.model, cfg, splits.num_classes)
+            evaluated = inference_copy(self.model, cfg, splits.num_classes)
             probs = predict(inference_function(evaluated, tta=cfg.tta), splits.x_test)
-            keras.mixed_precision.set_global_policy(cfg.precision)  # inference_copy switched it for the clone
             acc = float(np.mean(probs.argmax(1) == splits.y_test))
             # CPU time nobody used while this process trained: with every core busy it stays near 0; where
             # it grows, the process waited (this found a tf.data teardown stall) or the host held the CPUs back.
             idle = idle_before_eval - self.idle_at_start - self.idle_paused
-            self.points.append({"epoch": epoch + 1, "seconds": round(elapsed, 2), "test_accuracy": acc,
-                                "idle_cpu_seconds": round(idle, 1)})
-            print(f"[bench {cfg.preset}] epoch {epoch + 1}: {elapsed:.1f}s train, test accuracy {acc:.4f}, "
-                  f"idle CPU {idle:.1f}s",
-                  flush=True)
+            self.points.append(
+                {
+                    "epoch": epoch + 1,
+                    "seconds": round(elapsed, 2),
+                    "test_accuracy": acc,
+                    "idle_cpu_seconds": round(idle, 1),
+                }
+            )
+            print(
+                f"[bench {cfg.preset}] epoch {epoch + 1}: {elapsed:.1f}s train, test accuracy {acc:.4f}, "
+                f"idle CPU {idle:.1f}s",
+                flush=True,
+            )
             self.paused += time.perf_counter() - t0
             self.idle_paused += idle_cpu_seconds() - idle_before_eval
 
     curve = Curve()
-    result = train.train(cfg, splits, extra_callbacks=[curve])
+    result = train(cfg, splits, extra_callbacks=[curve])
     train_seconds = curve.points[-1]["seconds"]
     images = len(splits.y_train) * cfg.epochs
     record = {
-        "preset": cfg.preset, "overrides": args.set, "model": cfg.model, "width": cfg.width, "epochs": cfg.epochs,
+        "preset": cfg.preset,
+        "overrides": args.set,
+        "model": cfg.model,
+        "width": cfg.width,
+        "epochs": cfg.epochs,
         "precision": cfg.precision,
-        "batch_size": cfg.batch_size, "train_images": len(splits.y_train), "test_images": len(splits.y_test),
-        "threads": threads, "curve": curve.points, "train_seconds": train_seconds,
+        "batch_size": cfg.batch_size,
+        "train_images": len(splits.y_train),
+        "test_images": len(splits.y_test),
+        "threads": threads,
+        "curve": curve.points,
+        "train_seconds": train_seconds,
         "seconds_per_epoch": round(train_seconds / cfg.epochs, 2),
         "images_per_second": round(images / train_seconds, 1),
         "final_test_accuracy": curve.points[-1]["test_accuracy"],
@@ -97,7 +123,7 @@ def main() -> None:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     if args.export:
-        final = train.inference_copy(result.model, cfg, splits.num_classes)
+        final = inference_copy(result.model, cfg, splits.num_classes)
         record["exported"] = export_all(final, cfg, splits, Path(args.export))
     Path(args.out).write_text(json.dumps(record, indent=2))
 
@@ -127,20 +153,25 @@ def forward_flops(model) -> int:
 
 
 def export_all(model, cfg, splits, folder: Path) -> dict:
-    from export import contract
-    from export.inference import inference_function
-    from export.onnx_export import export_onnx
-    from export.quantize import calibration_images, quantize_int8
-    from export.savedmodel import export_savedmodel
+    """The job's own export (job.export.bundle), plus INT8 and the test arrays for the inference bench."""
+    import numpy as np
+
+    from job.export.bundle import export_model
+    from job.export.inference import inference_function
+    from job.export.quantize import calibration_images, quantize_int8
 
     folder.mkdir(parents=True, exist_ok=True)
-    serve = inference_function(model, tta=cfg.tta)
-    model.save(folder / "model.keras")
-    export_savedmodel(model, serve, folder / "saved_model")
-    export_onnx(serve, folder / "model.onnx", contract.metadata(splits.class_names, run_id=cfg.run_id,
-                                                                preset=cfg.preset, test_accuracy=0.0, tta=cfg.tta,
-                                                                versions={}))
-    import numpy as np
+    export_model(
+        model,
+        inference_function(model, tta=cfg.tta),
+        folder,
+        class_names=splits.class_names,
+        run_id=cfg.run_id,
+        preset=cfg.preset,
+        test_accuracy=0.0,
+        tta=cfg.tta,
+        versions={},
+    )
     quantize_int8(folder / "model.onnx", folder / "model.int8.onnx", calibration_images(splits.x_train, cfg.seed))
     np.save(folder / "x_test.npy", splits.x_test)
     np.save(folder / "y_test.npy", splits.y_test)

@@ -1,9 +1,9 @@
-"""Command line: `python -m job train [options]` and `python -m job publish RUN_DIR STORE`.
+"""Command line: `python -m job {train,publish,predict}`.
 
-Kept free of TensorFlow imports: `--help`, config errors and fail-fast storage checks answer at once.
+Kept free of TensorFlow imports: `--help`, config errors, fail-fast storage checks and the ONNX-only
+predictor answer at once. Every failure ends in one line `error: <kind> error: ...` and its exit code
+(job.errors); SIGTERM and SIGINT end in 143 and 130 at any stage, with nothing published.
 """
-
-from __future__ import annotations
 
 import argparse
 import json
@@ -12,90 +12,133 @@ import os
 import signal
 import sys
 
+from job import __version__
 from job import config as config_lib
-from job.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, JobError, Terminated
+from job.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_PREEMPTED,
+    ConfigError,
+    DataError,
+    JobError,
+    Preempted,
+    Terminated,
+    exit_codes_help,
+)
 
-EXIT_CODES_HELP = """exit codes:
-  0    success: the run was published
-  1    unexpected internal error (a bug: please report the traceback)
-  2    usage or configuration error (flag, JOB_* variable, hyperparameter)
-  3    data error: missing, unreadable, malformed or unsafe data source
-  4    storage error: the store cannot be written or read (checked before training)
-  5    verification failed: exported model does not match Keras (parity gate)
-  6    quality gate failed: test accuracy below --min-accuracy
-  7    checkpoint error: corrupt or mismatched checkpoint
-  130  interrupted (Ctrl-C)
-  143  preempted (SIGTERM): in training, checkpoint saved (run again with the same --run-id to resume);
-       elsewhere, nothing published
-"""
-
-GROUP_TITLES = {"data": "data", "train": "model and training", "runtime": "runtime", "gates": "gates and export",
-                "publish": "publishing"}
+GROUP_TITLES = {
+    "data": "data",
+    "train": "model and training",
+    "runtime": "runtime",
+    "gates": "gates and export",
+    "publish": "publishing",
+}
 
 
-def _type(kind: str):
-    return {"int": int, "float": float}.get(kind, str)
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors in the job's one-line form (exit 2) instead of usage text."""
+
+    def error(self, message: str):
+        raise ConfigError(f"{self.prog}: {message}; see '{self.prog} --help'")
+
+
+def _type(kind: type):
+    return kind if kind in (int, float) else str
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m job", description="Train, evaluate, export (SavedModel + ONNX), verify and publish a "
-        "CIFAR-10 CNN.", epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,publish}")
+    epilog = exit_codes_help()
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = Parser(
+        prog="python -m job",
+        description="Train, evaluate, export (SavedModel + ONNX), verify and "
+        "publish a CIFAR-10 CNN; predict with the ONNX model.",
+        epilog=epilog,
+        formatter_class=raw,
+    )
+    parser.add_argument("--version", action="version", version=f"cifar10-job {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,publish,predict}", parser_class=Parser)
 
-    train = sub.add_parser("train", help="run the whole job", epilog=EXIT_CODES_HELP,
-                           description="Run data -> train -> evaluate -> export -> verify -> publish. Every "
-                           "option can also be set as an environment variable JOB_<NAME> (e.g. JOB_EPOCHS=3); "
-                           "flags win over the environment, which wins over the preset.",
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    train = sub.add_parser(
+        "train",
+        help="run the whole job",
+        epilog=epilog,
+        formatter_class=raw,
+        description="Run data -> train -> evaluate -> export -> verify -> publish. Every "
+        "option can also be set as an environment variable JOB_<NAME> (e.g. JOB_EPOCHS=3); "
+        "flags win over the environment, which wins over the preset.",
+    )
     groups = {key: train.add_argument_group(title) for key, title in GROUP_TITLES.items()}
     for f in config_lib.settable_fields():
         flag = "--" + f.name.replace("_", "-")
         env = config_lib.ENV_PREFIX + f.name.upper()
         help_text = f"{f.metadata['help']} [{env}; default: {f.default!r}]"
         group = groups[f.metadata["group"]]
-        if f.type == "bool":
+        kind = config_lib.TYPES[f.name]
+        if kind is bool:
             group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
-            group.add_argument(flag, dest=f.name, type=_type(f.type), default=None, choices=f.metadata["choices"],
-                               metavar=f.metadata["metavar"] or f.name.upper(), help=help_text)
+            group.add_argument(
+                flag,
+                dest=f.name,
+                type=_type(kind),
+                default=None,
+                choices=f.metadata["choices"],
+                metavar=f.metadata["metavar"] or f.name.upper(),
+                help=help_text,
+            )
     train.add_argument("--print-config", action="store_true", help="resolve and print the config, then exit")
 
-    publish = sub.add_parser("publish", help="publish an existing local run folder to a store",
-                             description="Verify a finished run folder against its manifest and publish it "
-                             "(e.g. after a failed upload), without training again.", epilog=EXIT_CODES_HELP,
-                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    publish = sub.add_parser(
+        "publish",
+        help="publish an existing local run folder to a store",
+        epilog=epilog,
+        formatter_class=raw,
+        description="Verify a finished run folder against its manifest "
+        "and publish it (e.g. after a failed upload), without training again.",
+    )
     publish.add_argument("run_dir", help="a run folder holding manifest.json")
     publish.add_argument("store", help="destination: a local folder or s3://bucket/prefix")
     for name in ("s3_endpoint", "s3_region"):
         publish.add_argument("--" + name.replace("_", "-"), dest=name, default=None)
     publish.add_argument("--s3-path-style", dest="s3_path_style", action=argparse.BooleanOptionalAction, default=None)
+
+    from job import predict
+
+    predict.add_arguments(
+        sub.add_parser(
+            "predict",
+            help="classify images with a model.onnx (no TensorFlow)",
+            description=predict.__doc__.split("\n\n")[1],
+            epilog=epilog,
+            formatter_class=raw,
+        )
+    )
     return parser
 
 
 def setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
+    )
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # silence TensorFlow's C++ banner
     for noisy in ("tensorflow", "absl", "tf2onnx", "botocore", "boto3", "urllib3", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def resolve_config(args: argparse.Namespace, platform):
-    cli_values = {f.name: getattr(args, f.name, None) for f in config_lib.settable_fields()}
-    return config_lib.resolve(cli_values, os.environ, platform.hyperparameters, platform.defaults)
-
-
 def cmd_train(args, platform) -> int:
-    from job import pipeline
-
-    cfg = resolve_config(args, platform)
+    cli_values = {f.name: getattr(args, f.name, None) for f in config_lib.settable_fields()}
+    cfg = config_lib.resolve(cli_values, os.environ, platform.hyperparameters, platform.defaults)
     if args.print_config:
         print(cfg.to_json(), end="")
         return 0
-    log = logging.getLogger("job")
-    log.info("run %s on %s, config: %s", cfg.run_id, platform.name,
-             json.dumps({k: v for k, v in cfg.to_dict().items() if k != "sources"}, sort_keys=True))
+    from job import pipeline
+
+    logging.getLogger("job").info(
+        "run %s on %s, config: %s",
+        cfg.run_id,
+        platform.name,
+        json.dumps({k: v for k, v in cfg.to_dict().items() if k != "sources"}, sort_keys=True),
+    )
     summary = pipeline.run(cfg, platform)
     print(json.dumps(summary, sort_keys=True), flush=True)
     return 0
@@ -104,48 +147,71 @@ def cmd_train(args, platform) -> int:
 def cmd_publish(args, platform) -> int:
     from pathlib import Path
 
-    from job.errors import DataError
-    from job.manifest import verify_manifest
-    from job.store import open_store
+    from job.storage import open_store, s3_options_from
+    from job.storage.manifest import read_manifest, verify_manifest
 
-    cli_values = {"out": args.store, "s3_endpoint": args.s3_endpoint, "s3_region": args.s3_region,
-                  "s3_path_style": args.s3_path_style}
     run_dir = Path(args.run_dir)
-    manifest_file = run_dir / "manifest.json"
-    if not manifest_file.is_file():
-        raise DataError(f"{run_dir}: no manifest.json; only a finished run folder can be published")
-    run_id = json.loads(manifest_file.read_text()).get("run_id") or run_dir.name
-    cli_values["run_id"] = run_id
-    cfg = config_lib.resolve(cli_values, os.environ)
+    manifest = read_manifest(run_dir)
+    run_id = manifest.get("run_id") if isinstance(manifest.get("run_id"), str) else run_dir.name
+    cfg = config_lib.resolve(
+        {
+            "out": args.store,
+            "s3_endpoint": args.s3_endpoint,
+            "s3_region": args.s3_region,
+            "s3_path_style": args.s3_path_style,
+            "run_id": run_id,
+        },
+        os.environ,
+    )
+    if not cfg.out.startswith("s3://") and run_dir.resolve().parent == Path(cfg.out).expanduser().resolve():
+        raise ConfigError(
+            f"{run_dir} is already in the store {cfg.out}; publish it to another store, or copy it out first"
+        )
     problems = verify_manifest(run_dir)
     if problems:
-        raise DataError(f"{run_dir} does not match its manifest: {problems[0]}"
-                        + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""))
-    store = open_store(cfg)
+        raise DataError(
+            f"{run_dir} does not match its manifest: {problems[0]}"
+            + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "")
+        )
+    store = open_store(cfg.out, s3_options_from(cfg))
     store.probe()
-    metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
-    summary = {"event": "run_published", "run_id": run_id, "store": store.uri,
-               "test_accuracy": metrics.get("test_accuracy"), "onnx_test_accuracy": metrics.get("onnx_test_accuracy")}
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        metrics = {}
+    metrics = metrics if isinstance(metrics, dict) else {}
+    summary = {
+        "event": "run_published",
+        "run_id": run_id,
+        "store": store.uri,
+        "test_accuracy": metrics.get("test_accuracy"),
+        "onnx_test_accuracy": metrics.get("onnx_test_accuracy"),
+    }
     summary["uri"] = store.publish(run_dir, run_id, summary)
     print(json.dumps(summary, sort_keys=True), flush=True)
     return 0
 
 
+def cmd_predict(args, platform) -> int:
+    from job import predict
+
+    return predict.run(args)
+
+
+def _terminate(signum, frame):  # the training loop installs its own, checkpointing handler
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    setup_logging()
-    from job import platform as platform_lib
+    signal.signal(signal.SIGTERM, _terminate)
+    from job.runtime import platform as platform_lib
 
     platform = None
-
-    def terminate(signum, frame):  # the training loop installs its own, checkpointing handler
-        raise Terminated()
-
-    signal.signal(signal.SIGTERM, terminate)
     try:
-        platform = platform_lib.detect()
-        return {"train": cmd_train, "publish": cmd_publish}[args.command](args, platform)
+        args = build_parser().parse_args(argv)
+        setup_logging()
+        platform = platform_lib.detect() if args.command != "predict" else platform_lib.Platform()
+        return {"train": cmd_train, "publish": cmd_publish, "predict": cmd_predict}[args.command](args, platform)
     except JobError as exc:
         message = f"{exc.kind} error: {exc}"
         print(f"error: {message}", file=sys.stderr, flush=True)
@@ -153,14 +219,11 @@ def main(argv: list[str] | None = None) -> int:
             platform_lib.write_failure(platform, message)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("error: interrupted; nothing was published", file=sys.stderr)
+        print("error: interrupted; nothing was published", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
-    except Terminated:
-        print("terminated: SIGTERM outside training; nothing was published", file=sys.stderr)
+    except Preempted as exc:
+        print(f"preempted: {exc}", file=sys.stderr, flush=True)
         return EXIT_PREEMPTED
-    except Exception as exc:
-        from job.train import Preempted  # only reachable once TensorFlow was imported
-        if isinstance(exc, Preempted):
-            print(f"preempted: {exc}", file=sys.stderr, flush=True)
-            return EXIT_PREEMPTED
-        raise
+    except Terminated:
+        print("terminated: SIGTERM; nothing was published", file=sys.stderr, flush=True)
+        return EXIT_PREEMPTED

@@ -9,18 +9,20 @@ The resolved config, with the layer that set each field, is logged and saved as 
 next to the artifacts. This module imports no TensorFlow: `--help` and config errors stay instant.
 """
 
-from __future__ import annotations
-
 import dataclasses
 import json
+import math
 import os
 import re
 import secrets
 import time
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any
 
 from job.errors import ConfigError
+from job.presets import PRESETS
 
 ENV_PREFIX = "JOB_"
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -33,20 +35,28 @@ def _f(default, help, *, choices=None, group="train", metavar=None):
 @dataclass
 class Config:
     # --- data
-    data: str = _f("auto", "data source: 'auto', 'keras', a cifar-10-python.tar.gz / cifar-10-batches-py folder, "
-                   "an image-folder tree (folder, .tar or .tar.gz), or an s3:// URI of one of those. "
-                   "'auto' = ../shared/data/cifar10-jpeg-train.tar.gz if present, else 'keras'",
-                   group="data", metavar="SOURCE")
+    data: str = _f(
+        "auto",
+        "data source: 'auto', 'keras', a cifar-10-python.tar.gz / cifar-10-batches-py folder, "
+        "an image-folder tree (folder, .tar or .tar.gz), or an s3:// URI of one of those. "
+        "'auto' = ../shared/data/cifar10-jpeg-train.tar.gz if present, else 'keras'",
+        group="data",
+        metavar="SOURCE",
+    )
     limit: int = _f(0, "use a stratified subsample of N images (0 = all); for smoke runs", group="data", metavar="N")
     val_fraction: float = _f(0.1, "validation split carved from train (stratified), for the curves", group="data")
     test_fraction: float = _f(0.1, "test holdout carved when the source has no test split (stratified)", group="data")
-    cache_dir: str = _f("", "decoded-data and download cache (default $XDG_CACHE_HOME/cifar10-job)", group="data",
-                        metavar="DIR")
+    cache_dir: str = _f(
+        "", "decoded-data and download cache (default $XDG_CACHE_HOME/cifar10-job)", group="data", metavar="DIR"
+    )
     # --- model and training
-    preset: str = _f("seed", "named set of defaults: 'seed' (the reference recipe), 'fast' (89%% in under "
-                     "10 minutes on 2 AMX cores, 42 minutes on 2 AVX2 cores), 'fast-long' (longer schedule) or "
-                     "'fast-short' (one epoch)",
-                     choices=("seed", "fast", "fast-long", "fast-short"))
+    preset: str = _f(
+        "seed",
+        "named set of defaults: 'seed' (the reference recipe), 'fast' (89%% in under "
+        "10 minutes on 2 AMX cores, 42 minutes on 2 AVX2 cores), 'fast-long' (longer schedule) or "
+        "'fast-short' (one epoch)",
+        choices=("seed", "fast", "fast-long", "fast-short"),
+    )
     model: str = _f("seed_cnn", "network architecture", choices=("seed_cnn", "fast_net"))
     epochs: int = _f(10, "training epochs")
     batch_size: int = _f(64, "training batch size")
@@ -55,44 +65,56 @@ class Config:
     momentum: float = _f(0.9, "SGD (Nesterov) momentum")
     weight_decay: float = _f(0.0, "sgd: L2 penalty added to the gradient; adam: decoupled weight decay")
     bias_lr_scale: float = _f(1.0, "sgd: learning-rate multiplier for BatchNorm biases")
-    lookahead_every: int = _f(0, "sgd: every N steps pull the weights to a slow moving average of themselves "
-                              "(lookahead, as in airbench); 0 = off")
-    stem_bias_epochs: int = _f(0, "fast_net: epochs in which the whitening layer's bias learns (its kernel never "
-                               "does)")
+    lookahead_every: int = _f(
+        0,
+        "sgd: every N steps pull the weights to a slow moving average of themselves "
+        "(lookahead, as in airbench); 0 = off",
+    )
+    stem_bias_epochs: int = _f(0, "fast_net: epochs in which the whitening layer's bias learns (its kernel never does)")
     label_smoothing: float = _f(0.0, "label smoothing of the one-hot targets")
     augment: bool = _f(False, "random crop (reflect padding) + horizontal flip in the tf.data pipeline")
     crop_padding: int = _f(4, "padding in pixels for the random-crop augmentation (maximum shift)")
     tta: bool = _f(False, "fold flip test-time augmentation into the exported inference function")
     width: int = _f(64, "base channel width of fast_net")
-    precision: str = _f("float32", "training precision: 'auto' = mixed_bfloat16 where the CPU has AMX bf16 units, else "
-                        "float32 (bf16 without them is emulated and about 12x slower); the exports are always "
-                        "float32", choices=("auto", "float32", "mixed_bfloat16"))
+    precision: str = _f(
+        "float32",
+        "training precision: 'auto' = mixed_bfloat16 where the CPU has AMX bf16 units, else "
+        "float32 (bf16 without them is emulated and about 12x slower); the exports are always "
+        "float32",
+        choices=("auto", "float32", "mixed_bfloat16"),
+    )
     seed: int = _f(42, "random seed for splits, shuffling and initialisation")
     deterministic: bool = _f(True, "enable TensorFlow op determinism (slightly slower)")
-    threads: int = _f(0, "TensorFlow intra-op / ONNX Runtime threads (0 = CPUs this process may use)",
-                      group="runtime")
+    threads: int = _f(0, "TensorFlow intra-op / ONNX Runtime threads (0 = CPUs this process may use)", group="runtime")
     inter_op_threads: int = _f(0, "TensorFlow inter-op threads (0 = automatic)", group="runtime")
-    checkpoint_dir: str = _f("", "save a checkpoint each epoch and on SIGTERM; resume from it when the run id "
-                             "matches (local folder or s3://)", group="runtime", metavar="DIR")
+    checkpoint_dir: str = _f(
+        "",
+        "save a checkpoint each epoch and on SIGTERM; resume from it when the run id matches (local folder or s3://)",
+        group="runtime",
+        metavar="DIR",
+    )
     log_dir: str = _f("", "write TensorBoard logs here", group="runtime", metavar="DIR")
     # --- gates and export
-    min_accuracy: float = _f(0.0, "quality gate: fail (exit 6) if Keras test accuracy is below this (0..1)",
-                             group="gates")
-    parity_tolerance: float = _f(1e-4, "verification gate: max |prob difference| allowed between Keras, "
-                                 "SavedModel and ONNX Runtime", group="gates")
+    min_accuracy: float = _f(
+        0.0, "quality gate: fail (exit 6) if Keras test accuracy is below this (0..1)", group="gates"
+    )
+    parity_tolerance: float = _f(
+        1e-4,
+        "verification gate: max |prob difference| allowed between Keras, SavedModel and ONNX Runtime",
+        group="gates",
+    )
     int8: bool = _f(False, "also export model.int8.onnx (ONNX Runtime static QDQ quantization)", group="gates")
-    int8_max_drop: float = _f(0.01, "publish model.int8.onnx only if its test accuracy is within this of float",
-                              group="gates")
+    int8_max_drop: float = _f(
+        0.01, "publish model.int8.onnx only if its test accuracy is within this of float", group="gates"
+    )
     # --- publish
-    out: str = _f("artifacts", "artifact store: a local folder or s3://bucket/prefix", group="publish",
-                  metavar="STORE")
-    run_id: str = _f("", "run name under the store (default: UTC time + preset + random suffix)",
-                     group="publish")
-    s3_endpoint: str = _f("", "S3 endpoint URL (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL / AWS)",
-                          group="publish", metavar="URL")
+    out: str = _f("artifacts", "artifact store: a local folder or s3://bucket/prefix", group="publish", metavar="STORE")
+    run_id: str = _f("", "run name under the store (default: UTC time + preset + random suffix)", group="publish")
+    s3_endpoint: str = _f(
+        "", "S3 endpoint URL (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL / AWS)", group="publish", metavar="URL"
+    )
     s3_region: str = _f("", "S3 region (default: AWS_REGION / AWS_DEFAULT_REGION / us-east-1)", group="publish")
-    s3_path_style: bool = _f(False, "path-style S3 addressing (MinIO, Ceph and most on-prem stores)",
-                             group="publish")
+    s3_path_style: bool = _f(False, "path-style S3 addressing (MinIO, Ceph and most on-prem stores)", group="publish")
     s3_retries: int = _f(5, "S3 attempts per request (botocore standard retry mode)", group="publish")
     s3_timeout: float = _f(20.0, "S3 connect/read timeout in seconds", group="publish")
 
@@ -106,44 +128,23 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
 
-# airbench's optimizer settings in this job's units (mean loss per batch): its learning rate of 11.5 per
-# 1024 examples at momentum 0.85 is 11.5 * batch / (1024 * (1 + 1 / 0.15)); its weight decay becomes an L2
-# penalty of 0.0153 / 11.5; BatchNorm biases learn 64x faster.
-_AIRBENCH = dict(model="fast_net", optimizer="sgd", momentum=0.85, bias_lr_scale=64.0, label_smoothing=0.2,
-                 lookahead_every=5, stem_bias_epochs=3, augment=True, crop_padding=2, tta=True,
-                 precision="auto")
-
-PRESETS: dict[str, dict[str, Any]] = {
-    # The reference recipe, faithfully: Sequential CNN, Adam 1e-3, 10 epochs, batch 64.
-    "seed": {},
-    # airbench-style network and schedule, sized for a 10-minute training budget on 2 CPU cores (issue 6).
-    # Batch 256 rather than airbench's 1024: as fast per image on this CPU, and more steps per epoch.
-    "fast": dict(_AIRBENCH, width=64, epochs=11, batch_size=256, learning_rate=0.384, weight_decay=0.00133),
-    # The same for a 30-minute budget: more epochs.
-    "fast-long": dict(_AIRBENCH, width=64, epochs=34, batch_size=256, learning_rate=0.384, weight_decay=0.00133),
-    # One epoch of a narrow net: the seed recipe's final accuracy in a fraction of its time (tuned without
-    # lookahead and the whitening bias, which one epoch has no room for). No random crops: one epoch is too
-    # short to profit from them (validation accuracy 68.8% without, 67.6% with 2-pixel crops, AVX2 EPYC).
-    "fast-short": dict(_AIRBENCH, width=16, epochs=1, batch_size=384, learning_rate=0.751, weight_decay=0.00102,
-                       lookahead_every=0, stem_bias_epochs=0, crop_padding=0),
-}
-
-
 def settable_fields() -> list[dataclasses.Field]:
     return [f for f in fields(Config) if not f.metadata.get("internal")]
 
 
 FIELD_NAMES = {f.name for f in settable_fields()}
-_TYPES = {f.name: f.type for f in settable_fields()}
+# The real annotated types (bool, int, float, str), read from the class, not from annotation strings.
+TYPES: dict[str, type] = {name: hint for name, hint in typing.get_type_hints(Config).items() if name in FIELD_NAMES}
 
 
 def parse_value(name: str, raw: Any, source: str) -> Any:
-    """Convert a raw (usually string) value to the field's type, or raise ConfigError naming the source."""
-    kind = _TYPES[name]
+    """Convert a raw (usually string) value to the field's type, or raise ConfigError naming the source.
+    Floats must be finite: a NaN learning rate would train to the end and fail only at the parity gate."""
+    kind = TYPES[name]
     try:
         if isinstance(raw, str):
             raw = raw.strip()
-        if kind == "bool":
+        if kind is bool:
             if isinstance(raw, bool):
                 return raw
             text = str(raw).lower()
@@ -152,28 +153,35 @@ def parse_value(name: str, raw: Any, source: str) -> Any:
             if text in ("0", "false", "no", "off", ""):
                 return False
             raise ValueError("expected true/false")
-        if kind == "int":
+        if isinstance(raw, (dict, list)) or (kind is not str and isinstance(raw, bool)):
+            raise TypeError(f"a JSON {type(raw).__name__} is not a {kind.__name__}")
+        if kind is int:
             if isinstance(raw, float) and not raw.is_integer():
                 raise ValueError("expected an integer")
             return int(raw)
-        if kind == "float":
-            return float(raw)
+        if kind is float:
+            value = float(raw)
+            if not math.isfinite(value):
+                raise ValueError("must be a finite number")
+            return value
         return str(raw)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{source}: invalid value {raw!r} for {name} ({exc}); expected {kind}") from None
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ConfigError(f"{source}: invalid value {raw!r} for {name} ({exc}); expected {kind.__name__}") from None
 
 
 def env_layer(env: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
     """JOB_EPOCHS=3 -> {'epochs': ('3', 'env JOB_EPOCHS')}. Unknown JOB_* names are an error (typos)."""
     layer = {}
-    known_other = {"JOB_OPT_ML"}  # read by job.platform
+    known_other = {"JOB_OPT_ML"}  # read by job.runtime.platform
     for key, value in env.items():
         if not key.startswith(ENV_PREFIX) or key in known_other:
             continue
-        name = key[len(ENV_PREFIX):].lower()
+        name = key[len(ENV_PREFIX) :].lower()
         if name not in FIELD_NAMES:
-            raise ConfigError(f"environment variable {key} is not a known setting; "
-                              f"see 'python -m job train --help' for the JOB_* names")
+            raise ConfigError(
+                f"environment variable {key} is not a known setting; "
+                f"see 'python -m job train --help' for the JOB_* names"
+            )
         layer[name] = (value, f"env {key}")
     return layer
 
@@ -196,9 +204,12 @@ def hyperparameter_layer(hyperparameters: Mapping[str, Any]) -> dict[str, tuple[
     return layer
 
 
-def resolve(cli: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
-            hyperparameters: Mapping[str, Any] | None = None,
-            platform_defaults: Mapping[str, Any] | None = None) -> Config:
+def resolve(
+    cli: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    hyperparameters: Mapping[str, Any] | None = None,
+    platform_defaults: Mapping[str, Any] | None = None,
+) -> Config:
     """Merge all layers into one validated Config."""
     env = os.environ if env is None else env
     layers: list[tuple[str, dict[str, tuple[Any, str]]]] = [
@@ -227,7 +238,8 @@ def resolve(cli: Mapping[str, Any] | None = None, env: Mapping[str, str] | None 
             sources[name] = src
     values["preset"] = preset
     if values["precision"] == "auto":  # resolved here, on the machine that trains, and recorded with its reason
-        from job.resources import auto_precision
+        from job.runtime.resources import auto_precision
+
         values["precision"], why = auto_precision()
         sources["precision"] = f"{sources['precision']} (auto: {why})"
 
@@ -282,16 +294,22 @@ def validate(cfg: Config) -> None:
         bad("int8_max_drop", "is a fraction of accuracy between 0 and 1 (0.01 = one point)")
     if cfg.width < 8:
         bad("width", "must be at least 8")
-    if cfg.threads < 0 or cfg.inter_op_threads < 0:
-        bad("threads", "must be 0 (automatic) or positive")
-    if cfg.s3_retries < 1 or cfg.s3_timeout <= 0:
-        bad("s3_retries", "retries must be >= 1 and the timeout positive")
+    for name in ("threads", "inter_op_threads"):
+        if getattr(cfg, name) < 0:
+            bad(name, "must be 0 (automatic) or positive")
+    if cfg.s3_retries < 1:
+        bad("s3_retries", "must be at least 1 (one attempt, no retry)")
+    if cfg.s3_timeout <= 0:
+        bad("s3_timeout", "must be a positive number of seconds")
     if not RUN_ID_PATTERN.match(cfg.run_id):
         bad("run_id", "use letters, digits, '.', '_' and '-' only (at most 128 characters)")
     for name in ("out", "data", "checkpoint_dir"):
         value = getattr(cfg, name)
         if "://" in value and not value.startswith("s3://"):
-            bad(name, "unsupported URI scheme; use a local path or s3://bucket/prefix (gs:// buckets: use the "
-                      "/gcs/ mount on Vertex AI)")
+            bad(
+                name,
+                "unsupported URI scheme; use a local path or s3://bucket/prefix (gs:// buckets: use the "
+                "/gcs/ mount on Vertex AI)",
+            )
         if value.startswith("s3://") and len(value.rstrip("/")) <= len("s3://"):
             bad(name, "an s3:// URI needs a bucket: s3://bucket/prefix")

@@ -6,7 +6,23 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers import make_image_tree, make_tar, run_job  # noqa: E402
+from helpers import make_image_tree, make_tar, run_job
+
+
+@pytest.fixture
+def opt_ml(tmp_path):
+    """A SageMaker /opt/ml tree: hyperparameters (as SageMaker writes them), a train channel, checkpoints."""
+    root = tmp_path / "opt_ml"
+    (root / "input" / "config").mkdir(parents=True)
+    (root / "input" / "data" / "train").mkdir(parents=True)
+    (root / "checkpoints").mkdir()
+    (root / "input" / "config" / "hyperparameters.json").write_text(
+        json.dumps(
+            {"epochs": '"3"', "batch-size": "32", "sagemaker_program": "ignored", "sagemaker_region": '"us-east-1"'}
+        )
+    )
+    (root / "input" / "data" / "train" / "cifar.tar.gz").write_bytes(b"")
+    return root
 
 
 @pytest.fixture(scope="session")
@@ -22,14 +38,26 @@ def trained_run(tmp_path_factory, tiny_tar):
     """One real 1-epoch run of the CLI on the tiny tar, shared by the end-to-end checks."""
     base = tmp_path_factory.mktemp("e2e")
     out, cache = base / "store", base / "cache"
-    proc = run_job("train", "--data", str(tiny_tar), "--out", str(out), "--run-id", "tiny-1", "--epochs", "1",
-                   "--cache-dir", str(cache))
+    proc = run_job(
+        "train",
+        "--data",
+        str(tiny_tar),
+        "--out",
+        str(out),
+        "--run-id",
+        "tiny-1",
+        "--epochs",
+        "1",
+        "--cache-dir",
+        str(cache),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     return {"dir": out / "tiny-1", "out": out, "summary": summary, "proc": proc, "cache": cache, "data": tiny_tar}
 
 
 # ---------------------------------------------------------------- S3: a real server on 127.0.0.1
+
 
 @pytest.fixture(scope="session")
 def s3_endpoint():
@@ -46,11 +74,16 @@ def s3_env(s3_endpoint, monkeypatch):
     """Environment of a job talking to the test server; the secret is unique so leaks can be searched for."""
     import secrets as _secrets
 
-    env = {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "testing-key-id")
-           if os.environ.get("S3_TEST_ENDPOINT") else "testing-key-id",
-           "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "")
-           if os.environ.get("S3_TEST_ENDPOINT") else "s3cr3t-" + _secrets.token_hex(12)}
+    env = {
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "testing-key-id")
+        if os.environ.get("S3_TEST_ENDPOINT")
+        else "testing-key-id",
+        "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "")
+        if os.environ.get("S3_TEST_ENDPOINT")
+        else "s3cr3t-" + _secrets.token_hex(12),
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env
@@ -60,7 +93,7 @@ def s3_env(s3_endpoint, monkeypatch):
 def bucket(s3_env):
     import secrets as _secrets
 
-    from job.s3 import make_client
+    from job.storage.s3client import make_client
 
     name = "test-" + _secrets.token_hex(6)
     make_client().create_bucket(Bucket=name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -28,8 +29,9 @@ def class_image(cls: int, rng: np.random.Generator, size=(32, 32)) -> np.ndarray
     return np.clip(base + noise, 0, 255).astype(np.uint8)
 
 
-def make_image_tree(root: Path, *, classes: int = 10, per_class: int = 12, test_per_class: int = 0,
-                    fmt: str = "png", seed: int = 0) -> Path:
+def make_image_tree(
+    root: Path, *, classes: int = 10, per_class: int = 12, test_per_class: int = 0, fmt: str = "png", seed: int = 0
+) -> Path:
     rng = np.random.default_rng(seed)
     for split, count in (("train", per_class), ("test", test_per_class)):
         for c in range(classes if count else 0):
@@ -69,8 +71,15 @@ def make_cifar_python(root: Path, *, per_batch: int = 20, seed: int = 0) -> Path
         labels = [int(i % 10) for i in range(n)]
         data = np.stack([class_image(c, rng).transpose(2, 0, 1).reshape(-1) for c in labels])
         with open(folder / name, "wb") as fh:
-            pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": data,
-                         b"filenames": [f"{i}.png".encode() for i in range(n)]}, fh)
+            pickle.dump(
+                {
+                    b"batch_label": name.encode(),
+                    b"labels": labels,
+                    b"data": data,
+                    b"filenames": [f"{i}.png".encode() for i in range(n)],
+                },
+                fh,
+            )
 
     for i in range(1, 6):
         write(f"data_batch_{i}", per_batch)
@@ -80,10 +89,88 @@ def make_cifar_python(root: Path, *, per_batch: int = 20, seed: int = 0) -> Path
     return folder
 
 
-def run_job(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: int = 600,
-            module: str = "job") -> subprocess.CompletedProcess:
+def run_job(
+    *args: str, env: dict | None = None, cwd: Path | None = None, timeout: int = 600, module: str = "job"
+) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("JOB_")}
     full_env.update({"PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"})
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
-                          env=full_env, cwd=cwd or ROOT, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd or ROOT,
+        timeout=timeout,
+    )
+
+
+# Prepended to `python -c` code that must run without TensorFlow: any import of it (or of Keras, tf2onnx)
+# raises, so a check that "TensorFlow was not needed" fails when it is.
+BLOCK_TENSORFLOW = """
+import sys
+class _BlockTensorFlow:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "keras", "tf2onnx"):
+            raise ImportError(f"{name} is blocked in this process")
+sys.meta_path.insert(0, _BlockTensorFlow())
+"""
+
+
+def bad_tree(tmp_path, problem):
+    tree = make_image_tree(tmp_path / "tree", classes=3, per_class=3)
+    if problem == "empty class":
+        (tree / "train" / "zebra").mkdir()
+    elif problem == "unknown test class":
+        make_image_tree(tmp_path / "tree", classes=3, per_class=0, test_per_class=1)
+        shutil.move(tree / "test" / "bird", tree / "test" / "unicorn")
+    elif problem == "corrupt image":
+        (tree / "train" / "bird" / "0001.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    elif problem == "truncated jpeg":
+        Image.fromarray(class_image(0, np.random.default_rng(0))).save(tree / "train" / "bird" / "x.jpg")
+        raw = (tree / "train" / "bird" / "x.jpg").read_bytes()
+        (tree / "train" / "bird" / "x.jpg").write_bytes(raw[: len(raw) // 2])
+    elif problem == "wrong size":
+        Image.new("RGB", (64, 48)).save(tree / "train" / "bird" / "big.png")
+    elif problem == "unsupported file":
+        (tree / "train" / "bird" / "notes.txt").write_text("hello")
+    elif problem == "one class":
+        shutil.rmtree(tree / "train" / "bird")
+        shutil.rmtree(tree / "train" / "automobile")
+    elif problem == "no train folder":
+        shutil.move(tree / "train", tree / "training")
+    return tree
+
+
+def bad_tar(tmp_path, problem):
+    tar = make_tar(make_image_tree(tmp_path / "tree", classes=2, per_class=2), tmp_path / "d.tar")
+    if problem == "dotdot entry":
+        add_tar_member(tar, "train/airplane/../../../evil.png", b"x")
+    elif problem == "absolute entry":
+        add_tar_member(tar, "/etc/evil.png", b"x")
+    elif problem == "symlink entry":
+        add_tar_member(tar, "train/airplane/link.png", symlink_to="/etc/passwd")
+    return tar
+
+
+def make_run_dir(tmp_path: Path, name: str = "run", content: str = "a") -> Path:
+    """A small finished run folder with its manifest (run id r1)."""
+    from job.storage.manifest import write_manifest
+
+    d = tmp_path / name
+    (d / "sub").mkdir(parents=True)
+    (d / "metrics.json").write_text('{"test_accuracy": 0.5}')
+    (d / "sub" / "file.bin").write_text(content)
+    write_manifest(d, "r1")
+    return d
+
+
+def sagemaker_env(opt_ml: Path) -> dict:
+    """The variables SageMaker sets in a training container (with /opt/ml moved to a test folder)."""
+    return {
+        "JOB_OPT_ML": str(opt_ml),
+        "SM_MODEL_DIR": str(opt_ml / "model"),
+        "TRAINING_JOB_NAME": "tj-42",
+        "SM_CHANNEL_TRAIN": str(opt_ml / "input" / "data" / "train"),
+        "SM_OUTPUT_DATA_DIR": str(opt_ml / "output" / "data"),
+    }

@@ -30,8 +30,9 @@ class MotoServer:
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         exe = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
-        self.proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(self.port)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [exe, "-H", "127.0.0.1", "-p", str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -39,7 +40,7 @@ class MotoServer:
                 return
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError("moto_server exited at start")
+                    raise RuntimeError("moto_server exited at start") from None
                 time.sleep(0.2)
         raise RuntimeError("moto_server did not start within 30s")
 

@@ -12,6 +12,7 @@ cd "$(dirname "$0")/../.."
 IMAGE=${IMAGE:-cifar10-job:latest}
 VARIANT=${VARIANT:-cpu}
 REVISION=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+VERSION=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' job/__init__.py)  # the one place the version is written
 CREATED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
 engine=""
@@ -31,7 +32,7 @@ if [ -z "${BASE_IMAGE:-}" ]; then
   fi
 fi
 
-args=(--build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "VARIANT=$VARIANT" --build-arg "REVISION=$REVISION"
+args=(--build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "VARIANT=$VARIANT" --build-arg "REVISION=$REVISION" --build-arg "VERSION=$VERSION"
       --build-arg "CREATED=$CREATED" -t "$IMAGE" -f Dockerfile .)
 start=$(date +%s)
 case "$engine" in

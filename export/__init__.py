@@ -1,1 +1,0 @@
-"""Model export (SavedModel, ONNX), parity verification and the ONNX-only predictor."""

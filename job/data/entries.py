@@ -1,0 +1,92 @@
+"""Reading the entries of a folder or a tar archive safely: no links, no `..`, no special files (a FIFO
+or device would hang the reader), and no entry read past a size limit checked *before* reading (a tar
+header or `stat` gives the size), so a hostile source cannot exhaust memory.
+
+Imports no TensorFlow: the ONNX-only predictor reads its images with it too.
+"""
+
+import stat
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+from job.errors import DataError
+
+# The largest legitimate entries: a CIFAR-10 python batch is 31 MB; a 32x32 image a few KB; a photo given
+# to the predictor some MB.
+MAX_ENTRY_BYTES = 64 * 1024 * 1024
+
+
+def check_regular_file(path: Path, limit: int = MAX_ENTRY_BYTES) -> int:
+    """Size of `path`, refusing anything but a regular file within `limit` bytes, by `stat`, never opened."""
+    try:
+        info = path.lstat()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise DataError(f"{path} is a symbolic link; links are refused, copy the file instead")
+    if not stat.S_ISREG(info.st_mode):
+        raise DataError(f"{path} is not a regular file (a FIFO, device or socket); refusing to read it")
+    if info.st_size > limit:
+        raise DataError(f"{path} is {info.st_size:,} bytes, over the {limit:,}-byte limit for one entry")
+    return info.st_size
+
+
+def read_file(path: Path, limit: int = MAX_ENTRY_BYTES) -> bytes:
+    check_regular_file(path, limit)
+    with path.open("rb") as fh:
+        return fh.read(limit + 1)[:limit]
+
+
+def safe_member_name(archive: Path, member: tarfile.TarInfo, limit: int = MAX_ENTRY_BYTES) -> str:
+    """The member's normalised name, or DataError for unsafe, special or oversized members."""
+    name = member.name
+    parts = PurePosixPath(name).parts
+    if name.startswith("/") or ".." in parts or (parts and ":" in parts[0]):
+        raise DataError(f"{archive}: unsafe entry {name!r} (absolute path or '..'); refusing the archive")
+    if member.issym() or member.islnk():
+        raise DataError(f"{archive}: entry {name!r} is a link; archives with links are refused")
+    if not (member.isfile() or member.isdir()):
+        raise DataError(f"{archive}: entry {name!r} is not a regular file or folder; refusing the archive")
+    if member.size > limit:
+        raise DataError(
+            f"{archive}: entry {name!r} is {member.size:,} bytes, over the {limit:,}-byte limit for "
+            "one entry; refusing the archive"
+        )
+    return "/".join(p for p in parts if p != ".")
+
+
+def iter_folder(path: Path) -> Iterator[tuple[str, Path | None]]:
+    """(relative name, Path) for every file, (name + '/', None) for every folder, sorted."""
+    for p in sorted(path.rglob("*")):
+        rel = p.relative_to(path).as_posix()
+        if p.is_symlink():
+            raise DataError(f"{path}: {rel} is a symbolic link; links are refused, copy the file instead")
+        if p.is_dir():
+            yield rel + "/", None
+        else:
+            check_regular_file(p)
+            yield rel, p
+
+
+def iter_tar(path: Path) -> Iterator[tuple[str, bytes | None]]:
+    """(name, bytes) for every file member, (name + '/', None) for every folder, in archive order."""
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            for member in tar:
+                name = safe_member_name(path, member)
+                if member.isdir():
+                    yield name.rstrip("/") + "/", None
+                else:
+                    handle = tar.extractfile(member)
+                    yield name, handle.read() if handle else b""
+    except DataError:
+        raise
+    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:  # zlib/gzip errors are OSError/EOFError
+        raise DataError(
+            f"{path}: unreadable archive ({exc or type(exc).__name__}); re-download or re-create it"
+        ) from None
+
+
+def read_entry(handle: Path | bytes) -> bytes:
+    return read_file(handle) if isinstance(handle, Path) else handle

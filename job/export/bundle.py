@@ -1,0 +1,33 @@
+"""Write a trained model's three files into a run folder: model.keras, saved_model/ and model.onnx.
+One place for the job's export stage and the bench."""
+
+from pathlib import Path
+
+from job.errors import ParityError
+from job.export import contract
+from job.export.onnx_export import OnnxExportError, export_onnx
+from job.export.savedmodel import export_savedmodel
+
+
+def export_model(
+    net,
+    serve,
+    folder: Path,
+    *,
+    class_names: list[str],
+    run_id: str,
+    preset: str,
+    test_accuracy: float,
+    tta: bool,
+    versions: dict,
+) -> None:
+    """`net`: the float32 inference copy; `serve`: its inference function (job.export.inference)."""
+    net.save(folder / "model.keras")
+    export_savedmodel(net, serve, folder / "saved_model")
+    meta = contract.metadata(
+        class_names, run_id=run_id, preset=preset, test_accuracy=test_accuracy, tta=tta, versions=versions
+    )
+    try:
+        export_onnx(serve, folder / "model.onnx", meta)
+    except OnnxExportError as exc:
+        raise ParityError(f"{exc}; nothing was published") from None

@@ -1,0 +1,29 @@
+"""The inference function that is exported: raw uint8 RGB in, probabilities out, inference mode only."""
+
+import tensorflow as tf
+
+from job.export.contract import CHANNELS, IMAGE_HEIGHT, IMAGE_WIDTH, INPUT_NAME, OUTPUT_NAME
+
+SIGNATURE = [tf.TensorSpec((None, IMAGE_HEIGHT, IMAGE_WIDTH, CHANNELS), tf.uint8, name=INPUT_NAME)]
+
+
+def inference_function(model, tta: bool = False):
+    """A tf.function over `model(x, training=False)`: the training graph (dropout, BN updates) never leaks."""
+
+    @tf.function(input_signature=SIGNATURE)
+    def serve(image):
+        x = tf.cast(image, tf.float32) / 255.0
+        probs = model(x, training=False)
+        if tta:
+            probs = 0.5 * (probs + model(tf.reverse(x, axis=[2]), training=False))
+        return {OUTPUT_NAME: tf.cast(probs, tf.float32)}
+
+    return serve
+
+
+def predict(fn, images, batch_size: int = 512):
+    """Run the exported function eagerly over uint8 images, in batches (the Keras reference)."""
+    import numpy as np
+
+    out = [fn(tf.constant(images[i : i + batch_size]))[OUTPUT_NAME].numpy() for i in range(0, len(images), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)

@@ -1,0 +1,1 @@
+"""report: test metrics, plots, history and the model card of a run."""

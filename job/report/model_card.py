@@ -1,0 +1,107 @@
+"""MODEL_CARD.md for a run, generated from the run's own metrics (never hand-edited numbers)."""
+
+from pathlib import Path
+
+import numpy as np
+
+MODEL_DESCRIPTIONS = {
+    "seed_cnn": "Keras Sequential CNN (the reference recipe): Conv2D(32)-MaxPool-Conv2D(64)-MaxPool-Conv2D(64)-"
+    "Flatten-Dense(64)-Dropout(0.5)-Dense(softmax)",
+    "fast_net": "airbench-style conv-BN network (frozen 2x2 patch-whitening stem, three conv-pool-BN-ReLU / "
+    "conv-BN-ReLU blocks, global max-pool, linear head)",
+}
+
+
+def weak_classes(metrics: dict, class_names: list[str], n: int = 3) -> list[tuple[str, float]]:
+    report = metrics["classification_report"]
+    scored = sorted(((c, report[c]["f1-score"]) for c in class_names), key=lambda t: t[1])
+    return scored[:n]
+
+
+def top_confusions(matrix: list[list[int]], class_names: list[str], n: int = 3) -> list[tuple[str, str, int]]:
+    m = np.array(matrix)
+    np.fill_diagonal(m, 0)
+    order = np.dstack(np.unravel_index(np.argsort(-m.ravel()), m.shape))[0][:n]
+    return [(class_names[i], class_names[j], int(m[i, j])) for i, j in order if m[i, j] > 0]
+
+
+def render(cfg, metrics: dict) -> str:
+    names = metrics["data"]["class_names"]
+    sizes = metrics["data"]["sizes"]
+    report = metrics["classification_report"]
+    parity = metrics["parity"]
+    rows = "\n".join(
+        f"| {c} | {report[c]['precision']:.4f} | {report[c]['recall']:.4f} | "
+        f"{report[c]['f1-score']:.4f} | {int(report[c]['support'])} |"
+        for c in names
+    )
+    for avg in ("macro avg", "weighted avg"):
+        rows += (
+            f"\n| *{avg}* | {report[avg]['precision']:.4f} | {report[avg]['recall']:.4f} | "
+            f"{report[avg]['f1-score']:.4f} | {int(report[avg]['support'])} |"
+        )
+    weak = ", ".join(f"{c} (F1 {f:.2f})" for c, f in weak_classes(metrics, names))
+    confusions = ", ".join(f"{a} → {b} ({k})" for a, b, k in top_confusions(metrics["confusion_matrix"], names))
+    int8 = metrics.get("int8")
+    int8_line = ""
+    if int8:
+        int8_line = (
+            f"\n- INT8 ONNX (`model.int8.onnx`): test accuracy {int8['test_accuracy']:.4f}, "
+            f"argmax agreement with float {int8['argmax_agreement']:.4f}, "
+            f"{'published' if int8.get('published') else 'not published: ' + int8.get('reason', '')}"
+        )
+    return f"""# Model card: CIFAR-10 classifier, run `{cfg.run_id}`
+
+## Model
+- Architecture: {MODEL_DESCRIPTIONS.get(cfg.model, cfg.model)}
+- Preset `{cfg.preset}`; {cfg.epochs} epochs, batch {cfg.batch_size}, optimizer {cfg.optimizer}
+  (learning rate {cfg.learning_rate:g}), label smoothing {cfg.label_smoothing:g},
+  augmentation {f"random crop (pad {cfg.crop_padding}) + alternating flip" if cfg.augment else "none"}, flip TTA {"on" if cfg.tta else "off"}, seed {cfg.seed}.
+- Files: `model.keras` (Keras), `saved_model/` (TensorFlow, signature `serving_default`), `model.onnx`
+  (ONNX opset 17; the contract is in the project README, "Model contract").
+
+## Data and splits
+- Source: `{metrics["data"]["source"]}` (sha256 `{metrics["data"]["source_sha256"][:16]}…`)
+- Classes ({len(names)}): {", ".join(names)}
+- Splits (stratified, seed {metrics["data"]["seed"]}): train {sizes["train"]}, validation {sizes["val"]},
+  test {sizes["test"]} ({metrics["data"]["test_split"]}). The test split was never used for training or
+  model selection.
+
+## Preprocessing
+Inputs are raw RGB pixels, uint8, shape `[N, 32, 32, 3]`. The exported graphs divide by 255 themselves;
+callers must not normalise. Images of another size must be resized to 32x32 first (the ONNX predictor
+uses a bilinear filter).
+
+## Test metrics (held-out test split)
+- Keras: accuracy **{metrics["test_accuracy"]:.4f}**, loss {metrics["test_loss"]:.4f}
+- ONNX Runtime (what downstream users get): accuracy **{metrics["onnx_test_accuracy"]:.4f}**{int8_line}
+
+| class | precision | recall | F1 | support |
+|---|---|---|---|---|
+{rows}
+
+![confusion matrix](confusion_matrix.png)
+
+## Parity (exported models vs Keras)
+- ONNX Runtime: max |Δprob| {parity["onnxruntime"]["max_abs_diff"]:.2e}, argmax agreement
+  {parity["onnxruntime"]["argmax_agreement"]:.4f} on {parity["onnxruntime"]["samples"]} images
+- SavedModel: max |Δprob| {parity["savedmodel"]["max_abs_diff"]:.2e}, argmax agreement
+  {parity["savedmodel"]["argmax_agreement"]:.4f}
+- Gate: max |Δprob| ≤ {parity["tolerance"]:g} and no argmax difference, on the test split and random
+  uint8 batches of sizes {", ".join(str(n) for n in parity["random_batch_sizes"])}.
+
+## Intended use
+Classifying small (32x32) natural images into the {len(names)} CIFAR-10 classes; a baseline and a
+reference for serving and export pipelines.
+
+## Limitations
+- Trained on 32x32 CIFAR-10 images only: larger photos lose detail when shrunk; images of other classes
+  are still forced into one of the {len(names)} classes (there is no "unknown" output).
+- Weakest classes on the test split: {weak}.
+- Most frequent confusions (true → predicted): {confusions or "none"}.
+- Probabilities are not calibrated; do not treat them as certainties.
+"""
+
+
+def write_model_card(run_dir: Path, cfg, metrics: dict) -> None:
+    (run_dir / "MODEL_CARD.md").write_text(render(cfg, metrics))

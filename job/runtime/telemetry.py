@@ -1,0 +1,65 @@
+"""What a run reports about itself: per-stage wall time, peak memory, the versions that produced it."""
+
+import contextlib
+import logging
+import resource
+import sys
+import time
+
+log = logging.getLogger("job")
+
+VERSIONED_PACKAGES = (
+    "tensorflow-cpu",
+    "tensorflow",
+    "keras",
+    "tf2onnx",
+    "onnx",
+    "onnxruntime",
+    "numpy",
+    "scikit-learn",
+)
+
+
+class Timer:
+    def __init__(self):
+        self.stages: dict[str, float] = {}
+        self.started = time.perf_counter()
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        log.info("stage %s: started", name)
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stages[name] = round(time.perf_counter() - t0, 3)
+        log.info("stage %s: done in %.1fs", name, self.stages[name])
+
+    @property
+    def total(self) -> float:
+        return round(time.perf_counter() - self.started, 3)
+
+    def durations(self) -> dict[str, float]:
+        return {**self.stages, "total": self.total}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process and its finished children (decode workers), in MiB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return round(max(own, children) / 1024, 1)
+
+
+def versions() -> dict:
+    """The producing versions; the job's own is job.__version__ (the one place it is written)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from job import __version__
+
+    out = {"python": sys.version.split()[0], "cifar10-job": __version__}
+    for pkg in VERSIONED_PACKAGES:
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out

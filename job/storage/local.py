@@ -1,0 +1,93 @@
+"""A local folder as the artifact store (LocalStore) and as a checkpoint location (LocalBlobs).
+
+A run is staged under a hidden name in the store folder itself, so publishing is one rename on the same
+filesystem: it appears whole or not at all.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from job.errors import StorageError
+from job.storage.files import atomic_path, atomic_write_bytes
+from job.storage.pointer import LATEST, latest_record
+
+
+class LocalStore:
+    def __init__(self, root: str):
+        self.root = Path(root).expanduser()
+        self.uri = str(self.root)
+
+    def _fail(self, action: str, exc: OSError) -> StorageError:
+        return StorageError(
+            f"local store {self.root}: cannot {action} ({exc.strerror or exc}); choose a writable "
+            f"--out folder or fix its permissions"
+        )
+
+    def probe(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".probe-"):
+                pass
+        except OSError as exc:
+            raise self._fail("write", exc) from None
+
+    def staging_dir(self, run_id: str) -> Path:
+        """A hidden folder on the same filesystem, so publishing is one rename."""
+        try:
+            staged = Path(tempfile.mkdtemp(dir=self.root, prefix=f".incoming-{run_id}-"))
+            staged.chmod(0o755)  # mkdtemp makes it private; a published run is readable like any folder
+            return staged
+        except OSError as exc:
+            raise self._fail("create a staging folder", exc) from None
+
+    def publish(self, run_dir: Path, run_id: str, summary: dict) -> str:
+        dest = self.root / run_id
+        try:
+            if run_dir.parent.resolve() != self.root.resolve():
+                staged = self.staging_dir(run_id)
+                shutil.copytree(run_dir, staged, dirs_exist_ok=True)
+                run_dir = staged
+            old = None
+            if dest.exists():  # same --run-id again: swap whole runs, never mix their files
+                old = Path(tempfile.mkdtemp(dir=self.root, prefix=f".replaced-{run_id}-"))
+                os.replace(dest, old / "run")
+            os.replace(run_dir, dest)
+            if old:
+                shutil.rmtree(old, ignore_errors=True)
+            record = latest_record(run_id, str(dest), summary)
+            atomic_write_bytes(self.root / LATEST, json.dumps(record, indent=2).encode())
+        except OSError as exc:
+            raise self._fail("publish the run", exc) from None
+        return str(dest)
+
+
+class LocalBlobs:
+    """Named files in one folder, each written atomically."""
+
+    def __init__(self, root: str):
+        self.root = Path(root)
+
+    def put_file(self, name: str, src: Path) -> None:
+        with atomic_path(self.root / name) as tmp:
+            shutil.copyfile(src, tmp)
+
+    def put_bytes(self, name: str, data: bytes) -> None:
+        atomic_write_bytes(self.root / name, data)
+
+    def get_bytes(self, name: str) -> bytes | None:
+        try:
+            return (self.root / name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def get_file(self, name: str, dest: Path) -> bool:
+        if not name or not (self.root / name).is_file():
+            return False
+        shutil.copyfile(self.root / name, dest)
+        return True
+
+    def delete(self, name: str) -> None:
+        (self.root / name).unlink(missing_ok=True)

@@ -1,0 +1,60 @@
+"""Models ready to train or to export: built in the run's precision, compiled with the run's optimizer, and
+the float32 copy that is evaluated, exported and published."""
+
+import logging
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from job.train import model as model_lib
+from job.train.optim import build_optimizer
+from job.train.precision import model_precision, precision_policy, warn_if_emulated
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def compile_model(cfg, num_classes: int, x_train: np.ndarray) -> keras.Model:
+    warn_if_emulated(cfg.precision)
+    with precision_policy(cfg.precision):
+        # fast_net fits its fixed first layer to the training images (never val/test).
+        net = model_lib.build(cfg.model, num_classes, cfg.width, whitening_images=x_train, whitening_seed=cfg.seed)
+    optimizer = build_optimizer(cfg, len(x_train))
+    net.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+        metrics=["accuracy"],
+    )
+    optimizer.build(net.trainable_variables)
+    return net
+
+
+def in_precision(net: keras.Model, cfg, num_classes: int, x_train: np.ndarray) -> keras.Model:
+    """A checkpoint written under another precision (`--precision auto` on another CPU: a preempted job that
+    came back on another node type) resumes with the same weights and optimizer state in this run's precision.
+    The variables are float32 under either policy, so nothing is lost."""
+    if model_precision(net) == cfg.precision:
+        return net
+    log.info("checkpoint trained in %s; resuming in %s on this CPU", model_precision(net), cfg.precision)
+    fresh = compile_model(cfg, num_classes, x_train)
+    fresh.set_weights(net.get_weights())
+    for mine, theirs in zip(fresh.optimizer.variables, net.optimizer.variables, strict=True):
+        mine.assign(theirs)
+    return fresh
+
+
+def inference_copy(net: keras.Model, cfg, num_classes: int) -> keras.Model:
+    """The trained weights in a fresh, uncompiled float32 model: what is evaluated, exported and published.
+    Float32, because ONNX Runtime has no bf16 convolutions on CPU and consumers expect it; uncompiled, so
+    `model.keras` loads with plain Keras (the training model carries this job's optimizer class, which a
+    consumer without the job's code cannot deserialize). Training state lives in checkpoints."""
+    with precision_policy("float32"):
+        clone = model_lib.build(cfg.model, num_classes, cfg.width)
+    clone.set_weights(net.get_weights())
+    return clone

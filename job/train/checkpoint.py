@@ -1,0 +1,156 @@
+"""Checkpoints for preemption-safe training: `<checkpoint_dir>/<run_id>/{state.json, model-*.keras}`.
+
+The model file (weights + optimizer state) is written first under a unique name, then `state.json`
+(epoch, step, history, the config fingerprint and the model file's sha256) replaces the old one: a
+crash at any point leaves the previous checkpoint intact. On resume, a checkpoint whose fingerprint
+or hash does not match is an error (exit 7), never a silent restart from scratch.
+"""
+
+import json
+import logging
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from job.errors import CheckpointError
+from job.storage import open_blobs
+from job.storage.files import sha256_file
+
+log = logging.getLogger(__name__)
+
+# The only names a checkpoint may refer to: a model file in the checkpoint folder itself. A state.json naming
+# "../../x.keras" would otherwise load, and later delete, a file outside it.
+MODEL_FILE = re.compile(r"^model-e\d{4,}-s\d{6,}\.keras$")
+
+# Not precision: with `--precision auto` it follows the CPU, and a preempted job may come back on another node
+# type; train() resumes such a checkpoint in this machine's precision (the weights are float32 either way).
+FINGERPRINT_KEYS = (
+    "model",
+    "width",
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "learning_rate",
+    "momentum",
+    "weight_decay",
+    "bias_lr_scale",
+    "lookahead_every",
+    "stem_bias_epochs",
+    "label_smoothing",
+    "augment",
+    "crop_padding",
+    "seed",
+    "limit",
+    "val_fraction",
+    "test_fraction",
+)
+
+
+def fingerprint(cfg, splits) -> dict:
+    fp = {k: getattr(cfg, k) for k in FINGERPRINT_KEYS}
+    fp["data_sha256"] = splits.info.get("source_sha256", "")
+    fp["sizes"] = splits.info.get("sizes", {})
+    fp["class_names"] = splits.class_names
+    return fp
+
+
+@dataclass
+class State:
+    model: object
+    epoch: int
+    step: int
+    history: list
+    info: dict
+
+
+class Checkpoints:
+    def __init__(self, root: str, run_id: str, s3_options=None):
+        self.location = f"{root.rstrip('/')}/{run_id}"
+        self.blobs = open_blobs(self.location, s3_options)
+
+    def save(self, model, fp: dict, *, epoch: int, step: int, history: list) -> None:
+        name = f"model-e{epoch:04d}-s{step:06d}.keras"
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / name
+            model.save(local)
+            state = {
+                "epoch": epoch,
+                "step": step,
+                "history": history,
+                "fingerprint": fp,
+                "model_file": name,
+                "model_sha256": sha256_file(local),
+            }
+            self.blobs.put_file(name, local)
+            previous = self._read_state(must_parse=False)
+            self.blobs.put_bytes("state.json", json.dumps(state, indent=1).encode())
+        old = previous.get("model_file") if previous else None
+        if isinstance(old, str) and old != name and MODEL_FILE.match(old):
+            self.blobs.delete(old)
+        log.info("checkpoint saved: %s (epoch %d, step %d)", self.location, epoch, step)
+
+    def _read_state(self, must_parse: bool = True) -> dict | None:
+        raw = self.blobs.get_bytes("state.json")
+        if raw is None:
+            return None
+        try:
+            state = json.loads(raw)
+            if not isinstance(state, dict):
+                raise ValueError("not an object")
+            return state
+        except ValueError as exc:
+            if not must_parse:
+                return None
+            raise CheckpointError(
+                f"checkpoint {self.location}/state.json is corrupt ({exc}); delete "
+                f"{self.location} to start over, or use another --run-id"
+            ) from None
+
+    def load(self, fp: dict) -> State | None:
+        state = self._read_state()
+        if state is None:
+            return None
+        where = self.location
+        if state.get("fingerprint") != fp:
+            theirs = state.get("fingerprint") if isinstance(state.get("fingerprint"), dict) else {}
+            diff = sorted(k for k in set(fp) | set(theirs) if fp.get(k) != theirs.get(k))
+            raise CheckpointError(
+                f"checkpoint {where} was written by a different configuration (differs in: "
+                f"{', '.join(diff) or 'format'}); use another --run-id or --checkpoint-dir"
+            )
+        model_file, epoch, step, history = (
+            state.get("model_file"),
+            state.get("epoch"),
+            state.get("step"),
+            state.get("history", []),
+        )
+        if not (isinstance(model_file, str) and MODEL_FILE.match(model_file)):
+            raise CheckpointError(
+                f"checkpoint {where}/state.json names model file {model_file!r}, which is not a "
+                f"model file of this checkpoint folder; delete {where} to start over"
+            )
+        if type(epoch) is not int or type(step) is not int or epoch < 0 or step < 0 or not isinstance(history, list):
+            raise CheckpointError(
+                f"checkpoint {where}/state.json has malformed epoch/step/history (corrupt); delete "
+                f"{where} to start over"
+            )
+        import keras
+
+        from job.train import optim  # noqa: F401  (registers the custom optimizer and schedule with Keras)
+
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / "model.keras"
+            if not self.blobs.get_file(model_file, local):
+                raise CheckpointError(
+                    f"checkpoint {where}: model file {state.get('model_file')} is missing; delete {where} to start over"
+                )
+            if sha256_file(local) != state.get("model_sha256"):
+                raise CheckpointError(
+                    f"checkpoint {where}: model file does not match its sha256 (corrupt); delete {where} to start over"
+                )
+            try:
+                model = keras.models.load_model(local)
+            except Exception as exc:
+                raise CheckpointError(f"checkpoint {where}: model file cannot be loaded ({exc})") from None
+        return State(model, epoch, step, history, {"location": where, "epoch": epoch, "step": step})

@@ -1,0 +1,122 @@
+"""Network architectures. Each takes float32 images scaled to [0, 1] and returns class probabilities."""
+
+import keras
+import numpy as np
+from keras import layers
+
+
+def build(
+    name: str, num_classes: int, width: int = 64, whitening_images: np.ndarray | None = None, whitening_seed: int = 0
+) -> keras.Model:
+    """`whitening_images`: training images (uint8) that fast_net's frozen first layer is fitted to (a random
+    sample of them, drawn with `whitening_seed`); other models ignore them."""
+    if name == "seed_cnn":
+        return seed_cnn(num_classes)
+    if name == "fast_net":
+        return fast_net(num_classes, width, whitening_images, whitening_seed)
+    raise ValueError(f"unknown model {name!r}")
+
+
+def seed_cnn(num_classes: int = 10) -> keras.Sequential:
+    """The reference recipe, layer for layer."""
+    return keras.Sequential(
+        [
+            keras.Input(shape=(32, 32, 3), name="image"),
+            layers.Conv2D(32, (3, 3), activation="relu"),
+            layers.MaxPooling2D((2, 2)),
+            layers.Conv2D(64, (3, 3), activation="relu"),
+            layers.MaxPooling2D((2, 2)),
+            layers.Conv2D(64, (3, 3), activation="relu"),
+            layers.Flatten(),
+            layers.Dense(64, activation="relu"),
+            layers.Dropout(0.5),
+            layers.Dense(num_classes, activation="softmax"),
+        ],
+        name="seed_cnn",
+    )
+
+
+# Per-channel statistics of the CIFAR-10 training images, for input whitening in fast_net.
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+WHITENING_PATCH = 2  # fast_net's first layer: a 2x2 patch-whitening convolution (airbench)
+WHITEN = "whiten"  # its name; the optimizer never updates its kernel and trains its bias only briefly
+
+
+def start_as_identity(conv: layers.Conv2D) -> None:
+    """Make a built conv (kernel kh, kw, in, out) pass input channel i through to output channel i for the
+    first min(in, out) outputs; the other outputs keep their random init. A fresh block then starts as
+    (nearly) the identity, which lets a high learning rate work from the first step (airbench's dirac
+    init). Done on the weights, not as a custom initializer, so saved models need no custom objects."""
+    kernel = keras.ops.convert_to_numpy(conv.kernel).copy()
+    kh, kw, cin, cout = kernel.shape
+    n = min(cin, cout)
+    kernel[..., :n] = 0.0
+    kernel[kh // 2, kw // 2, np.arange(n), np.arange(n)] = 1.0
+    conv.kernel.assign(kernel)
+
+
+def whitening_kernel(
+    images: np.ndarray, patch: int = WHITENING_PATCH, eps: float = 5e-4, max_images: int = 5000, seed: int = 0
+) -> np.ndarray:
+    """A (patch, patch, 3, 2*patch*patch*3) conv kernel that whitens image patches: the eigenvectors of the
+    patch covariance of `images` (uint8, NHWC, after the per-channel standardisation fast_net applies; a
+    random sample of `max_images` drawn with `seed` is plenty), scaled by 1/sqrt(eigenvalue), each with its
+    negative so that the ReLU after it loses nothing."""
+    if len(images) > max_images:
+        images = images[np.sort(np.random.default_rng(seed).permutation(len(images))[:max_images])]
+    x = (images.astype(np.float32) / 255.0 - np.array(CIFAR_MEAN, np.float32)) / np.array(CIFAR_STD, np.float32)
+    n, h, w, c = x.shape
+    patches = np.stack(
+        [x[:, i : h - patch + 1 + i, j : w - patch + 1 + j, :] for i in range(patch) for j in range(patch)], axis=3
+    ).reshape(-1, patch * patch * c)
+    covariance = patches.T.astype(np.float64) @ patches / len(patches)
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+    filters = (eigenvectors / np.sqrt(eigenvalues + eps))[:, ::-1].reshape(patch, patch, c, -1)
+    return np.concatenate([filters, -filters], axis=3).astype(np.float32)
+
+
+def _bn():
+    # No scale (a ReLU after it makes the scale redundant), fast running statistics: airbench's settings.
+    return layers.BatchNormalization(momentum=0.4, epsilon=1e-12, scale=False)
+
+
+def _conv(x, filters: int):
+    # uniform +-1/sqrt(fan_in) (PyTorch's default, as in airbench), then the identity on the first channels
+    conv = layers.Conv2D(
+        filters,
+        3,
+        padding="same",
+        use_bias=False,
+        kernel_initializer=keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform"),
+    )
+    y = conv(x)
+    start_as_identity(conv)
+    return y
+
+
+def fast_net(
+    num_classes: int = 10, width: int = 64, whitening_images: np.ndarray | None = None, whitening_seed: int = 0
+) -> keras.Model:
+    """airbench-style network: patch-whitening stem, three blocks of (conv-pool-BN-ReLU,
+    conv-BN-ReLU) with widths (w, 4w, 4w), global max-pool, a bias-free linear head with temperature."""
+    inputs = keras.Input(shape=(32, 32, 3), name="image")
+    # Per-channel standardisation as constants (a Normalization layer's state would become extra ONNX inputs).
+    x = layers.Rescaling(
+        scale=[1 / s for s in CIFAR_STD], offset=[-m / s for m, s in zip(CIFAR_MEAN, CIFAR_STD, strict=True)]
+    )(inputs)
+    # Its kernel stays as fitted: BiasScaledSGD skips it (a frozen layer could not have a trainable bias).
+    whiten = layers.Conv2D(2 * WHITENING_PATCH**2 * 3, WHITENING_PATCH, padding="valid", name=WHITEN)
+    x = layers.Activation("relu")(whiten(x))
+    if whitening_images is not None:
+        whiten.kernel.assign(whitening_kernel(whitening_images, seed=whitening_seed))
+    for filters in (width, width * 4, width * 4):
+        x = layers.MaxPooling2D(2)(_conv(x, filters))
+        x = layers.Activation("relu")(_bn()(x))
+        x = _conv(x, filters)
+        x = layers.Activation("relu")(_bn()(x))
+    x = layers.GlobalMaxPooling2D()(x)
+    logits = layers.Dense(num_classes, use_bias=False)(x)
+    logits = layers.Rescaling(1 / 9)(logits)  # temperature: keeps early logits small, as in airbench
+    outputs = layers.Activation("softmax", dtype="float32")(logits)
+    return keras.Model(inputs, outputs, name="fast_net")

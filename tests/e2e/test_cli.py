@@ -1,0 +1,122 @@
+"""The real CLI in subprocesses: help, config errors, bad data, `publish`, platform entry points."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from helpers import ROOT, bad_tar, bad_tree, make_image_tree, make_run_dir, make_tar, run_job, sagemaker_env
+
+from job.storage.manifest import verify_manifest
+
+
+def test_help_and_config_paths_do_not_import_tensorflow():
+    code = (
+        "import sys; from job.cli import build_parser, main; build_parser().format_help();"
+        "rc = main(['train', '--print-config', '--epochs', '2']);"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TF imported'; sys.exit(rc)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["epochs"] == 2
+
+
+def test_cli_help_lists_exit_codes_and_env_names():
+    proc = run_job("train", "--help")
+    assert proc.returncode == 0
+    for text in ("JOB_EPOCHS", "--min-accuracy", "--limit", "143", "quality gate"):
+        assert text in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "args,env",
+    [
+        (["train", "--epochs", "x"], {}),
+        (["train", "--preset", "nope"], {}),
+        (["train", "--print-config"], {"JOB_BATCH_SIZE": "-1"}),
+        (["train", "--out", "gs://bucket/x", "--print-config"], {}),
+    ],
+)
+def test_cli_config_errors_exit_2_with_one_line(args, env, tmp_path):
+    proc = run_job(*args, env=env)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]  # argparse's errors too: one line
+    assert len(lines) == 1 and lines[0].startswith("error: config error"), proc.stderr
+
+
+def test_print_config_records_sources(tmp_path):
+    proc = run_job("train", "--print-config", "--epochs", "3", env={"JOB_SEED": "9"})
+    cfg = json.loads(proc.stdout)
+    assert cfg["sources"]["epochs"] == "--epochs" and cfg["sources"]["seed"] == "env JOB_SEED"
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing path",
+        "not an archive",
+        "corrupt gzip",
+        "dotdot entry",
+        "symlink entry",
+        "corrupt image",
+        "wrong size",
+        "empty class",
+    ],
+)
+def test_cli_bad_data_exits_3_with_one_line_and_publishes_nothing(tmp_path, case):
+    if case == "missing path":
+        source = tmp_path / "nope.tar.gz"
+    elif case == "not an archive":
+        source = tmp_path / "data.zip"
+        source.write_bytes(b"PK\x03\x04 not a tar")
+    elif case == "corrupt gzip":
+        source = tmp_path / "data.tar.gz"
+        good = make_tar(make_image_tree(tmp_path / "t", classes=2, per_class=2), tmp_path / "g.tar.gz").read_bytes()
+        source.write_bytes(good[: len(good) // 2])
+    elif case in ("dotdot entry", "symlink entry"):
+        source = bad_tar(tmp_path, case)
+    else:
+        source = bad_tree(tmp_path, case)
+    out = tmp_path / "store"
+    proc = run_job("train", "--data", str(source), "--out", str(out), "--cache-dir", str(tmp_path / "cache"))
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "data error" in errors[0] and str(source.name) in errors[0]
+    assert [p.name for p in out.iterdir()] == []  # no run folder, no staging leftovers
+
+
+def test_publish_command_copies_a_verified_run(tmp_path):
+    d = make_run_dir(tmp_path)
+    proc = run_job("publish", str(d), str(tmp_path / "store"))
+    assert proc.returncode == 0, proc.stderr
+    assert verify_manifest(tmp_path / "store" / "r1") == []
+    assert json.loads(proc.stdout)["event"] == "run_published"
+
+
+def test_publish_command_refuses_a_tampered_run(tmp_path):
+    d = make_run_dir(tmp_path)
+    (d / "sub" / "file.bin").write_text("tampered")
+    proc = run_job("publish", str(d), str(tmp_path / "store"))
+    assert proc.returncode == 3 and "does not match its manifest" in proc.stderr
+    assert not (tmp_path / "store").exists()
+
+
+def test_sagemaker_entrypoint_resolves_the_same_config(opt_ml):
+    proc = run_job("train", "--print-config", env=sagemaker_env(opt_ml))
+    cfg = json.loads(proc.stdout)
+    assert cfg["epochs"] == 3 and cfg["sources"]["epochs"] == "hyperparameter epochs"
+    assert cfg["out"] == str(opt_ml / "model") and cfg["sources"]["out"] == "platform"
+
+
+def test_sagemaker_failure_reason_is_written(opt_ml):
+    (opt_ml / "input" / "data" / "train" / "cifar.tar.gz").write_bytes(b"not a tar")
+    proc = run_job("train", env=sagemaker_env(opt_ml))
+    assert proc.returncode == 3
+    failure = (opt_ml / "output" / "failure").read_text()
+    assert failure.startswith("data error:") and "cifar.tar.gz" in failure

@@ -1,0 +1,228 @@
+"""End to end on tiny synthetic data: every artifact, the manifest, ONNX without TensorFlow, the gates."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from helpers import BLOCK_TENSORFLOW, ROOT, run_job
+
+from job.storage.files import sha256_file
+from job.storage.manifest import verify_manifest
+
+EXPECTED_FILES = {
+    "model.keras",
+    "model.onnx",
+    "metrics.json",
+    "classification_report.txt",
+    "curves.png",
+    "confusion_matrix.png",
+    "history.csv",
+    "config.json",
+    "manifest.json",
+    "MODEL_CARD.md",
+}
+
+
+def test_run_folder_holds_every_artifact(trained_run):
+    run = trained_run["dir"]
+    names = {p.name for p in run.iterdir()}
+    assert EXPECTED_FILES <= names and (run / "saved_model" / "saved_model.pb").is_file()
+    assert [p.name for p in trained_run["out"].iterdir() if p.name.startswith(".")] == []  # no staging left
+
+
+def test_manifest_lists_every_file_with_its_hash(trained_run):
+    run = trained_run["dir"]
+    manifest = json.loads((run / "manifest.json").read_text())
+    listed = {f["path"]: f for f in manifest["files"]}
+    on_disk = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()} - {"manifest.json"}
+    assert set(listed) == on_disk and "saved_model/saved_model.pb" in listed
+    for rel, entry in listed.items():
+        assert entry["sha256"] == sha256_file(run / rel) and entry["bytes"] == (run / rel).stat().st_size
+    assert verify_manifest(run) == []
+
+
+def test_metrics_config_and_history_are_consistent(trained_run):
+    run = trained_run["dir"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["run_id"] == "tiny-1" and metrics["data"]["sizes"] == {"train": 100, "val": 10, "test": 10}
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and len(metrics["confusion_matrix"]) == 10
+    assert sum(map(sum, metrics["confusion_matrix"])) == 10
+    for cls in ("airplane", "truck", "macro avg", "weighted avg"):
+        assert {"precision", "recall", "f1-score", "support"} <= set(metrics["classification_report"][cls])
+    parity = metrics["parity"]
+    assert parity["onnxruntime"]["max_abs_diff"] <= 1e-4 and parity["onnxruntime"]["argmax_mismatches"] == 0
+    assert parity["onnxruntime"]["samples"] == 10 + 1 + 7 + 256
+    assert parity["savedmodel"]["argmax_agreement"] == 1.0
+    assert set(metrics["durations_s"]) >= {"data", "train", "evaluate", "export", "verify", "total"}
+    config = json.loads((run / "config.json").read_text())
+    assert config["epochs"] == 1 and config["sources"]["epochs"] == "--epochs"
+    rows = list(csv.DictReader((run / "history.csv").open()))
+    assert len(rows) == 1 and {"accuracy", "loss", "val_accuracy", "val_loss"} <= set(rows[0])
+    assert "precision" in (run / "classification_report.txt").read_text()
+    summary = trained_run["summary"]
+    assert summary["event"] == "run_complete" and summary["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    latest = json.loads((trained_run["out"] / "latest.json").read_text())
+    assert latest["run_id"] == "tiny-1"
+
+
+def test_pngs_are_real_images(trained_run):
+    from PIL import Image
+
+    for name in ("curves.png", "confusion_matrix.png"):
+        with Image.open(trained_run["dir"] / name) as im:
+            assert im.format == "PNG" and im.size[0] > 400
+
+
+ONNX_ONLY = (
+    BLOCK_TENSORFLOW
+    + """
+from pathlib import Path
+import numpy as np
+from job.predict import load_session
+session, class_names = load_session(Path(sys.argv[1]))
+np.save(sys.argv[3], session.run(["probabilities"], {"image": np.load(sys.argv[2])})[0])
+print(class_names[0])
+"""
+)
+
+
+def test_onnx_alone_without_tensorflow_predicts_what_keras_predicts(trained_run, tmp_path):
+    import keras
+
+    run = trained_run["dir"]
+    x = np.random.default_rng(1).integers(0, 256, (33, 32, 32, 3), dtype=np.uint8)
+    np.save(tmp_path / "x.npy", x)
+    proc = subprocess.run(
+        [sys.executable, "-c", ONNX_ONLY, str(run / "model.onnx"), str(tmp_path / "x.npy"), str(tmp_path / "p.npy")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "airplane"
+    model = keras.models.load_model(run / "model.keras")
+    expected = model.predict(x.astype(np.float32) / 255.0, verbose=0)
+    onnx_probs = np.load(tmp_path / "p.npy")
+    assert np.abs(onnx_probs - expected).max() <= 1e-5
+    assert (onnx_probs.argmax(1) == expected.argmax(1)).all()
+
+
+def test_second_run_reads_the_decode_cache(trained_run, tmp_path):
+    proc = run_job(
+        "train",
+        "--data",
+        str(trained_run["data"]),
+        "--out",
+        str(tmp_path / "o"),
+        "--run-id",
+        "again",
+        "--epochs",
+        "1",
+        "--cache-dir",
+        str(trained_run["cache"]),
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = json.loads((tmp_path / "o" / "again" / "metrics.json").read_text())
+    assert metrics["data"]["from_cache"] is True
+
+
+def test_quality_gate_fails_with_exit_6_and_publishes_nothing(trained_run, tmp_path):
+    out = tmp_path / "store"
+    proc = run_job(
+        "train",
+        "--data",
+        str(trained_run["data"]),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--min-accuracy",
+        "0.999",
+        "--cache-dir",
+        str(trained_run["cache"]),
+    )
+    assert proc.returncode == 6
+    assert [line for line in proc.stderr.splitlines() if line.startswith("error:")][0].count("min-accuracy") == 1
+    assert list(out.iterdir()) == []
+
+
+def test_storage_error_before_training(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    proc = run_job("train", "--out", str(blocker / "store"), "--data", "/nonexistent")
+    assert proc.returncode == 4 and "local store" in proc.stderr and "stage train" not in proc.stderr
+
+
+def test_fast_preset_with_int8_trains_exports_and_passes_parity(tiny_tar, tmp_path):
+    import onnxruntime as ort
+
+    out = tmp_path / "store"
+    # float32 whatever this CPU is (auto picks it on every CPU without AMX): the training model then is
+    # the one with this job's optimizer, which the published model.keras must not carry.
+    proc = run_job(
+        "train",
+        "--preset",
+        "fast",
+        "--epochs",
+        "1",
+        "--width",
+        "16",
+        "--data",
+        str(tiny_tar),
+        "--out",
+        str(out),
+        "--run-id",
+        "fast-1",
+        "--int8",
+        "--int8-max-drop",
+        "1.0",
+        "--precision",
+        "float32",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = out / "fast-1"
+    code = f"import keras; m = keras.models.load_model({str(run / 'model.keras')!r}); print(m.count_params())"
+    plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert plain.returncode == 0, plain.stderr[-2000:]  # a consumer without this job's code loads it
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["training"]["precision"] == "float32"
+    assert metrics["parity"]["onnxruntime"]["argmax_mismatches"] == 0
+    int8 = metrics["int8"]
+    assert int8["published"] and int8["calibration_images"] == metrics["data"]["sizes"]["train"]
+    session = ort.InferenceSession(str(run / "model.int8.onnx"), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    assert meta["tta"] == "true" and json.loads(meta["class_names"])[0] == "airplane"
+    assert "int8" in meta["quantization"]
+    graph = __import__("onnx").load(run / "model.int8.onnx").graph
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in graph.node}
+    # 7-bit weights: no int16 saturation in ONNX Runtime's u8 x s8 kernels on x86 CPUs without VNNI
+    from onnx import TensorProto, numpy_helper
+
+    weights = [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == TensorProto.INT8 and t.dims]
+    assert weights and max(int(abs(w.astype(int)).max()) for w in weights) <= 64
+    assert "model.int8.onnx" in {f["path"] for f in json.loads((run / "manifest.json").read_text())["files"]}
+    assert "INT8 ONNX" in (run / "MODEL_CARD.md").read_text()
+
+
+def test_log_dir_gets_tensorboard_event_files(trained_run, tmp_path):
+    proc = run_job(
+        "train",
+        "--data",
+        str(trained_run["data"]),
+        "--out",
+        str(tmp_path / "o"),
+        "--epochs",
+        "1",
+        "--log-dir",
+        str(tmp_path / "tb"),
+        "--cache-dir",
+        str(trained_run["cache"]),
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    events = list((tmp_path / "tb").rglob("events.out.tfevents.*"))
+    assert events and any(e.stat().st_size > 0 for e in events)

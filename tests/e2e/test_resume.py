@@ -1,0 +1,149 @@
+"""Preemption safety: SIGTERM mid-epoch -> checkpoint -> exit 143 -> resume to the same end state."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from helpers import ROOT, make_image_tree, make_tar, run_job
+
+EPOCHS, BATCH = 3, 4
+
+
+@pytest.fixture(scope="module")
+def resume_data(tmp_path_factory):
+    base = tmp_path_factory.mktemp("resume")
+    make_image_tree(base / "tree", per_class=60, fmt="png", seed=3)
+    return make_tar(base / "tree", base / "data.tar"), base / "cache"
+
+
+def _args(data, cache, out, run_id, ckpt=None, batch=BATCH):
+    args = [
+        "train",
+        "--data",
+        str(data),
+        "--cache-dir",
+        str(cache),
+        "--out",
+        str(out),
+        "--run-id",
+        run_id,
+        "--epochs",
+        str(EPOCHS),
+        "--batch-size",
+        str(batch),
+    ]
+    return args + (["--checkpoint-dir", str(ckpt)] if ckpt else [])
+
+
+@pytest.fixture(scope="module")
+def preempted(resume_data, tmp_path_factory):
+    """Start a run, SIGTERM it right after its first epoch ends, then resume it to the end."""
+    data, cache = resume_data
+    base = tmp_path_factory.mktemp("preempted")
+    out, ckpt = base / "out", base / "ckpt"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOB_")}
+    env.update(PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "job", *_args(data, cache, out, "pre-1", ckpt)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for line in proc.stdout:  # one line per epoch when not on a terminal
+        if line.startswith(f"Epoch 1/{EPOCHS}"):
+            break
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    rest_out, stderr = proc.communicate(timeout=120)
+    stopped = {
+        "rc": proc.returncode,
+        "seconds": time.monotonic() - sent,
+        "stderr": stderr,
+        "state": json.loads((ckpt / "pre-1" / "state.json").read_text()),
+    }
+    print(f"SIGTERM-to-exit: {stopped['seconds']:.2f}s")
+    resumed = run_job(*_args(data, cache, out, "pre-1", ckpt))
+    return {"stopped": stopped, "resumed": resumed, "out": out, "ckpt": ckpt, "data": data, "cache": cache}
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_143(preempted):
+    stopped = preempted["stopped"]
+    assert stopped["rc"] == 143, stopped["stderr"][-2000:]
+    assert "preempted:" in stopped["stderr"] and "--run-id pre-1" in stopped["stderr"]
+    state = stopped["state"]
+    assert (state["epoch"], state["step"]) != (EPOCHS, 0)  # it stopped before the end
+    assert state["epoch"] >= 1 and len(state["history"]) == state["epoch"]
+    assert stopped["seconds"] < 30  # well inside a platform's grace period
+
+
+def test_resumed_run_finishes_with_every_batch_trained_exactly_once(preempted, resume_data, tmp_path):
+    resumed = preempted["resumed"]
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming run pre-1" in resumed.stderr
+    metrics = json.loads((preempted["out"] / "pre-1" / "metrics.json").read_text())
+    state = preempted["stopped"]["state"]
+    assert metrics["training"]["resumed_from"]["epoch"] == state["epoch"]
+    assert metrics["training"]["resumed_from"]["step"] == state["step"]
+    rows = (preempted["out"] / "pre-1" / "history.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == [str(e) for e in range(1, EPOCHS + 1)]
+    # an uninterrupted run with the same config: same number of optimizer steps, similar accuracy
+    data, cache = resume_data
+    ref = run_job(*_args(data, cache, tmp_path / "ref", "ref-1"))
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    ref_metrics = json.loads((tmp_path / "ref" / "ref-1" / "metrics.json").read_text())
+    steps_per_epoch = -(-metrics["data"]["sizes"]["train"] // BATCH)
+    assert (
+        metrics["training"]["optimizer_steps"] == ref_metrics["training"]["optimizer_steps"] == EPOCHS * steps_per_epoch
+    )
+    assert abs(metrics["test_accuracy"] - ref_metrics["test_accuracy"]) <= 0.15
+
+
+def test_mismatched_checkpoint_is_refused(preempted, tmp_path):
+    proc = run_job(*_args(preempted["data"], preempted["cache"], tmp_path / "o", "pre-1", preempted["ckpt"], batch=8))
+    assert proc.returncode == 7 and "different configuration" in proc.stderr and "batch_size" in proc.stderr
+    assert not (tmp_path / "o" / "pre-1").exists()
+
+
+@pytest.mark.parametrize("damage", ["state", "model"])
+def test_corrupt_checkpoint_is_refused(preempted, tmp_path, damage):
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(preempted["ckpt"], ckpt)
+    if damage == "state":
+        (ckpt / "pre-1" / "state.json").write_text("{truncated")
+    else:
+        model_file = json.loads((ckpt / "pre-1" / "state.json").read_text())["model_file"]
+        (ckpt / "pre-1" / model_file).write_bytes(b"\0" * 100)
+    proc = run_job(*_args(preempted["data"], preempted["cache"], tmp_path / "o", "pre-1", ckpt))
+    assert proc.returncode == 7 and "corrupt" in proc.stderr
+    assert not (tmp_path / "o" / "pre-1").exists()
+
+
+def test_checkpoint_round_trip_through_s3(bucket, s3_env):
+    import numpy as np
+
+    from job import config
+    from job.train.build import compile_model
+    from job.train.checkpoint import Checkpoints
+
+    cfg = config.resolve({"run_id": "ck-1"}, env={})
+    model = compile_model(cfg, 10, np.zeros((100, 32, 32, 3), np.uint8))
+    fp = {"any": "fingerprint"}
+    store = Checkpoints(f"s3://{bucket}/checkpoints", "ck-1")
+    assert store.load(fp) is None
+    store.save(model, fp, epoch=2, step=5, history=[{"epoch": 1}, {"epoch": 2}])
+    store.save(model, fp, epoch=3, step=0, history=[{"epoch": 1}, {"epoch": 2}, {"epoch": 3}])
+    from job.storage.s3client import make_client
+
+    keys = [o["Key"] for o in make_client().list_objects_v2(Bucket=bucket)["Contents"]]
+    assert sorted(keys) == ["checkpoints/ck-1/model-e0003-s000000.keras", "checkpoints/ck-1/state.json"]
+    state = Checkpoints(f"s3://{bucket}/checkpoints", "ck-1").load(fp)
+    assert (state.epoch, state.step, len(state.history)) == (3, 0, 3)
+    for a, b in zip(model.get_weights(), state.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)

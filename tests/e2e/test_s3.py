@@ -1,0 +1,300 @@
+"""S3 publishing, fail-fast checks, faults and S3 data input, against a real S3 server over HTTP."""
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from helpers import make_image_tree, make_tar, run_job
+from s3_server import FaultProxy, free_port
+
+from job import data
+from job.errors import DataError, StorageError
+from job.storage.files import sha256_file
+from job.storage.manifest import verify_manifest, write_manifest
+from job.storage.s3client import S3Options, make_client
+from job.storage.s3store import S3Store
+
+
+def download_run(client, bucket: str, prefix: str, dest: Path) -> Path:
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
+        for obj in page.get("Contents", []):
+            target = dest / obj["Key"][len(prefix) + 1 :]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            client.download_file(bucket, obj["Key"], str(target))
+    return dest
+
+
+def keys(client, bucket, prefix=""):
+    return sorted(
+        o["Key"]
+        for p in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for o in p.get("Contents", [])
+    )
+
+
+@pytest.fixture(scope="module")
+def s3_run(tmp_path_factory, tiny_tar, s3_endpoint):
+    """A real training run published straight to S3 through the CLI."""
+    import secrets
+
+    from job.storage.s3client import make_client as mk
+
+    base = tmp_path_factory.mktemp("s3run")
+    secret = "s3cr3t-" + secrets.token_hex(12)
+    env = {
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing-key-id",
+        "AWS_SECRET_ACCESS_KEY": secret,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    import os
+
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        mk().create_bucket(Bucket="runs")
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    proc = run_job(
+        "train",
+        "--data",
+        str(tiny_tar),
+        "--out",
+        "s3://runs/team/cifar",
+        "--run-id",
+        "s3-1",
+        "--epochs",
+        "1",
+        "--cache-dir",
+        str(base / "cache"),
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {"proc": proc, "env": env, "secret": secret, "base": base}
+
+
+def test_published_run_downloads_intact_against_its_manifest(s3_run, s3_env, tmp_path):
+    client = make_client()
+    run = download_run(client, "runs", "team/cifar/s3-1", tmp_path / "dl")
+    assert verify_manifest(run) == []
+    assert (run / "model.onnx").is_file() and (run / "saved_model" / "saved_model.pb").is_file()
+    head = client.head_object(Bucket="runs", Key="team/cifar/s3-1/model.onnx")
+    assert head["Metadata"]["sha256"] == sha256_file(run / "model.onnx")
+    assert client.head_object(Bucket="runs", Key="team/cifar/s3-1/metrics.json")["ContentType"] == "application/json"
+    assert client.head_object(Bucket="runs", Key="team/cifar/s3-1/curves.png")["ContentType"] == "image/png"
+    latest = json.loads(client.get_object(Bucket="runs", Key="team/cifar/latest.json")["Body"].read())
+    assert latest["run_id"] == "s3-1" and latest["uri"] == "s3://runs/team/cifar/s3-1"
+
+
+def test_summary_line_is_machine_readable(s3_run):
+    summary = json.loads(s3_run["proc"].stdout.strip().splitlines()[-1])
+    assert summary["store"] == "s3://runs/team/cifar" and summary["uri"] == "s3://runs/team/cifar/s3-1"
+    assert summary["upload"]["objects"] >= 12 and summary["upload"]["requests"] >= summary["upload"]["objects"]
+    assert {"test_accuracy", "onnx_test_accuracy", "parity_max_abs_diff", "durations_s"} <= set(summary)
+
+
+def test_no_secret_in_logs_or_artifacts(s3_run, s3_env, tmp_path):
+    secret = s3_run["secret"]
+    assert secret not in s3_run["proc"].stdout and secret not in s3_run["proc"].stderr
+    run = download_run(make_client(), "runs", "team/cifar/s3-1", tmp_path / "dl")
+    for file in run.rglob("*"):
+        if file.is_file():
+            assert secret.encode() not in file.read_bytes(), file
+    assert "AWS_SECRET" not in (run / "config.json").read_text()
+
+
+def _local_run(tmp_path, run_id="r1", files=None):
+    d = tmp_path / run_id
+    d.mkdir(parents=True)
+    for name, content in (
+        files or {"metrics.json": '{"test_accuracy": 0.5}', "model.onnx": "x" * 1000, "sub/a.txt": "a"}
+    ).items():
+        (d / name).parent.mkdir(parents=True, exist_ok=True)
+        (d / name).write_text(content)
+    write_manifest(d, run_id)
+    return d
+
+
+def test_publish_command_uploads_an_existing_run_folder(bucket, s3_env, tmp_path):
+    run = _local_run(tmp_path)
+    proc = run_job("publish", str(run), f"s3://{bucket}/p")
+    assert proc.returncode == 0, proc.stderr
+    assert keys(make_client(), bucket) == [
+        "p/latest.json",
+        "p/r1/manifest.json",
+        "p/r1/metrics.json",
+        "p/r1/model.onnx",
+        "p/r1/sub/a.txt",
+    ]
+
+
+def test_same_run_id_again_replaces_the_run_whole(bucket, s3_env, tmp_path):
+    store = S3Store(f"s3://{bucket}/p")
+    store.publish(_local_run(tmp_path / "a", files={"old-only.txt": "old", "metrics.json": "{}"}), "r1", {})
+    store.publish(_local_run(tmp_path / "b", files={"new.txt": "new", "metrics.json": "{}"}), "r1", {})
+    assert keys(make_client(), bucket, "p/r1/") == ["p/r1/manifest.json", "p/r1/metrics.json", "p/r1/new.txt"]
+
+
+def test_large_file_goes_multipart(bucket, s3_env, tmp_path):
+    run = tmp_path / "big"
+    run.mkdir()
+    (run / "model.keras").write_bytes(b"\1" * (9 * 1024 * 1024))
+    write_manifest(run, "big")
+    S3Store(f"s3://{bucket}/p").publish(run, "big", {})
+    etag = make_client().head_object(Bucket=bucket, Key="p/big/model.keras")["ETag"]
+    assert "-" in etag  # multipart ETags are "<md5>-<parts>"
+
+
+# ---------------------------------------------------------------- fail fast, before any training
+
+
+def _fail_fast(args, env, tmp_path):
+    t0 = time.monotonic()
+    proc = run_job("train", "--data", "/nonexistent-data", "--cache-dir", str(tmp_path), *args, env=env)
+    return proc, time.monotonic() - t0
+
+
+def test_missing_bucket_fails_fast_with_storage_exit(s3_env, tmp_path):
+    proc, _ = _fail_fast(["--out", "s3://no-such-bucket-xyz/p"], s3_env, tmp_path)
+    assert proc.returncode == 4
+    line = [x for x in proc.stderr.splitlines() if x.startswith("error:")][0]
+    assert "no-such-bucket-xyz" in line and s3_env["AWS_ENDPOINT_URL"] in line and "does not exist" in line
+    assert "stage data" not in proc.stderr  # nothing loaded, nothing trained
+
+
+def test_closed_port_fails_fast_with_storage_exit(s3_env, tmp_path):
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    proc, _ = _fail_fast(["--out", "s3://b/p", "--s3-endpoint", endpoint], s3_env, tmp_path)
+    assert proc.returncode == 4 and "unreachable" in proc.stderr and endpoint in proc.stderr
+
+
+def test_bad_endpoint_url_fails_fast_with_storage_exit(s3_env, tmp_path):
+    proc, _ = _fail_fast(["--out", "s3://b/p", "--s3-endpoint", "not a url"], s3_env, tmp_path)
+    assert proc.returncode == 4 and "invalid S3 endpoint" in proc.stderr
+
+
+def test_missing_credentials_fail_fast(s3_env, tmp_path):
+    env = {
+        **s3_env,
+        "AWS_ACCESS_KEY_ID": "",
+        "AWS_SECRET_ACCESS_KEY": "",
+        "AWS_SHARED_CREDENTIALS_FILE": "/none",
+        "AWS_CONFIG_FILE": "/none",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    proc, _ = _fail_fast(["--out", "s3://b/p"], env, tmp_path)
+    assert proc.returncode == 4 and "credentials" in proc.stderr
+
+
+# ---------------------------------------------------------------- injected faults
+
+
+def test_transient_503s_and_dropped_connections_are_retried(bucket, s3_env, s3_endpoint, tmp_path):
+    for faults in ({"fail_first": 3}, {"drop_first": 2}):
+        proxy = FaultProxy(s3_endpoint, **faults)
+        try:
+            run = _local_run(tmp_path / str(len(faults) + proxy.server.server_address[1]))
+            store = S3Store(f"s3://{bucket}/p", S3Options(endpoint=proxy.endpoint, retries=5))
+            store.publish(run, "r1", summary := {})
+            assert proxy.injected == max(faults.values())
+            assert summary["upload"]["requests"] > summary["upload"]["objects"]
+        finally:
+            proxy.close()
+        assert "p/r1/manifest.json" in keys(make_client(), bucket)
+
+
+def test_persistent_write_failure_leaves_no_manifest_cleans_up_and_keeps_latest(bucket, s3_env, s3_endpoint, tmp_path):
+    S3Store(f"s3://{bucket}/p").publish(_local_run(tmp_path / "good"), "good", {})
+    latest_before = make_client().get_object(Bucket=bucket, Key="p/latest.json")["Body"].read()
+    proxy = FaultProxy(s3_endpoint, fail_after=3, methods={"PUT"})  # list + first uploads pass, then PUTs fail
+    try:
+        run = _local_run(tmp_path / "bad", "r2")
+        proc = run_job(
+            "publish",
+            str(run),
+            f"s3://{bucket}/p",
+            "--s3-endpoint",
+            proxy.endpoint,
+            env={**s3_env, "JOB_S3_RETRIES": "2"},
+        )
+    finally:
+        proxy.close()
+    assert proc.returncode == 4 and "no manifest was written" in proc.stderr
+    assert keys(make_client(), bucket, "p/r2/") == []  # cleaned up
+    assert make_client().get_object(Bucket=bucket, Key="p/latest.json")["Body"].read() == latest_before
+
+
+def test_total_outage_mid_publish_never_yields_a_manifest(bucket, s3_env, s3_endpoint, tmp_path):
+    proxy = FaultProxy(s3_endpoint, fail_after=3)
+    try:
+        with pytest.raises(StorageError, match="no manifest"):
+            S3Store(f"s3://{bucket}/p", S3Options(endpoint=proxy.endpoint, retries=2)).publish(
+                _local_run(tmp_path), "r3", {}
+            )
+    finally:
+        proxy.close()
+    assert not any(k.endswith("manifest.json") for k in keys(make_client(), bucket, "p/r3/"))
+
+
+# ---------------------------------------------------------------- S3 as a data source
+
+
+def test_data_from_s3_archive_and_prefix(bucket, s3_env, tmp_path):
+    client = make_client()
+    tree = make_image_tree(tmp_path / "tree", classes=3, per_class=4)
+    tar = make_tar(tree, tmp_path / "d.tar.gz")
+    client.upload_file(str(tar), bucket, "datasets/d.tar.gz")
+    for file in tree.rglob("*.png"):
+        client.upload_file(str(file), bucket, "trees/t1/" + file.relative_to(tree).as_posix())
+    local = data.load(str(tar), tmp_path / "c0")
+    from_archive = data.load(f"s3://{bucket}/datasets/d.tar.gz", tmp_path / "c1")
+    from_prefix = data.load(f"s3://{bucket}/trees/t1", tmp_path / "c2")
+    for ds in (from_archive, from_prefix):
+        assert ds.class_names == local.class_names and (ds.x_train == local.x_train).all()
+    assert from_archive.sha256 == local.sha256  # same bytes after download
+
+
+def test_data_from_s3_detects_corrupt_download(bucket, s3_env, tmp_path):
+    client = make_client()
+    client.put_object(Bucket=bucket, Key="d.tar", Body=b"abc", Metadata={"sha256": "0" * 64})
+    with pytest.raises(DataError, match="sha256"):
+        data.load(f"s3://{bucket}/d.tar", tmp_path)
+    with pytest.raises(DataError, match="no such object or prefix"):
+        data.load(f"s3://{bucket}/missing", tmp_path)
+
+
+def test_failed_upload_after_training_keeps_the_run_for_publish(bucket, s3_env, s3_endpoint, tiny_tar, tmp_path):
+    """Train, fail the upload (PUTs fail after the probe), then publish the kept run without re-training."""
+    proxy = FaultProxy(s3_endpoint, fail_after=6, methods={"PUT"})
+    try:
+        proc = run_job(
+            "train",
+            "--data",
+            str(tiny_tar),
+            "--out",
+            f"s3://{bucket}/p",
+            "--run-id",
+            "kept-1",
+            "--epochs",
+            "1",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--s3-endpoint",
+            proxy.endpoint,
+            "--s3-retries",
+            "2",
+            env=s3_env,
+        )
+    finally:
+        proxy.close()
+    assert proc.returncode == 4, proc.stderr[-2000:]
+    line = [x for x in proc.stderr.splitlines() if x.startswith("error:")][0]
+    kept = tmp_path / "cache" / "unpublished" / "kept-1"
+    assert f"python -m job publish {kept} s3://{bucket}/p" in line
+    assert verify_manifest(kept) == []
+    assert not any(k.endswith("manifest.json") for k in keys(make_client(), bucket))
+    again = run_job("publish", str(kept), f"s3://{bucket}/p", env=s3_env)
+    assert again.returncode == 0, again.stderr
+    assert "p/kept-1/manifest.json" in keys(make_client(), bucket)
