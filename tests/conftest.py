@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers import make_image_tree, make_tar, run_job
+from helpers import make_image_tree, make_tar, run_job, train_args
 
 
 @pytest.fixture
@@ -38,19 +38,7 @@ def trained_run(tmp_path_factory, tiny_tar):
     """One real 1-epoch run of the CLI on the tiny tar, shared by the end-to-end checks."""
     base = tmp_path_factory.mktemp("e2e")
     out, cache = base / "store", base / "cache"
-    proc = run_job(
-        "train",
-        "--data",
-        str(tiny_tar),
-        "--out",
-        str(out),
-        "--run-id",
-        "tiny-1",
-        "--epochs",
-        "1",
-        "--cache-dir",
-        str(cache),
-    )
+    proc = run_job(*train_args(str(tiny_tar), str(out), run_id="tiny-1", cache=str(cache), epochs=1))
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     return {"dir": out / "tiny-1", "out": out, "summary": summary, "proc": proc, "cache": cache, "data": tiny_tar}

@@ -89,17 +89,43 @@ def make_cifar_python(root: Path, *, per_batch: int = 20, seed: int = 0) -> Path
     return folder
 
 
+def job_env(**extra: str) -> dict:
+    """The environment of a job subprocess: this one's, without stray JOB_* settings, importing this checkout."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOB_")}
+    env.update({"PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}, **extra)
+    return env
+
+
+def train_args(data, out, *, run_id: str | None = None, cache=None, epochs: int = 1, **flags) -> list[str]:
+    """`train --data D --out O --epochs N [--run-id R] [--cache-dir C] [--flag value ...]` as argv."""
+    args = ["train", "--data", str(data), "--out", str(out), "--epochs", str(epochs)]
+    args += ["--run-id", run_id] if run_id else []
+    args += ["--cache-dir", str(cache)] if cache else []
+    for name, value in flags.items():
+        args += [f"--{name.replace('_', '-')}", str(value)]
+    return args
+
+
+def start_job(*args: str, env: dict | None = None) -> subprocess.Popen:
+    """The job CLI as a running process (text pipes), for tests that signal it or run several at once."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "job", *args],
+        cwd=ROOT,
+        env=job_env(**(env or {})),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def run_job(
     *args: str, env: dict | None = None, cwd: Path | None = None, timeout: int = 600, module: str = "job"
 ) -> subprocess.CompletedProcess:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("JOB_")}
-    full_env.update({"PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"})
-    full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         capture_output=True,
         text=True,
-        env=full_env,
+        env=job_env(**(env or {})),
         cwd=cwd or ROOT,
         timeout=timeout,
     )

@@ -1,11 +1,8 @@
 """Two worker processes on 127.0.0.1 with TF_CONFIG: synchronous training, exactly one published run."""
 
 import json
-import os
-import subprocess
-import sys
 
-from helpers import ROOT
+from helpers import start_job, train_args
 from s3_server import free_port
 
 
@@ -15,38 +12,12 @@ def test_two_workers_train_together_and_only_the_chief_publishes(tiny_tar, tmp_p
     out = tmp_path / "store"
     procs = []
     for index in range(2):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("JOB_")}
-        env.update(
-            PYTHONPATH=str(ROOT),
-            TF_CPP_MIN_LOG_LEVEL="2",
-            JOB_THREADS="1",
-            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
-        )
-        args = [
-            "train",
-            "--data",
-            str(tiny_tar),
-            "--out",
-            str(out),
-            "--run-id",
-            "mw-1",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "16",
-            "--cache-dir",
-            str(tmp_path / f"cache{index}"),
-        ]
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "job", *args],
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
+        env = {
+            "JOB_THREADS": "1",
+            "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+        }
+        args = train_args(tiny_tar, out, run_id="mw-1", cache=tmp_path / f"cache{index}", batch_size=16)
+        procs.append(start_job(*args, env=env))
     results = [p.communicate(timeout=300) for p in procs]
     for p, (_, stderr) in zip(procs, results, strict=True):
         assert p.returncode == 0, stderr[-3000:]

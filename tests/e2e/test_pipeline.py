@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import BLOCK_TENSORFLOW, ROOT, run_job
+from helpers import BLOCK_TENSORFLOW, ROOT, run_job, train_args
 
 from job.storage.files import sha256_file
 from job.storage.manifest import verify_manifest
@@ -112,17 +112,9 @@ def test_onnx_alone_without_tensorflow_predicts_what_keras_predicts(trained_run,
 
 def test_second_run_reads_the_decode_cache(trained_run, tmp_path):
     proc = run_job(
-        "train",
-        "--data",
-        str(trained_run["data"]),
-        "--out",
-        str(tmp_path / "o"),
-        "--run-id",
-        "again",
-        "--epochs",
-        "1",
-        "--cache-dir",
-        str(trained_run["cache"]),
+        *train_args(
+            str(trained_run["data"]), str(tmp_path / "o"), run_id="again", cache=str(trained_run["cache"]), epochs=1
+        )
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((tmp_path / "o" / "again" / "metrics.json").read_text())
@@ -132,17 +124,7 @@ def test_second_run_reads_the_decode_cache(trained_run, tmp_path):
 def test_quality_gate_fails_with_exit_6_and_publishes_nothing(trained_run, tmp_path):
     out = tmp_path / "store"
     proc = run_job(
-        "train",
-        "--data",
-        str(trained_run["data"]),
-        "--out",
-        str(out),
-        "--epochs",
-        "1",
-        "--min-accuracy",
-        "0.999",
-        "--cache-dir",
-        str(trained_run["cache"]),
+        *train_args(str(trained_run["data"]), str(out), cache=str(trained_run["cache"]), epochs=1, min_accuracy="0.999")
     )
     assert proc.returncode == 6
     assert [line for line in proc.stderr.splitlines() if line.startswith("error:")][0].count("min-accuracy") == 1
@@ -163,26 +145,18 @@ def test_fast_preset_with_int8_trains_exports_and_passes_parity(tiny_tar, tmp_pa
     # float32 whatever this CPU is (auto picks it on every CPU without AMX): the training model then is
     # the one with this job's optimizer, which the published model.keras must not carry.
     proc = run_job(
-        "train",
-        "--preset",
-        "fast",
-        "--epochs",
-        "1",
-        "--width",
-        "16",
-        "--data",
-        str(tiny_tar),
-        "--out",
-        str(out),
-        "--run-id",
-        "fast-1",
+        *train_args(
+            str(tiny_tar),
+            str(out),
+            run_id="fast-1",
+            cache=str(tmp_path / "cache"),
+            epochs=1,
+            preset="fast",
+            width="16",
+            int8_max_drop="1.0",
+            precision="float32",
+        ),
         "--int8",
-        "--int8-max-drop",
-        "1.0",
-        "--precision",
-        "float32",
-        "--cache-dir",
-        str(tmp_path / "cache"),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = out / "fast-1"
@@ -211,17 +185,13 @@ def test_fast_preset_with_int8_trains_exports_and_passes_parity(tiny_tar, tmp_pa
 
 def test_log_dir_gets_tensorboard_event_files(trained_run, tmp_path):
     proc = run_job(
-        "train",
-        "--data",
-        str(trained_run["data"]),
-        "--out",
-        str(tmp_path / "o"),
-        "--epochs",
-        "1",
-        "--log-dir",
-        str(tmp_path / "tb"),
-        "--cache-dir",
-        str(trained_run["cache"]),
+        *train_args(
+            str(trained_run["data"]),
+            str(tmp_path / "o"),
+            cache=str(trained_run["cache"]),
+            epochs=1,
+            log_dir=str(tmp_path / "tb"),
+        )
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     events = list((tmp_path / "tb").rglob("events.out.tfevents.*"))

@@ -1,15 +1,12 @@
 """Preemption safety: SIGTERM mid-epoch -> checkpoint -> exit 143 -> resume to the same end state."""
 
 import json
-import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
-from helpers import ROOT, make_image_tree, make_tar, run_job
+from helpers import make_image_tree, make_tar, run_job, start_job, train_args
 
 EPOCHS, BATCH = 3, 4
 
@@ -22,22 +19,8 @@ def resume_data(tmp_path_factory):
 
 
 def _args(data, cache, out, run_id, ckpt=None, batch=BATCH):
-    args = [
-        "train",
-        "--data",
-        str(data),
-        "--cache-dir",
-        str(cache),
-        "--out",
-        str(out),
-        "--run-id",
-        run_id,
-        "--epochs",
-        str(EPOCHS),
-        "--batch-size",
-        str(batch),
-    ]
-    return args + (["--checkpoint-dir", str(ckpt)] if ckpt else [])
+    extra = {"checkpoint_dir": ckpt} if ckpt else {}
+    return train_args(data, out, run_id=run_id, cache=cache, epochs=EPOCHS, batch_size=batch, **extra)
 
 
 @pytest.fixture(scope="module")
@@ -46,16 +29,7 @@ def preempted(resume_data, tmp_path_factory):
     data, cache = resume_data
     base = tmp_path_factory.mktemp("preempted")
     out, ckpt = base / "out", base / "ckpt"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOB_")}
-    env.update(PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "job", *_args(data, cache, out, "pre-1", ckpt)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_job(*_args(data, cache, out, "pre-1", ckpt))
     for line in proc.stdout:  # one line per epoch when not on a terminal
         if line.startswith(f"Epoch 1/{EPOCHS}"):
             break

@@ -5,7 +5,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import make_image_tree, make_tar, run_job
+from helpers import make_image_tree, make_tar, run_job, train_args
 from s3_server import FaultProxy, free_port
 
 from job import data
@@ -58,18 +58,7 @@ def s3_run(tmp_path_factory, tiny_tar, s3_endpoint):
         for k, v in old.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     proc = run_job(
-        "train",
-        "--data",
-        str(tiny_tar),
-        "--out",
-        "s3://runs/team/cifar",
-        "--run-id",
-        "s3-1",
-        "--epochs",
-        "1",
-        "--cache-dir",
-        str(base / "cache"),
-        env=env,
+        *train_args(str(tiny_tar), "s3://runs/team/cifar", run_id="s3-1", cache=str(base / "cache"), epochs=1), env=env
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {"proc": proc, "env": env, "secret": secret, "base": base}
@@ -270,21 +259,15 @@ def test_failed_upload_after_training_keeps_the_run_for_publish(bucket, s3_env, 
     proxy = FaultProxy(s3_endpoint, fail_after=6, methods={"PUT"})
     try:
         proc = run_job(
-            "train",
-            "--data",
-            str(tiny_tar),
-            "--out",
-            f"s3://{bucket}/p",
-            "--run-id",
-            "kept-1",
-            "--epochs",
-            "1",
-            "--cache-dir",
-            str(tmp_path / "cache"),
-            "--s3-endpoint",
-            proxy.endpoint,
-            "--s3-retries",
-            "2",
+            *train_args(
+                str(tiny_tar),
+                f"s3://{bucket}/p",
+                run_id="kept-1",
+                cache=str(tmp_path / "cache"),
+                epochs=1,
+                s3_endpoint=proxy.endpoint,
+                s3_retries="2",
+            ),
             env=s3_env,
         )
     finally:
