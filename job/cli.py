@@ -206,17 +206,18 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     from job.runtime import platform as platform_lib
 
-    platform = None
+    command = None
     try:
         args = build_parser().parse_args(argv)
+        command = args.command
         setup_logging()
-        platform = platform_lib.detect() if args.command != "predict" else platform_lib.Platform()
-        return {"train": cmd_train, "publish": cmd_publish, "predict": cmd_predict}[args.command](args, platform)
+        platform = platform_lib.detect() if command != "predict" else platform_lib.Platform()
+        return {"train": cmd_train, "publish": cmd_publish, "predict": cmd_predict}[command](args, platform)
     except JobError as exc:
         message = f"{exc.kind} error: {exc}"
         print(f"error: {message}", file=sys.stderr, flush=True)
-        if platform is not None:
-            platform_lib.write_failure(platform, message)
+        if command == "train":
+            platform_lib.write_failure(platform_lib.failure_file(), message)
         return exc.exit_code
     except KeyboardInterrupt:
         print("error: interrupted; nothing was published", file=sys.stderr, flush=True)

@@ -5,17 +5,21 @@ Everything is written into a staging folder; only a run that passed every gate i
 manifest is its last file. Any failure (or signal) leaves the store untouched and the staging folder removed.
 """
 
+import errno
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
 from job.config import Config
-from job.errors import QualityGateError, StorageError
+from job.errors import JobError, QualityGateError, StorageError
 from job.runtime.telemetry import Timer, peak_rss_mb, versions
 from job.storage import open_store, s3_options_from
 
 log = logging.getLogger("job")
+
+MIN_FREE_BYTES = 1024 * 1024
 
 
 def run(cfg: Config, platform) -> dict:
@@ -29,13 +33,40 @@ def run(cfg: Config, platform) -> dict:
             train(cfg, splits, None, strategy=strategy)
         return {"run_id": cfg.run_id, "role": "worker", "published": False, "durations_s": timer.stages}
     store = open_store(cfg.out, s3_options_from(cfg))
-    with timer.stage("store_check"):
-        store.probe()  # fail fast: before any data is read or any step is trained
+    checkpoints = checkpoints_for(cfg)
+    with timer.stage("store_check"):  # fail fast: before any data is read or any step is trained
+        store.probe()
+        if checkpoints:
+            checkpoints.probe()
     staging = store.staging_dir(cfg.run_id)
     try:
-        return _run_stages(cfg, platform, timer, store, staging)
+        return _run_stages(cfg, platform, timer, store, checkpoints, staging)
+    except JobError:
+        raise
+    except Exception as exc:  # a full disk, whichever library hit it (TensorFlow has its own error types)
+        full = out_of_space(staging, exc)
+        if full is None:
+            raise
+        raise full from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def out_of_space(folder: Path, exc: BaseException) -> StorageError | None:
+    """A write that failed because the staging folder's filesystem is full (space or inodes) is a storage
+    error (exit 4), whichever library hit it; anything else is not this function's to explain."""
+    try:
+        fs = os.statvfs(folder if folder.exists() else folder.parent)
+    except OSError:
+        return None
+    full = fs.f_bavail * fs.f_frsize < MIN_FREE_BYTES or (fs.f_files and fs.f_favail == 0)
+    if not full and getattr(exc, "errno", None) not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    return StorageError(
+        f"the filesystem of {folder.parent} is full (free: {fs.f_bavail * fs.f_frsize:,} bytes, "
+        f"{fs.f_favail:,} inodes) while writing the run ({exc}); free space or choose another --out; "
+        "nothing was published"
+    )
 
 
 def prepare(cfg: Config, timer: Timer, platform=None):
@@ -78,13 +109,13 @@ def checkpoints_for(cfg: Config):
     return Checkpoints(cfg.checkpoint_dir, cfg.run_id, s3_options_from(cfg))
 
 
-def _run_stages(cfg: Config, platform, timer: Timer, store, run_dir: Path) -> dict:
+def _run_stages(cfg: Config, platform, timer: Timer, store, checkpoints, run_dir: Path) -> dict:
     splits, threads, strategy = prepare(cfg, timer, platform)
     with timer.stage("train"):
         from job.train.build import inference_copy
         from job.train.loop import train
 
-        result = train(cfg, splits, checkpoints_for(cfg), strategy=strategy)
+        result = train(cfg, splits, checkpoints, strategy=strategy)
     net = inference_copy(result.model, cfg, splits.num_classes)
 
     with timer.stage("evaluate"):

@@ -200,3 +200,40 @@ def sagemaker_env(opt_ml: Path) -> dict:
         "SM_CHANNEL_TRAIN": str(opt_ml / "input" / "data" / "train"),
         "SM_OUTPUT_DATA_DIR": str(opt_ml / "output" / "data"),
     }
+
+
+def run_measured(
+    args: list[str], env: dict | None = None, timeout: int = 120
+) -> tuple[subprocess.CompletedProcess, float]:
+    """Run a command (stdin closed) and return it with its peak resident memory in MiB (the largest of the
+    process tree's, from getrusage in a wrapper that runs nothing else)."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
+        wrapper = (
+            "import resource, subprocess, sys; rc = subprocess.run(sys.argv[2:], stdin=subprocess.DEVNULL)"
+            ".returncode; open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN)"
+            ".ru_maxrss)); sys.exit(rc)"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", wrapper, rss.name, *args],
+            capture_output=True,
+            text=True,
+            env=job_env(**(env or {})),
+            cwd=ROOT,
+            timeout=timeout,
+        )
+        peak = int(rss.read() or 0) / 1024
+    return proc, peak
+
+
+def tree_snapshot(root: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file (and every folder name) under root: to prove nothing changed."""
+    import hashlib
+
+    if not root.exists():
+        return {}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+        for p in sorted(root.rglob("*"))
+    }

@@ -27,8 +27,11 @@ def decode_split(path: Path, classes: dict[str, list], class_names: list[str]) -
     chunks = [(names[i : i + CHUNK], blobs[i : i + CHUNK]) for i in range(0, len(blobs), CHUNK)]
     workers = _workers(len(blobs))
     if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
+        pool = ProcessPoolExecutor(workers)
+        try:
             results = list(pool.map(_decode_chunk, chunks))
+        finally:  # on a signal, do not wait for the chunks still queued
+            pool.shutdown(wait=True, cancel_futures=True)
     else:
         results = [_decode_chunk(c) for c in chunks]
     errors = [e for _, errs in results for e in errs]

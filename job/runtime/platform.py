@@ -82,13 +82,32 @@ def _gcs_to_mount(uri: str) -> str:
     return "/gcs/" + uri[len("gs://") :] if uri.startswith("gs://") else uri
 
 
+def _opt_ml(env: Mapping[str, str]) -> Path:
+    return Path(env.get("JOB_OPT_ML", "/opt/ml"))
+
+
+def is_sagemaker(env: Mapping[str, str]) -> bool:
+    return (
+        "SM_MODEL_DIR" in env
+        or "TRAINING_JOB_NAME" in env
+        or (_opt_ml(env) / "input" / "config" / "hyperparameters.json").is_file()
+    )
+
+
+def failure_file(env: Mapping[str, str] | None = None) -> Path | None:
+    """Where the platform reads a failure reason: SageMaker shows /opt/ml/output/failure. Known even when
+    detect() itself fails on a malformed platform file."""
+    env = os.environ if env is None else env
+    return _opt_ml(env) / "output" / "failure" if is_sagemaker(env) else None
+
+
 def detect(env: Mapping[str, str] | None = None) -> Platform:
     env = os.environ if env is None else env
-    opt_ml = Path(env.get("JOB_OPT_ML", "/opt/ml"))
+    opt_ml = _opt_ml(env)
     tf_config = parse_tf_config(env["TF_CONFIG"]) if env.get("TF_CONFIG") else None
 
     hp_file = opt_ml / "input" / "config" / "hyperparameters.json"
-    if "SM_MODEL_DIR" in env or "TRAINING_JOB_NAME" in env or hp_file.is_file():
+    if is_sagemaker(env):
         defaults: dict[str, Any] = {"out": env.get("SM_MODEL_DIR", str(opt_ml / "model"))}
         channel = next((env[k] for k in ("SM_CHANNEL_TRAIN", "SM_CHANNEL_TRAINING") if k in env), None)
         if channel is None:
@@ -141,12 +160,12 @@ def _single_file_or_dir(channel: Path) -> str:
     return str(channel)
 
 
-def write_failure(platform: Platform, message: str) -> None:
-    """SageMaker shows the content of /opt/ml/output/failure as the job's failure reason."""
-    if platform.failure_file is None:
+def write_failure(path: Path | None, message: str) -> None:
+    """The one-line failure reason, where the platform shows it (SageMaker); best effort."""
+    if path is None:
         return
     try:
-        platform.failure_file.parent.mkdir(parents=True, exist_ok=True)
-        platform.failure_file.write_text(message[:1024] + "\n")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(message[:1024] + "\n")
     except OSError:
         pass

@@ -3,7 +3,7 @@
 import logging
 from pathlib import Path
 
-from job.errors import CheckpointError
+from job.errors import StorageError
 from job.storage.s3client import S3Options, explain, make_client, parse_uri, s3_errors
 
 log = logging.getLogger(__name__)
@@ -18,7 +18,13 @@ class S3Blobs:
         return f"{self.prefix}/{name}" if self.prefix else name
 
     def _wrap(self, exc, action):
-        return CheckpointError("checkpoint: " + explain(exc, self.client, self.bucket, action))
+        """I/O failures are storage errors (exit 4, retryable); what a checkpoint holds is job.train.checkpoint's."""
+        return StorageError("checkpoint location: " + explain(exc, self.client, self.bucket, action))
+
+    def probe(self) -> None:
+        """Writable, before any training: write and delete a small object."""
+        self.put_bytes(".probe", b"probe")
+        self.delete(".probe")
 
     def put_file(self, name: str, src: Path) -> None:
         try:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from job.errors import StorageError
+from job.runtime.signals import deferred_signals
 from job.storage.files import sha256_file
 from job.storage.manifest import MANIFEST, run_files
 from job.storage.pointer import LATEST, latest_record
@@ -104,13 +105,18 @@ class S3Store:
                 written.append(key)
                 total_bytes += (run_dir / rel).stat().st_size
             manifest_key = f"{run_prefix}/{MANIFEST}"
-            self.upload(run_dir / MANIFEST, manifest_key)
-            written.append(manifest_key)
             body = json.dumps(latest_record(run_id, run_uri, summary), indent=2).encode()
-            self.client.put_object(Bucket=self.bucket, Key=self._key(LATEST), Body=body, ContentType="application/json")
-        except s3_errors() + (OSError,) as exc:
-            message = explain(exc, self.client, self.bucket, f"publish run {run_id} to")
+            with deferred_signals():  # the commit: the manifest marks the run complete, latest.json points to it
+                written.append(manifest_key)
+                self.upload(run_dir / MANIFEST, manifest_key)
+                self.client.put_object(
+                    Bucket=self.bucket, Key=self._key(LATEST), Body=body, ContentType="application/json"
+                )
+        except BaseException as exc:
             self._cleanup(written)
+            if not isinstance(exc, s3_errors() + (OSError,)):
+                raise  # a signal (or a bug): the partial objects are gone, nothing is published
+            message = explain(exc, self.client, self.bucket, f"publish run {run_id} to")
             raise StorageError(f"{message}; no manifest was written and latest.json is unchanged") from None
         seconds = time.perf_counter() - started
         summary["upload"] = {

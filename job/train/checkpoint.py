@@ -69,6 +69,10 @@ class Checkpoints:
         self.location = f"{root.rstrip('/')}/{run_id}"
         self.blobs = open_blobs(self.location, s3_options)
 
+    def probe(self) -> None:
+        """The location is writable: checked at start, like the store, not after the first epoch."""
+        self.blobs.probe()
+
     def save(self, model, fp: dict, *, epoch: int, step: int, history: list) -> None:
         name = f"model-e{epoch:04d}-s{step:06d}.keras"
         with tempfile.TemporaryDirectory() as tmp:

@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import pytest
-from helpers import ROOT, bad_tar, bad_tree, make_image_tree, make_run_dir, make_tar, run_job, sagemaker_env
 
+from helpers import ROOT, bad_tar, bad_tree, make_image_tree, make_run_dir, make_tar, run_job, sagemaker_env
 from job.storage.manifest import verify_manifest
 
 

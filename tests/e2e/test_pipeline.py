@@ -7,8 +7,8 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import BLOCK_TENSORFLOW, ROOT, run_job, train_args
 
+from helpers import BLOCK_TENSORFLOW, ROOT, run_job, train_args
 from job.storage.files import sha256_file
 from job.storage.manifest import verify_manifest
 

@@ -10,8 +10,9 @@ import tarfile
 
 import numpy as np
 import pytest
-from helpers import BLOCK_TENSORFLOW, ROOT, add_tar_member, class_image, run_job
 from PIL import Image
+
+from helpers import BLOCK_TENSORFLOW, ROOT, add_tar_member, class_image, run_job
 
 NODE_DIR = ROOT / "examples" / "node"
 

@@ -6,6 +6,7 @@ import signal
 import time
 
 import pytest
+
 from helpers import make_image_tree, make_tar, run_job, start_job, train_args
 
 EPOCHS, BATCH = 3, 4

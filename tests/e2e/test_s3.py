@@ -5,15 +5,15 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import make_image_tree, make_tar, run_job, train_args
-from s3_server import FaultProxy, free_port
 
+from helpers import make_image_tree, make_tar, run_job, train_args
 from job import data
 from job.errors import DataError, StorageError
 from job.storage.files import sha256_file
 from job.storage.manifest import verify_manifest, write_manifest
 from job.storage.s3client import S3Options, make_client
 from job.storage.s3store import S3Store
+from s3_server import FaultProxy, free_port
 
 
 def download_run(client, bucket: str, prefix: str, dest: Path) -> Path:

@@ -4,9 +4,9 @@ import tarfile
 
 import numpy as np
 import pytest
-from helpers import bad_tar, bad_tree, class_image, make_cifar_python, make_image_tree, make_tar
 from PIL import Image
 
+from helpers import bad_tar, bad_tree, class_image, make_cifar_python, make_image_tree, make_tar
 from job import data
 from job.errors import DataError
 

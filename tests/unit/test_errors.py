@@ -3,8 +3,8 @@
 import re
 
 import pytest
-from helpers import ROOT
 
+from helpers import ROOT
 from job import errors
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ROOT
 
+from helpers import ROOT
 from job import errors
 
 INFRA = ROOT / "infra"

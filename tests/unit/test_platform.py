@@ -3,8 +3,8 @@
 import json
 
 import pytest
-from helpers import ROOT, sagemaker_env
 
+from helpers import ROOT, sagemaker_env
 from job import config
 from job.errors import ConfigError
 from job.runtime import platform, resources

@@ -3,8 +3,8 @@
 import json
 
 import pytest
-from helpers import make_run_dir
 
+from helpers import make_run_dir
 from job.errors import StorageError
 from job.storage.local import LocalStore
 from job.storage.manifest import verify_manifest

@@ -1,0 +1,626 @@
+"""Every fault ends in its documented state: a table of hostile inputs, each run through the real CLI in a
+subprocess. Each case asserts the exit code, exactly one `error:` line naming the problem, no traceback,
+nothing new or changed in the store (nor in its staging area), and where it matters, peak memory.
+
+Signal cases pause the real job at a chosen point (a test-only patch applied before `job.cli.main` runs in
+the child) and send a real SIGTERM/SIGINT there.
+"""
+
+import gzip
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import (
+    ROOT,
+    add_tar_member,
+    bad_tree,
+    class_image,
+    job_env,
+    make_cifar_python,
+    make_image_tree,
+    make_run_dir,
+    make_tar,
+    run_measured,
+    train_args,
+    tree_snapshot,
+)
+
+BIG_MEMBER_BYTES = 2 * 1024**3
+
+
+@dataclass
+class Ctx:
+    """What a case may build on: its own folder, the shared tiny data and a real checkpoint of it."""
+
+    tmp: Path
+    tiny_tar: Path
+    checkpoint: Path  # <dir>/<run id ck-1>/{state.json, model-*.keras}, written by a real 1-epoch run
+    big_member_tar: Path
+    bomb_png: Path
+
+    @property
+    def out(self) -> Path:
+        return self.tmp / "store"
+
+    def train(self, data, *extra: str, **flags) -> list[str]:
+        return [*train_args(data, self.out, cache=self.tmp / "cache", **flags), *extra]
+
+
+@dataclass
+class Case:
+    name: str
+    code: int
+    build: Callable[[Ctx], tuple[list[str], dict]]
+    says: str = ""  # a fragment of the one error line
+    max_rss_mb: float | None = None
+    check: Callable[[Ctx], None] | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+def train(**flags):
+    return lambda c: (c.train(c.tiny_tar, **flags), {})
+
+
+def data(make: Callable[[Ctx], Path], **flags):
+    return lambda c: (c.train(make(c), **flags), {})
+
+
+def env(values: dict, **flags):
+    return lambda c: (c.train(c.tiny_tar, **flags), values)
+
+
+# ------------------------------------------------------------------------------------------- data sources
+
+
+def _tree_case(problem):
+    return data(lambda c: bad_tree(c.tmp, problem))
+
+
+def _tar_with(member_name, *, data_bytes=b"x", kind=None):
+    def make(c):
+        tar = make_tar(make_image_tree(c.tmp / "tree", classes=2, per_class=2), c.tmp / "d.tar")
+        if kind is None:
+            add_tar_member(tar, member_name, data_bytes)
+        else:
+            with tarfile.open(tar, "a") as t:
+                info = tarfile.TarInfo(member_name)
+                info.type = kind
+                info.linkname = "train/airplane/0000.png" if kind == tarfile.LNKTYPE else ""
+                t.addfile(info)
+        return tar
+
+    return data(make)
+
+
+def _fifo_in_tree(c):
+    tree = make_image_tree(c.tmp / "tree", classes=2, per_class=2)
+    os.mkfifo(tree / "train" / "airplane" / "pipe.png")
+    return tree
+
+
+def _fifo(c):
+    os.mkfifo(c.tmp / "pipe.tar.gz")
+    return c.tmp / "pipe.tar.gz"
+
+
+def _symlink_in_tree(c):
+    tree = make_image_tree(c.tmp / "tree", classes=2, per_class=2)
+    (tree / "train" / "airplane" / "l.png").symlink_to(tree / "train" / "airplane" / "0000.png")
+    return tree
+
+
+def _bomb_tree(c):
+    tree = make_image_tree(c.tmp / "tree", classes=2, per_class=2)
+    shutil.copy(c.bomb_png, tree / "train" / "airplane" / "bomb.png")
+    return tree
+
+
+def _file(name, content: bytes):
+    def make(c):
+        (c.tmp / name).write_bytes(content)
+        return c.tmp / name
+
+    return make
+
+
+def _corrupt_gzip(c):
+    good = make_tar(make_image_tree(c.tmp / "t", classes=2, per_class=2), c.tmp / "g.tar.gz").read_bytes()
+    (c.tmp / "d.tar.gz").write_bytes(good[: len(good) // 2])
+    return c.tmp / "d.tar.gz"
+
+
+def _empty_tar(c):
+    with tarfile.open(c.tmp / "e.tar", "w"):
+        pass
+    return c.tmp / "e.tar"
+
+
+def _empty_image(c):
+    tree = make_image_tree(c.tmp / "tree", classes=2, per_class=2)
+    (tree / "train" / "airplane" / "zero.png").write_bytes(b"")
+    return tree
+
+
+def _cifar(damage):
+    def make(c):
+        folder = make_cifar_python(c.tmp / "src", per_batch=4)
+        if damage == "forbidden global":
+            (folder / "data_batch_1").write_bytes(b"cos\nsystem\n(S'echo pwned'\ntR.")
+        else:
+            (folder / "data_batch_3").unlink()
+        return folder
+
+    return data(make)
+
+
+DATA = [
+    Case("data: missing path", 3, data(lambda c: c.tmp / "nope.tar.gz"), "does not exist"),
+    Case("data: a zip, not a tar", 3, data(_file("d.zip", b"PK\x03\x04 not a tar")), "not a folder or a .tar"),
+    Case("data: corrupt gzip", 3, data(_corrupt_gzip), "unreadable archive"),
+    Case("data: empty tar", 3, data(_empty_tar), "no train/ folder"),
+    Case("data: '..' entry in tar", 3, _tar_with("train/airplane/../../../evil.png"), "unsafe entry"),
+    Case("data: absolute entry in tar", 3, _tar_with("/etc/evil.png"), "unsafe entry"),
+    Case("data: symlink entry in tar", 3, _tar_with("train/airplane/l.png", kind=tarfile.SYMTYPE), "is a link"),
+    Case("data: hard link entry in tar", 3, _tar_with("train/airplane/h.png", kind=tarfile.LNKTYPE), "is a link"),
+    Case("data: device entry in tar", 3, _tar_with("train/airplane/dev.png", kind=tarfile.CHRTYPE), "not a regular"),
+    Case("data: FIFO entry in tar", 3, _tar_with("train/airplane/fifo.png", kind=tarfile.FIFOTYPE), "not a regular"),
+    Case(
+        "data: 2 GiB member in a 2 MB tar.gz", 3, lambda c: (c.train(c.big_member_tar), {}), "over the", max_rss_mb=300
+    ),
+    Case("data: decompression-bomb PNG", 3, data(_bomb_tree), "exceeds limit", max_rss_mb=300),
+    Case("data: symlink in a folder", 3, data(_symlink_in_tree), "symbolic link"),
+    Case("data: FIFO in a folder", 3, data(_fifo_in_tree), "not a regular file"),
+    Case("data: --data /dev/zero", 3, lambda c: (c.train("/dev/zero"), {}), "not a regular file"),
+    Case("data: --data a FIFO", 3, data(_fifo), "not a regular file"),
+    Case("data: a 0-byte image", 3, data(_empty_image), "not a readable image"),
+    *[
+        Case(f"data: {p}", 3, _tree_case(p), says)
+        for p, says in (
+            ("empty class", "is empty"),
+            ("unknown test class", "that train/ does not have"),
+            ("corrupt image", "not a readable image"),
+            ("truncated jpeg", "not a readable image"),
+            ("wrong size", "expected 32x32"),
+            ("unsupported file", "unsupported file"),
+            ("one class", "need at least 2"),
+            ("no train folder", "no train/ folder"),
+        )
+    ],
+    Case("data: CIFAR pickle with a foreign global", 3, _cifar("forbidden global"), "not a valid CIFAR batch"),
+    Case("data: CIFAR set missing a batch", 3, _cifar("missing batch"), "missing data_batch_3"),
+]
+
+# ------------------------------------------------------------------------------------------- config
+
+CONFIG = [
+    Case("config: --epochs x", 2, train(epochs="x"), "invalid int value"),
+    Case("config: --epochs 0", 2, train(epochs=0), "epochs"),
+    Case("config: --learning-rate nan", 2, train(learning_rate="nan"), "finite"),
+    Case("config: --learning-rate inf", 2, train(learning_rate="inf"), "finite"),
+    Case("config: JOB_BIAS_LR_SCALE=-inf", 2, env({"JOB_BIAS_LR_SCALE": "-inf"}), "finite"),
+    Case("config: --s3-timeout inf", 2, train(s3_timeout="inf"), "finite"),
+    Case("config: JOB_WEIGHT_DECAY=nan", 2, env({"JOB_WEIGHT_DECAY": "nan"}), "JOB_WEIGHT_DECAY"),
+    Case("config: unknown flag", 2, lambda c: (c.train(c.tiny_tar, "--epoch-count", "3"), {}), "unrecognized"),
+    Case("config: bad choice", 2, train(preset="turbo"), "invalid choice"),
+    Case("config: JOB_ typo", 2, env({"JOB_EPOCS": "3"}), "JOB_EPOCS"),
+    Case("config: run id with ..", 2, train(run_id="../etc"), "run_id"),
+    Case("config: gs:// store", 2, lambda c: (train_args(c.tiny_tar, "gs://b/x"), {}), "unsupported URI"),
+    Case("config: accuracy as percent", 2, train(min_accuracy=65), "min_accuracy"),
+    Case("config: --threads -1", 2, train(threads=-1), "threads"),
+    Case("config: --inter-op-threads -1 names itself", 2, train(inter_op_threads=-1), "inter_op_threads"),
+    Case("config: --s3-timeout 0 names itself", 2, train(s3_timeout=0), "s3_timeout"),
+    Case("config: no subcommand", 2, lambda c: ([], {}), "required"),
+]
+
+# ------------------------------------------------------------------------------------------- platform files
+
+
+def _tf_config(value: str):
+    return env({"TF_CONFIG": value})
+
+
+def _sagemaker(hyperparameters: str):
+    def build(c):
+        opt_ml = c.tmp / "opt_ml"
+        (opt_ml / "input" / "config").mkdir(parents=True)
+        (opt_ml / "input" / "config" / "hyperparameters.json").write_text(hyperparameters)
+        return c.train(c.tiny_tar), {"JOB_OPT_ML": str(opt_ml)}
+
+    return build
+
+
+def _failure_file_written(c):
+    failure = (c.tmp / "opt_ml" / "output" / "failure").read_text()
+    assert failure.startswith("config error:"), failure
+
+
+PLATFORM = [
+    Case("TF_CONFIG: not JSON", 2, _tf_config("{nope"), "not valid JSON"),
+    Case("TF_CONFIG: a list", 2, _tf_config("[1, 2]"), "not a list"),
+    Case("TF_CONFIG: a string", 2, _tf_config('"worker"'), "not a str"),
+    Case(
+        "TF_CONFIG: index 'zero'",
+        2,
+        _tf_config('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": "zero"}}'),
+        "integer",
+    ),
+    Case(
+        "TF_CONFIG: index outside the cluster",
+        2,
+        _tf_config('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}'),
+        "not in the cluster",
+    ),
+    Case("TF_CONFIG: cluster of numbers", 2, _tf_config('{"cluster": {"worker": [1]}, "task": {}}'), "host:port"),
+    Case("SageMaker: hyperparameters.json a list", 2, _sagemaker("[1]"), "JSON object", check=_failure_file_written),
+    Case("SageMaker: hyperparameters.json a string", 2, _sagemaker('"x"'), "JSON object", check=_failure_file_written),
+    Case(
+        "SageMaker: hyperparameters.json not JSON", 2, _sagemaker("{"), "not readable JSON", check=_failure_file_written
+    ),
+    Case(
+        "SageMaker: learning-rate NaN", 2, _sagemaker('{"learning-rate": "NaN"}'), "finite", check=_failure_file_written
+    ),
+    Case("SageMaker: unknown hyperparameter", 2, _sagemaker('{"epochz": "1"}'), "epochz", check=_failure_file_written),
+]
+
+# ------------------------------------------------------------------------------------------- checkpoints
+
+
+def _tampered(edit: Callable[[dict, Path], dict | list | str]):
+    def build(c):
+        ckpt = c.tmp / "ckpt"
+        shutil.copytree(c.checkpoint, ckpt)
+        state_file = ckpt / "ck-1" / "state.json"
+        state = edit(json.loads(state_file.read_text()), c.tmp)
+        state_file.write_text(state if isinstance(state, str) else json.dumps(state))
+        return c.train(c.tiny_tar, run_id="ck-1", checkpoint_dir=ckpt), {}
+
+    return build
+
+
+def _victim(state: dict, tmp: Path) -> dict:
+    """A model file outside the checkpoint folder, with a matching sha256: it must be neither loaded nor deleted."""
+    victim = tmp / "victim.keras"
+    shutil.copy(tmp / "ckpt" / "ck-1" / state["model_file"], victim)
+    return {**state, "model_file": "../../victim.keras"}
+
+
+def _victim_untouched(c):
+    assert (c.tmp / "victim.keras").is_file()
+
+
+def _corrupt_model(c):
+    ckpt = c.tmp / "ckpt"
+    shutil.copytree(c.checkpoint, ckpt)
+    state = json.loads((ckpt / "ck-1" / "state.json").read_text())
+    (ckpt / "ck-1" / state["model_file"]).write_bytes(b"\0" * 100)
+    return c.train(c.tiny_tar, run_id="ck-1", checkpoint_dir=ckpt), {}
+
+
+def _ckpt_dir_is_a_file(c):
+    (c.tmp / "ckfile").write_text("")
+    return c.train(c.tiny_tar, checkpoint_dir=c.tmp / "ckfile"), {}
+
+
+CHECKPOINTS = [
+    Case(
+        "checkpoint: model_file outside the folder", 7, _tampered(_victim), "not a model file", check=_victim_untouched
+    ),
+    Case(
+        "checkpoint: fingerprint a number",
+        7,
+        _tampered(lambda s, t: {**s, "fingerprint": 5}),
+        "different configuration",
+    ),
+    Case("checkpoint: epoch 'abc'", 7, _tampered(lambda s, t: {**s, "epoch": "abc"}), "malformed"),
+    Case("checkpoint: history a string", 7, _tampered(lambda s, t: {**s, "history": "x"}), "malformed"),
+    Case("checkpoint: state.json truncated", 7, _tampered(lambda s, t: json.dumps(s)[:20]), "corrupt"),
+    Case("checkpoint: state.json a list", 7, _tampered(lambda s, t: [s]), "corrupt"),
+    Case("checkpoint: model file damaged", 7, _corrupt_model, "sha256"),
+    Case(
+        "checkpoint: another configuration",
+        7,
+        lambda c: (_tampered(lambda s, t: s)(c)[0] + ["--batch-size", "8"], {}),
+        "batch_size",
+    ),
+    Case("checkpoint: --checkpoint-dir is a file", 4, _ckpt_dir_is_a_file, "checkpoint location"),
+    Case(
+        "checkpoint: --checkpoint-dir cannot be created",
+        4,
+        lambda c: (c.train(c.tiny_tar, checkpoint_dir="/proc/no-such/ckpt"), {}),
+        "checkpoint location",
+    ),
+]
+
+# ------------------------------------------------------------------------------------------- stores
+
+
+def _store_under_a_file(c):
+    (c.tmp / "file").write_text("")
+    return train_args(c.tiny_tar, c.tmp / "file" / "store"), {}
+
+
+STORAGE = [
+    Case("store: under a file", 4, _store_under_a_file, "local store"),
+    Case("store: cannot be created", 4, lambda c: (train_args(c.tiny_tar, "/proc/no-such/store"), {}), "local store"),
+    Case(
+        "store: S3 endpoint not a URL",
+        4,
+        lambda c: (train_args(c.tiny_tar, "s3://b/p", s3_endpoint="not a url"), {}),
+        "invalid S3 endpoint",
+    ),
+    Case(
+        "store: S3 closed port",
+        4,
+        lambda c: (
+            train_args(c.tiny_tar, "s3://b/p", s3_endpoint="http://127.0.0.1:9", s3_retries=1),
+            {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"},
+        ),
+        "unreachable",
+    ),
+]
+
+# ------------------------------------------------------------------------------------------- `job publish`
+
+
+def _publish(damage):
+    def build(c):
+        run = make_run_dir(c.tmp, "run")
+        if damage == "into its own store":
+            shutil.copytree(run, c.out / "run")
+            return ["publish", str(c.out / "run"), str(c.out)], {}
+        if damage == "manifest not JSON":
+            (run / "manifest.json").write_text("{")
+        elif damage == "manifest a list":
+            (run / "manifest.json").write_text("[]")
+        elif damage == "no manifest":
+            (run / "manifest.json").unlink()
+        elif damage == "tampered file":
+            (run / "sub" / "file.bin").write_text("tampered")
+        return ["publish", str(run), str(c.out)], {}
+
+    return build
+
+
+PUBLISH = [
+    Case("publish: a run into its own store", 2, _publish("into its own store"), "already in the store"),
+    Case("publish: manifest not JSON", 3, _publish("manifest not JSON"), "not valid JSON"),
+    Case("publish: manifest a list", 3, _publish("manifest a list"), "not a manifest"),
+    Case("publish: no manifest", 3, _publish("no manifest"), "no manifest.json"),
+    Case("publish: tampered file", 3, _publish("tampered file"), "does not match its manifest"),
+]
+
+# ------------------------------------------------------------------------------------------- the predictor
+
+
+def _predict(make_input: Callable[[Ctx], Path], model: str = "run"):
+    def build(c):
+        good = c.tmp / "good.png"
+        Image.fromarray(class_image(1, np.random.default_rng(0))).save(good)
+        target = {"run": str(c.checkpoint.parent / "run"), "missing": str(c.tmp / "none.onnx")}.get(model, model)
+        if model == "junk":
+            (c.tmp / "junk.onnx").write_bytes(os.urandom(300))
+            target = str(c.tmp / "junk.onnx")
+        return ["predict", target, str(make_input(c)), str(good)], {}
+
+    return build
+
+
+def _big_member_input(c):
+    return c.big_member_tar
+
+
+def _fifo_image(c):
+    os.mkfifo(c.tmp / "pipe.png")
+    return c.tmp / "pipe.png"
+
+
+PREDICT = [
+    Case("predict: decompression-bomb PNG", 3, _predict(lambda c: c.bomb_png), "limit", max_rss_mb=400),
+    Case("predict: 2 GiB member in a tar", 3, _predict(_big_member_input), "over the", max_rss_mb=400),
+    Case("predict: a FIFO as an image", 3, _predict(_fifo_image), "not a regular file"),
+    Case("predict: a text file as an image", 3, _predict(_file("t.png", b"hello")), "not an image"),
+    Case("predict: missing model", 8, _predict(_file("a.png", b""), model="missing"), "not found"),
+    Case("predict: not an ONNX file", 8, _predict(_file("a.png", b""), model="junk"), "not a loadable ONNX model"),
+    Case("predict: --top-k 0", 2, lambda c: (["predict", str(c.tmp), str(c.tmp), "--top-k", "0"], {}), "top-k"),
+]
+
+ALL = DATA + CONFIG + PLATFORM + CHECKPOINTS + STORAGE + PUBLISH + PREDICT
+
+
+# ------------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def shared(tiny_tar, tmp_path_factory):
+    """A real checkpoint of the tiny data (1 epoch, run id ck-1) plus its published run, a tar.gz with one
+    2 GiB member (2 MB compressed) and a 30000x30000 PNG bomb (about 100 KB)."""
+    base = tmp_path_factory.mktemp("hostile")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "job",
+            *train_args(tiny_tar, base, run_id="ck-1", cache=base / "cache", checkpoint_dir=base / "ckpt"),
+        ],
+        capture_output=True,
+        text=True,
+        env=job_env(),
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (base / "ck-1").rename(base / "run")
+    big = base / "big.tar.gz"
+    with gzip.open(big, "wb", compresslevel=1) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
+        info = tarfile.TarInfo("train/airplane/huge.png")
+        info.size = BIG_MEMBER_BYTES
+        tar.addfile(info, _Zeros(BIG_MEMBER_BYTES))
+    bomb = base / "bomb.png"
+    _write_bomb_png(bomb, 30000, 30000)
+    return {"checkpoint": base / "ckpt", "big": big, "bomb": bomb, "cache": base / "cache"}
+
+
+class _Zeros(io.RawIOBase):
+    def __init__(self, n):
+        self.left = n
+
+    def read(self, size=-1):
+        size = self.left if size < 0 else min(size, self.left)
+        self.left -= size
+        return bytes(size)
+
+
+def _write_bomb_png(path: Path, width: int, height: int) -> None:
+    """A valid grey PNG whose pixels are all zero: tiny on disk, width x height bytes once decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind, payload):
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    row = b"\0" * (width + 1)
+    comp = zlib.compressobj(9)
+    raw = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
+
+
+@pytest.fixture
+def ctx(shared, tiny_tar, tmp_path):
+    c = Ctx(tmp_path, tiny_tar, shared["checkpoint"], shared["big"], shared["bomb"])
+    make_run_dir(c.out, "earlier-run")  # a store that already holds something, to prove it stays as it was
+    (c.out / "latest.json").write_text('{"run_id": "earlier-run"}')
+    return c
+
+
+def _assert_one_error_line(proc, case):
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    assert case.says in errors[0], errors[0]
+
+
+@pytest.mark.parametrize("case", ALL, ids=[c.name for c in ALL])
+def test_hostile_input_ends_in_its_documented_state(case, ctx, shared):
+    args, extra_env = case.build(ctx)
+    before = tree_snapshot(ctx.out)
+    proc, peak_mb = run_measured([sys.executable, "-m", "job", *args], env=extra_env, timeout=120)
+    print(f"{case.name}: exit {proc.returncode}, peak RSS {peak_mb:.0f} MiB")
+    assert proc.returncode == case.code, proc.stderr[-3000:]
+    _assert_one_error_line(proc, case)
+    assert tree_snapshot(ctx.out) == before  # nothing new, nothing changed, no staging left behind
+    if case.max_rss_mb:
+        assert peak_mb < case.max_rss_mb
+    if case.check:
+        case.check(ctx)
+
+
+def test_the_table_covers_every_kind_of_fault():
+    assert len(ALL) + len(SIGNALS) >= 60
+    assert {c.code for c in ALL} | {s[2] for s in SIGNALS} == {2, 3, 4, 7, 8, 130, 143}
+
+
+# ------------------------------------------------------------------------------------------- signals
+
+# Run in the child before job.cli.main: pause at one point of the real job, say so on stderr, and let the test
+# signal it there. Nothing of the job is replaced; the pause only holds it where the signal should land.
+PAUSE = """
+import os, sys, time
+point = os.environ.pop("PAUSE_AT")
+
+def pause():
+    print("PAUSED", file=sys.stderr, flush=True)
+    time.sleep(60)
+
+def pausing(owner, name, *, after=1):
+    original, calls = getattr(owner, name), [0]
+    def wrapper(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == after:
+            pause()
+        return original(*args, **kwargs)
+    setattr(owner, name, wrapper)
+
+if point == "tar":
+    import tarfile
+    pausing(tarfile.TarFile, "next", after=5)  # inside job.data.entries.iter_tar, mid-archive
+elif point == "cache":
+    import numpy.lib.npyio as npyio
+    pausing(npyio.NpzFile, "__getitem__")  # inside job.data.cache.read_cache
+elif point in ("train", "train-int"):
+    import job.train.callbacks as cb
+    original = cb.StopOnSignal.on_train_batch_end
+    def on_batch_end(self, batch, logs=None):
+        if not getattr(self, "paused", False):
+            self.paused = True
+            print("PAUSED", file=sys.stderr, flush=True)
+            deadline = time.monotonic() + 60
+            while not self.requested and time.monotonic() < deadline:
+                time.sleep(0.05)  # SIGTERM only sets the flag here; SIGINT raises KeyboardInterrupt
+        return original(self, batch, logs)
+    cb.StopOnSignal.on_train_batch_end = on_batch_end
+elif point == "export":
+    import job.export.bundle as m
+    pausing(m, "export_model")
+elif point == "verify":
+    import job.export.gate as m
+    pausing(m, "verify")
+elif point == "publish":
+    import job.storage.manifest as m
+    pausing(m, "write_manifest")  # the publish stage, before the manifest exists
+from job.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+SIGNALS = [  # (point, signal, exit code, fresh decode cache)
+    ("tar", signal.SIGTERM, 143, True),
+    ("cache", signal.SIGTERM, 143, False),
+    ("train", signal.SIGTERM, 143, False),
+    ("train-int", signal.SIGINT, 130, False),
+    ("export", signal.SIGTERM, 143, False),
+    ("verify", signal.SIGTERM, 143, False),
+    ("publish", signal.SIGTERM, 143, False),
+]
+
+
+@pytest.mark.parametrize("point,sig,code,fresh_cache", SIGNALS, ids=[f"{s[0]}-{s[1].name}" for s in SIGNALS])
+def test_a_signal_at_any_stage_ends_the_run_with_its_code_and_publishes_nothing(
+    point, sig, code, fresh_cache, ctx, shared
+):
+    cache = ctx.tmp / "cache" if fresh_cache else shared["cache"]
+    args = train_args(ctx.tiny_tar, ctx.out, cache=cache, run_id="signalled")
+    before = tree_snapshot(ctx.out)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PAUSE, *args],
+        env=job_env(PAUSE_AT=point),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.strip() == "PAUSED":
+            break
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    stderr = "".join(seen) + err
+    assert "PAUSED" in stderr, stderr[-3000:]
+    assert proc.returncode == code, stderr[-3000:]
+    assert "Traceback" not in stderr and not [line for line in stderr.splitlines() if "error: internal" in line]
+    assert "run_complete" not in out
+    assert tree_snapshot(ctx.out) == before  # nothing published, no staging folder left
