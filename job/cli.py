@@ -24,6 +24,7 @@ from job.errors import (
     Terminated,
     exit_codes_help,
 )
+from job.runtime.events import claim_stdout, emit
 
 GROUP_TITLES = {
     "data": "data",
@@ -133,14 +134,26 @@ def cmd_train(args, platform) -> int:
         return 0
     from job import pipeline
 
+    claim_stdout()
+    RUN["run_id"] = cfg.run_id
     logging.getLogger("job").info(
         "run %s on %s, config: %s",
         cfg.run_id,
         platform.name,
         json.dumps({k: v for k, v in cfg.to_dict().items() if k != "sources"}, sort_keys=True),
     )
+    emit(
+        "run_started",
+        run_id=cfg.run_id,
+        preset=cfg.preset,
+        platform=platform.name,
+        store=cfg.out,
+        layout=cfg.layout,
+        attempt=platform.attempt,
+        version=__version__,
+    )
     summary = pipeline.run(cfg, platform)
-    print(json.dumps(summary, sort_keys=True), flush=True)
+    emit(summary.pop("event", "run_complete"), **summary)
     return 0
 
 
@@ -173,6 +186,8 @@ def cmd_publish(args, platform) -> int:
             f"{run_dir} does not match its manifest: {problems[0]}"
             + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "")
         )
+    claim_stdout()
+    RUN["run_id"] = run_id
     store = open_store(cfg.out, s3_options_from(cfg))
     store.probe()
     try:
@@ -181,14 +196,13 @@ def cmd_publish(args, platform) -> int:
         metrics = {}
     metrics = metrics if isinstance(metrics, dict) else {}
     summary = {
-        "event": "run_published",
         "run_id": run_id,
         "store": store.uri,
         "test_accuracy": metrics.get("test_accuracy"),
         "onnx_test_accuracy": metrics.get("onnx_test_accuracy"),
     }
     summary["uri"] = store.publish(run_dir, run_id, summary)
-    print(json.dumps(summary, sort_keys=True), flush=True)
+    emit("run_published", **summary)
     return 0
 
 
@@ -207,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     from job.runtime import platform as platform_lib
 
     command = None
+    RUN.clear()
     try:
         args = build_parser().parse_args(argv)
         command = args.command
@@ -218,13 +233,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {message}", file=sys.stderr, flush=True)
         if command == "train":
             platform_lib.write_failure(platform_lib.failure_file(), message)
-        return exc.exit_code
+        return _failed(command, exc.exit_code, exc.kind, str(exc))
     except KeyboardInterrupt:
         print("error: interrupted; nothing was published", file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
+        return _failed(command, EXIT_INTERRUPTED, "interrupted", "SIGINT; nothing was published")
     except Preempted as exc:
         print(f"preempted: {exc}", file=sys.stderr, flush=True)
-        return EXIT_PREEMPTED
+        return _failed(command, EXIT_PREEMPTED, "preempted", str(exc))
     except Terminated:
         print("terminated: SIGTERM; nothing was published", file=sys.stderr, flush=True)
-        return EXIT_PREEMPTED
+        return _failed(command, EXIT_PREEMPTED, "terminated", "SIGTERM; nothing was published")
+
+
+RUN: dict = {}  # what the failure event can say about the run (its id, once known)
+
+
+def _failed(command: str | None, code: int, kind: str, reason: str) -> int:
+    """The `run_failed` event for train/publish (the predictor's stdout is its results), then the code."""
+    if command in ("train", "publish"):
+        emit("run_failed", exit_code=code, kind=kind, reason=reason, **RUN)
+    return code

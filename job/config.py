@@ -109,6 +109,13 @@ class Config:
     )
     # --- publish
     out: str = _f("artifacts", "artifact store: a local folder or s3://bucket/prefix", group="publish", metavar="STORE")
+    layout: str = _f(
+        "runs",
+        "how the store is laid out: 'runs' = <out>/<run-id>/ + latest.json; 'sagemaker' / 'vertex' = the run flat in "
+        "<out> (a platform's model directory), the SavedModel where that platform serves it from (1/ or the top)",
+        choices=("runs", "sagemaker", "vertex"),
+        group="publish",
+    )
     run_id: str = _f("", "run name under the store (default: UTC time + preset + random suffix)", group="publish")
     s3_endpoint: str = _f(
         "", "S3 endpoint URL (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL / AWS)", group="publish", metavar="URL"
@@ -303,6 +310,8 @@ def validate(cfg: Config) -> None:
         bad("s3_timeout", "must be a positive number of seconds")
     if not RUN_ID_PATTERN.match(cfg.run_id):
         bad("run_id", "use letters, digits, '.', '_' and '-' only (at most 128 characters)")
+    if cfg.layout != "runs" and cfg.out.startswith("s3://"):
+        bad("layout", "the flat platform layouts write into a local model directory; use --layout runs for s3://")
     for name in ("out", "data", "checkpoint_dir"):
         value = getattr(cfg, name)
         if "://" in value and not value.startswith("s3://"):

@@ -13,9 +13,10 @@ import shutil
 from pathlib import Path
 
 from job.config import Config
-from job.errors import JobError, QualityGateError, StorageError
+from job.errors import ConfigError, JobError, QualityGateError, StorageError
 from job.runtime.telemetry import Timer, peak_rss_mb, versions
 from job.storage import open_store, s3_options_from
+from job.storage.flat import savedmodel_dir
 
 log = logging.getLogger("job")
 
@@ -25,14 +26,25 @@ MIN_FREE_BYTES = 1024 * 1024
 def run(cfg: Config, platform) -> dict:
     """Execute one training run and publish it. Returns the one-line summary."""
     timer = Timer()
+    if platform.num_workers > 1 and cfg.checkpoint_dir.startswith("s3://"):
+        raise ConfigError(
+            "multi-worker checkpoints are TensorFlow checkpoints, written to a shared filesystem: give "
+            "--checkpoint-dir a mounted path (SageMaker /opt/ml/checkpoints, Vertex /gcs/..., a volume)"
+        )
     if not platform.is_chief:  # multi-worker: only the chief touches the store
         splits, _, strategy = prepare(cfg, timer, platform)
         with timer.stage("train"):
             from job.train.loop import train
 
-            train(cfg, splits, None, strategy=strategy)
-        return {"run_id": cfg.run_id, "role": "worker", "published": False, "durations_s": timer.stages}
-    store = open_store(cfg.out, s3_options_from(cfg))
+            train(cfg, splits, checkpoints_for(cfg), strategy=strategy)
+        return {
+            "event": "worker_done",
+            "run_id": cfg.run_id,
+            "role": "worker",
+            "published": False,
+            "durations_s": timer.stages,
+        }
+    store = open_store(cfg.out, s3_options_from(cfg), cfg.layout)
     checkpoints = checkpoints_for(cfg)
     with timer.stage("store_check"):  # fail fast: before any data is read or any step is trained
         store.probe()
@@ -88,7 +100,7 @@ def prepare(cfg: Config, timer: Timer, platform=None):
         if platform is not None and platform.num_workers > 1:
             from job.train.distributed import make_strategy
 
-            strategy = make_strategy()  # before any other TensorFlow op
+            strategy = make_strategy(platform.tf_config)  # before any other TensorFlow op
         seed_everything(cfg.seed, cfg.deterministic)
     log.info(
         "data: %s (%s) train=%d val=%d test=%d, %d classes%s",
@@ -148,12 +160,13 @@ def _run_stages(cfg: Config, platform, timer: Timer, store, checkpoints, run_dir
             test_accuracy=accuracy,
             tta=cfg.tta,
             versions=versions(),
+            savedmodel_dir=savedmodel_dir(cfg.layout),
         )
 
     with timer.stage("verify"):
         from job.export import gate
 
-        parity, onnx_test_probs = gate.verify(run_dir, serve, splits, cfg, probs)
+        parity, onnx_test_probs = gate.verify(run_dir, serve, splits, cfg, probs, savedmodel_dir(cfg.layout))
     log.info(
         "parity: onnxruntime max|dprob| %.2e, savedmodel max|dprob| %.2e, onnx test accuracy %.4f",
         parity["onnxruntime"]["max_abs_diff"],

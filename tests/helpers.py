@@ -118,6 +118,17 @@ def start_job(*args: str, env: dict | None = None) -> subprocess.Popen:
     )
 
 
+def wait_for_event(proc: subprocess.Popen, event: str) -> dict:
+    """Read the job's stdout (JSON events, one per line) until `event`; returns it."""
+    import json
+
+    for line in proc.stdout:
+        record = json.loads(line)
+        if record["event"] == event:
+            return record
+    raise AssertionError(f"the job ended (exit {proc.wait()}) without a {event!r} event")
+
+
 def run_job(
     *args: str, env: dict | None = None, cwd: Path | None = None, timeout: int = 600, module: str = "job"
 ) -> subprocess.CompletedProcess:

@@ -20,10 +20,12 @@ def export_model(
     test_accuracy: float,
     tta: bool,
     versions: dict,
+    savedmodel_dir: str = "saved_model",
 ) -> None:
-    """`net`: the float32 inference copy; `serve`: its inference function (job.export.inference)."""
+    """`net`: the float32 inference copy; `serve`: its inference function (job.export.inference);
+    `savedmodel_dir`: where in `folder` the SavedModel goes (job.storage.flat.SAVEDMODEL_DIRS)."""
     net.save(folder / "model.keras")
-    export_savedmodel(net, serve, folder / "saved_model")
+    export_savedmodel(net, serve, folder / savedmodel_dir)
     meta = contract.metadata(
         class_names, run_id=run_id, preset=preset, test_accuracy=test_accuracy, tta=tta, versions=versions
     )

@@ -17,7 +17,9 @@ from job.export.savedmodel import load_savedmodel
 from job.runtime.ort import ort_session
 
 
-def verify(run_dir: Path, serve, splits, cfg, keras_test_probs) -> tuple[dict, np.ndarray]:
+def verify(
+    run_dir: Path, serve, splits, cfg, keras_test_probs, savedmodel_dir: str = "saved_model"
+) -> tuple[dict, np.ndarray]:
     """Raises ParityError. Returns the parity report and ONNX Runtime's probabilities on the test split."""
     inputs = parity_inputs(splits.x_test, cfg.seed)
     reference = [keras_test_probs] + [predict(serve, x) for x in inputs[1:]]
@@ -26,7 +28,7 @@ def verify(run_dir: Path, serve, splits, cfg, keras_test_probs) -> tuple[dict, n
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... classes
         raise ParityError(f"ONNX Runtime cannot load the exported model.onnx ({exc}); nothing was published") from None
     onnx_out = [run_onnx(session, x) for x in inputs]
-    saved = load_savedmodel(run_dir / "saved_model")
+    saved = load_savedmodel(run_dir / savedmodel_dir)
     saved_out = [predict(saved, x) for x in inputs]
     results = {
         "onnxruntime": compare("onnxruntime", reference, onnx_out),

@@ -1,8 +1,15 @@
-"""Where the job runs: SageMaker, Vertex AI, Kubernetes/Kubeflow (TF_CONFIG) or plain.
+"""Where the job runs: SageMaker, Vertex AI, AWS Batch, Kubernetes/Kubeflow (TF_CONFIG) or plain.
 
-Each platform's conventions become defaults for the config (data, out, checkpoint and log dirs),
-so the same image runs everywhere without code changes. The /opt/ml root can be moved with
-JOB_OPT_ML (tests use a temporary tree).
+Each platform's conventions become defaults for the config (data, out and its layout, checkpoint and log
+dirs, a run id that is stable across the platform's retries), so the same image runs everywhere without code
+changes. The /opt/ml root can be moved with JOB_OPT_ML (tests use a temporary tree).
+
+Where a platform gives a model directory, the run is written there flat (`layout`), with the SavedModel where
+that platform's TensorFlow serving loads it:
+- SageMaker packs /opt/ml/model into model.tar.gz; its TensorFlow Serving container loads a numbered version
+  folder, `1/saved_model.pb` (https://github.com/aws/sagemaker-tensorflow-serving-container, "Prepare model");
+- Vertex AI's prebuilt TensorFlow prediction containers load `saved_model.pb` at the top of the model artifact
+  folder, AIP_MODEL_DIR (https://cloud.google.com/vertex-ai/docs/training/exporting-model-artifacts).
 """
 
 import json
@@ -13,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from job.errors import ConfigError
+from job.runtime.cluster import parse_tf_config, sagemaker_cluster
+from job.runtime.identity import attempt, platform_run_id
 
 
 @dataclass
@@ -22,6 +31,7 @@ class Platform:
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     failure_file: Path | None = None
     tf_config: dict | None = None
+    attempt: int | None = None  # the platform's attempt counter, where it has one (AWS Batch)
 
     @property
     def is_chief(self) -> bool:
@@ -42,39 +52,6 @@ class Platform:
             return 1
         cluster = self.tf_config.get("cluster", {})
         return len(cluster.get("chief", [])) + len(cluster.get("worker", []))
-
-
-TF_CONFIG_SHAPE = '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}}'
-
-
-def parse_tf_config(text: str) -> dict:
-    """TF_CONFIG, checked by shape before anything uses it."""
-    try:
-        tf_config = json.loads(text)
-    except ValueError:
-        raise ConfigError(f"TF_CONFIG is not valid JSON; it must look like {TF_CONFIG_SHAPE}") from None
-    if not isinstance(tf_config, dict):
-        raise ConfigError(f"TF_CONFIG must be a JSON object like {TF_CONFIG_SHAPE}, not a {type(tf_config).__name__}")
-    cluster, task = tf_config.get("cluster", {}), tf_config.get("task", {})
-    if not isinstance(cluster, dict) or not all(
-        isinstance(v, list) and all(isinstance(a, str) for a in v) for v in cluster.values()
-    ):
-        raise ConfigError(f"TF_CONFIG cluster must map each role to a list of 'host:port' strings: {TF_CONFIG_SHAPE}")
-    if (
-        not isinstance(task, dict)
-        or not isinstance(task.get("type", "worker"), str)
-        or type(task.get("index", 0)) is not int
-        or task.get("index", 0) < 0
-    ):
-        raise ConfigError(
-            f'TF_CONFIG task must be {{"type": role, "index": n}} with an integer n >= 0: {TF_CONFIG_SHAPE}'
-        )
-    role, index = task.get("type", "worker"), task.get("index", 0)
-    if cluster and index >= len(cluster.get(role, [])):
-        raise ConfigError(
-            f"TF_CONFIG task {role} #{index} is not in the cluster ({len(cluster.get(role, []))} {role} address(es))"
-        )
-    return tf_config
 
 
 def _gcs_to_mount(uri: str) -> str:
@@ -103,12 +80,21 @@ def failure_file(env: Mapping[str, str] | None = None) -> Path | None:
 
 def detect(env: Mapping[str, str] | None = None) -> Platform:
     env = os.environ if env is None else env
+    platform = _detect(env)
+    identity = platform_run_id(env)
+    if identity and "run_id" not in platform.defaults:
+        platform.defaults["run_id"] = identity[0]
+    platform.attempt = attempt(env)
+    return platform
+
+
+def _detect(env: Mapping[str, str]) -> Platform:
     opt_ml = _opt_ml(env)
     tf_config = parse_tf_config(env["TF_CONFIG"]) if env.get("TF_CONFIG") else None
 
     hp_file = opt_ml / "input" / "config" / "hyperparameters.json"
     if is_sagemaker(env):
-        defaults: dict[str, Any] = {"out": env.get("SM_MODEL_DIR", str(opt_ml / "model"))}
+        defaults: dict[str, Any] = {"out": env.get("SM_MODEL_DIR", str(opt_ml / "model")), "layout": "sagemaker"}
         channel = next((env[k] for k in ("SM_CHANNEL_TRAIN", "SM_CHANNEL_TRAINING") if k in env), None)
         if channel is None:
             for name in ("train", "training"):
@@ -122,8 +108,6 @@ def detect(env: Mapping[str, str] | None = None) -> Platform:
             defaults["checkpoint_dir"] = str(checkpoints)
         if env.get("SM_OUTPUT_DATA_DIR"):
             defaults["log_dir"] = str(Path(env["SM_OUTPUT_DATA_DIR"]) / "tensorboard")
-        if env.get("TRAINING_JOB_NAME"):
-            defaults["run_id"] = env["TRAINING_JOB_NAME"]
         hyperparameters = {}
         if hp_file.is_file():
             try:
@@ -136,10 +120,11 @@ def detect(env: Mapping[str, str] | None = None) -> Platform:
                 )
             # SageMaker's own bookkeeping keys are not ours.
             hyperparameters = {k: v for k, v in hyperparameters.items() if not k.startswith("sagemaker_")}
+        tf_config = tf_config or sagemaker_cluster(opt_ml, env)
         return Platform("sagemaker", defaults, hyperparameters, opt_ml / "output" / "failure", tf_config)
 
     if "AIP_MODEL_DIR" in env:
-        defaults = {"out": _gcs_to_mount(env["AIP_MODEL_DIR"])}
+        defaults = {"out": _gcs_to_mount(env["AIP_MODEL_DIR"]), "layout": "vertex"}
         if env.get("AIP_CHECKPOINT_DIR"):
             defaults["checkpoint_dir"] = _gcs_to_mount(env["AIP_CHECKPOINT_DIR"])
         if env.get("AIP_TENSORBOARD_LOG_DIR"):
@@ -148,6 +133,8 @@ def detect(env: Mapping[str, str] | None = None) -> Platform:
 
     if tf_config:
         return Platform("kubeflow", tf_config=tf_config)
+    if env.get("AWS_BATCH_JOB_ID"):
+        return Platform("aws-batch")
     return Platform()
 
 

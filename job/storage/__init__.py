@@ -6,12 +6,16 @@ Imports no training code (enforced by the import-linter contracts in pyproject.t
 from job.storage.local import LocalBlobs, LocalStore
 
 
-def open_store(out: str, s3_options=None):
-    """The artifact store for `--out`: a local folder, or s3://bucket/prefix."""
+def open_store(out: str, s3_options=None, layout: str = "runs"):
+    """The artifact store for `--out`: a local folder, s3://bucket/prefix, or a platform's model directory."""
     if out.startswith("s3://"):
         from job.storage.s3store import S3Store
 
         return S3Store(out, s3_options)
+    if layout != "runs":
+        from job.storage.flat import FlatStore
+
+        return FlatStore(out)
     return LocalStore(out)
 
 

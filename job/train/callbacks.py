@@ -1,9 +1,12 @@
-"""What the epoch loop observes: a SIGTERM request (finish the step, then stop), human progress on stderr,
-and the per-epoch record that becomes history.csv."""
+"""What the epoch loop observes and reports: a SIGTERM request (finish the step, then stop), progress for
+people on stderr, the `epoch` event on stdout, and the per-epoch record that becomes history.csv."""
 
-import time
+import contextlib
+import sys
 
 import keras
+
+from job.runtime.events import emit
 
 
 class StopOnSignal(keras.callbacks.Callback):
@@ -23,28 +26,28 @@ class StopOnSignal(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-class EpochLogger(keras.callbacks.Callback):
-    """Keras' own progress output would say "Epoch 3/3" with one fit() per epoch: a progress bar on a
-    terminal, one line per epoch otherwise (CI, container logs)."""
+class ProgressBar(keras.callbacks.Callback):
+    """Keras' own progress output would say "Epoch 3/3" with one fit() per epoch, on stdout: a bar on stderr
+    instead, when stderr is a terminal. The per-epoch line comes from report_epoch either way."""
 
-    def __init__(self, epochs: int, steps: int, interactive: bool):
+    def __init__(self, epochs: int, steps: int):
         super().__init__()
-        self.epochs, self.steps, self.interactive = epochs, steps, interactive
-        self.bar, self.t0, self.epoch = None, 0.0, 0
+        self.epochs, self.steps, self.bar = epochs, steps, None
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.epoch, self.t0 = epoch, time.perf_counter()
-        if self.interactive:
-            print(f"Epoch {epoch + 1}/{self.epochs}", flush=True)
-            self.bar = keras.utils.Progbar(self.steps, stateful_metrics=["loss", "accuracy"])
+        print(f"Epoch {epoch + 1}/{self.epochs}", file=sys.stderr, flush=True)
+        self.bar = keras.utils.Progbar(self.steps, stateful_metrics=["loss", "accuracy"])
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.bar is not None:
+        with contextlib.redirect_stdout(sys.stderr):
             self.bar.update(batch + 1, [(k, float(v)) for k, v in (logs or {}).items()])
 
-    def on_epoch_end(self, epoch, logs=None):
-        metrics = " - ".join(f"{k}: {float(v):.4f}" for k, v in (logs or {}).items() if k != "learning_rate")
-        print(f"Epoch {epoch + 1}/{self.epochs} - {time.perf_counter() - self.t0:.1f}s - {metrics}", flush=True)
+
+def report_epoch(record: dict, epochs: int) -> None:
+    """One line for people on stderr (the format MetricDefinitions in infra/aws parse), one `epoch` event."""
+    metrics = " - ".join(f"{k}: {v:.4f}" for k, v in record.items() if k not in ("epoch", "seconds", "learning_rate"))
+    print(f"Epoch {record['epoch']}/{epochs} - {record['seconds']:.1f}s - {metrics}", file=sys.stderr, flush=True)
+    emit("epoch", epochs=epochs, **record)
 
 
 def epoch_record(epoch: int, logs: dict, seconds: float, net: keras.Model) -> dict:

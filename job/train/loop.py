@@ -16,7 +16,7 @@ import keras
 
 from job.errors import Preempted
 from job.train.build import compile_model, in_precision
-from job.train.callbacks import EpochLogger, StopOnSignal, epoch_record
+from job.train.callbacks import ProgressBar, StopOnSignal, epoch_record, report_epoch
 from job.train.checkpoint import fingerprint
 from job.train.input import make_dataset, training_dataset
 from job.train.optim import steps_per_epoch
@@ -38,10 +38,7 @@ def train(cfg, splits, checkpoints=None, extra_callbacks=(), strategy=None) -> T
     if strategy is not None:
         from job.train.distributed import train_multi_worker
 
-        if checkpoints:
-            log.warning("multi-worker training does not checkpoint/resume; --checkpoint-dir is ignored")
-        net, history, seconds = train_multi_worker(cfg, splits, strategy)
-        return TrainResult(net, history, seconds)
+        return TrainResult(*train_multi_worker(cfg, splits, strategy, checkpoints))
 
     num_classes = splits.num_classes
     state = checkpoints.load(fingerprint(cfg, splits)) if checkpoints else None
@@ -58,7 +55,8 @@ def train(cfg, splits, checkpoints=None, extra_callbacks=(), strategy=None) -> T
         callbacks.append(keras.callbacks.TensorBoard(log_dir=cfg.log_dir, update_freq="epoch"))
     val_ds = make_dataset(splits.x_val, splits.y_val, num_classes, max(cfg.batch_size, 256))
     steps = steps_per_epoch(len(splits.y_train), cfg.batch_size)
-    callbacks.append(EpochLogger(cfg.epochs, steps, sys.stdout.isatty()))
+    if sys.stderr.isatty():
+        callbacks.append(ProgressBar(cfg.epochs, steps))
     previous = signal.signal(signal.SIGTERM, lambda *_: setattr(stopper, "requested", True))
     started = time.perf_counter()
     try:
@@ -78,6 +76,7 @@ def train(cfg, splits, checkpoints=None, extra_callbacks=(), strategy=None) -> T
                 step = skip + stopper.steps_done
                 if step >= steps:  # the signal came during the last step: the epoch is complete
                     history.append(epoch_record(epoch, fit.history, time.perf_counter() - t0, net))
+                    report_epoch(history[-1], cfg.epochs)
                     epoch, step = epoch + 1, 0
                 if checkpoints:
                     checkpoints.save(net, fingerprint(cfg, splits), epoch=epoch, step=step, history=history)
@@ -87,6 +86,7 @@ def train(cfg, splits, checkpoints=None, extra_callbacks=(), strategy=None) -> T
                     )
                 raise Preempted("stopped by SIGTERM; no --checkpoint-dir was set, so the run cannot resume")
             history.append(epoch_record(epoch, fit.history, time.perf_counter() - t0, net))
+            report_epoch(history[-1], cfg.epochs)
             skip = 0
             if checkpoints:
                 checkpoints.save(net, fingerprint(cfg, splits), epoch=epoch + 1, step=0, history=history)

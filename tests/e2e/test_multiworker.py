@@ -28,3 +28,62 @@ def test_two_workers_train_together_and_only_the_chief_publishes(tiny_tar, tmp_p
     assert sorted(p.name for p in out.iterdir()) == ["latest.json", "mw-1"]
     metrics = json.loads((out / "mw-1" / "metrics.json").read_text())
     assert metrics["parity"]["onnxruntime"]["argmax_mismatches"] == 0
+
+
+def test_a_preempted_worker_stops_the_cluster_and_the_restart_resumes_with_no_step_repeated(tmp_path):
+    """Two workers, a shared checkpoint dir; SIGTERM to worker 1 during epoch 2: both save the same checkpoint
+    and exit 143; started again, they resume and train exactly the steps an uninterrupted run trains."""
+    import signal
+
+    from helpers import make_image_tree, make_tar, wait_for_event
+
+    data = make_tar(make_image_tree(tmp_path / "tree", per_class=40, seed=5), tmp_path / "data.tar")
+    epochs, batch = 3, 16
+    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
+
+    def start_cluster():
+        procs = []
+        for index in range(2):
+            env = {
+                "JOB_THREADS": "1",
+                "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+            }
+            args = train_args(
+                data,
+                tmp_path / "store",
+                run_id="mw-resume",
+                cache=tmp_path / f"cache{index}",
+                epochs=epochs,
+                batch_size=batch,
+                checkpoint_dir=tmp_path / "ckpt",
+            )
+            procs.append(start_job(*args, env=env))
+        return procs
+
+    first = start_cluster()
+    wait_for_event(first[1], "epoch")  # worker 1 finished epoch 1
+    first[1].send_signal(signal.SIGTERM)
+    stopped = [p.communicate(timeout=300) for p in first]
+    assert [p.returncode for p in first] == [143, 143], stopped[0][1][-3000:] + stopped[1][1][-3000:]
+    assert not (tmp_path / "store" / "mw-resume").exists()
+
+    second = start_cluster()
+    results = [p.communicate(timeout=300) for p in second]
+    assert [p.returncode for p in second] == [0, 0], results[0][1][-3000:] + results[1][1][-3000:]
+    assert "resuming run mw-resume" in results[0][1] and "resuming run mw-resume" in results[1][1]
+    metrics = json.loads((tmp_path / "store" / "mw-resume" / "metrics.json").read_text())
+    per_epoch = -(-metrics["data"]["sizes"]["train"] // batch)
+    resumed = metrics["training"]["resumed_from"]
+    print(
+        f"preempted at epoch {resumed['epoch']} step {resumed['step']} of {per_epoch}; "
+        f"optimizer steps {metrics['training']['optimizer_steps']} = {epochs} x {per_epoch}"
+    )
+    assert 0 < resumed["epoch"] * per_epoch + resumed["step"] < epochs * per_epoch
+    assert metrics["training"]["optimizer_steps"] == epochs * per_epoch
+    assert (
+        [row["epoch"] for row in metrics["training"]["history"]] == [1, 2, 3]
+        if "history" in metrics["training"]
+        else True
+    )
+    history = (tmp_path / "store" / "mw-resume" / "history.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in history[1:]] == ["1", "2", "3"]

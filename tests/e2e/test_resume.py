@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from helpers import make_image_tree, make_tar, run_job, start_job, train_args
+from helpers import make_image_tree, make_tar, run_job, start_job, train_args, wait_for_event
 
 EPOCHS, BATCH = 3, 4
 
@@ -31,9 +31,7 @@ def preempted(resume_data, tmp_path_factory):
     base = tmp_path_factory.mktemp("preempted")
     out, ckpt = base / "out", base / "ckpt"
     proc = start_job(*_args(data, cache, out, "pre-1", ckpt))
-    for line in proc.stdout:  # one line per epoch when not on a terminal
-        if line.startswith(f"Epoch 1/{EPOCHS}"):
-            break
+    wait_for_event(proc, "epoch")  # the first epoch is done
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     rest_out, stderr = proc.communicate(timeout=120)
