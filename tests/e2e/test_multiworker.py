@@ -80,10 +80,5 @@ def test_a_preempted_worker_stops_the_cluster_and_the_restart_resumes_with_no_st
     )
     assert 0 < resumed["epoch"] * per_epoch + resumed["step"] < epochs * per_epoch
     assert metrics["training"]["optimizer_steps"] == epochs * per_epoch
-    assert (
-        [row["epoch"] for row in metrics["training"]["history"]] == [1, 2, 3]
-        if "history" in metrics["training"]
-        else True
-    )
     history = (tmp_path / "store" / "mw-resume" / "history.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in history[1:]] == ["1", "2", "3"]
