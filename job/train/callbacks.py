@@ -6,6 +6,7 @@ import sys
 
 import keras
 
+from job.runtime import hptuning
 from job.runtime.events import emit
 
 
@@ -48,6 +49,7 @@ def report_epoch(record: dict, epochs: int) -> None:
     metrics = " - ".join(f"{k}: {v:.4f}" for k, v in record.items() if k not in ("epoch", "seconds", "learning_rate"))
     print(f"Epoch {record['epoch']}/{epochs} - {record['seconds']:.1f}s - {metrics}", file=sys.stderr, flush=True)
     emit("epoch", epochs=epochs, **record)
+    hptuning.report(record)
 
 
 def epoch_record(epoch: int, logs: dict, seconds: float, net: keras.Model) -> dict:

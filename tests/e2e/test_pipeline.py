@@ -196,3 +196,43 @@ def test_log_dir_gets_tensorboard_event_files(trained_run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     events = list((tmp_path / "tb").rglob("events.out.tfevents.*"))
     assert events and any(e.stat().st_size > 0 for e in events)
+
+
+def test_sagemaker_metric_definitions_read_the_real_log(trained_run):
+    """SageMaker extracts metrics from the job's log with the regexes in MetricDefinitions (its tuner and its
+    metric charts use them): each must find its value in a real run's output, and the value must be right."""
+    import re
+
+    from helpers import ROOT
+
+    spec = json.loads((ROOT / "infra" / "aws" / "sagemaker-create-training-job.json").read_text())
+    definitions = {d["Name"]: d["Regex"] for d in spec["AlgorithmSpecification"]["MetricDefinitions"]}
+    log = trained_run["proc"].stderr
+    metrics = json.loads((trained_run["dir"] / "metrics.json").read_text())
+    final = metrics["training"]["final"]
+    expected = {
+        "train:loss": final["loss"],
+        "train:accuracy": final["accuracy"],
+        "validation:loss": final["val_loss"],
+        "validation:accuracy": final["val_accuracy"],
+        "test:accuracy": metrics["test_accuracy"],
+        "test:onnx_accuracy": metrics["onnx_test_accuracy"],
+    }
+    assert set(definitions) == set(expected)
+    for name, regex in definitions.items():
+        found = re.findall(regex, log)
+        assert found, f"{name}: {regex!r} matches nothing in the log"
+        assert float(found[-1]) == pytest.approx(expected[name], abs=1e-4), name
+
+
+def test_a_vertex_tuning_trial_reports_validation_accuracy_per_epoch(trained_run, tmp_path):
+    metric_file = tmp_path / "hypertune" / "output.metrics"
+    proc = run_job(
+        *train_args(trained_run["data"], tmp_path / "o", cache=trained_run["cache"], epochs=2),
+        env={"CLOUD_ML_TRIAL_ID": "3", "CLOUD_ML_HP_METRIC_FILE": str(metric_file)},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in metric_file.read_text().splitlines()]
+    epochs = [json.loads(line) for line in proc.stdout.splitlines() if json.loads(line)["event"] == "epoch"]
+    assert [r["global_step"] for r in rows] == ["1", "2"] and {r["trial"] for r in rows} == {"3"}
+    assert [float(r["val_accuracy"]) for r in rows] == pytest.approx([e["val_accuracy"] for e in epochs])

@@ -135,3 +135,42 @@ def test_vertex_custom_job():
     spec = yaml.safe_load((INFRA / "vertex" / "custom-job.yaml").read_text())
     (pool,) = spec["workerPoolSpecs"]
     assert pool["containerSpec"]["args"][0] == "train" and pool["replicaCount"] == 1
+
+
+@pytest.mark.parametrize("version", ["1.31", "1.37"])
+def test_kubernetes_manifests_against_the_real_schema(version):
+    """kubernetes-validate holds the API's own JSON schemas (offline). TFJob is a CRD whose schema it does not
+    have: its pod templates are validated as core/v1 PodTemplates instead."""
+    import kubernetes_validate
+
+    kubernetes_validate.validate(yaml.safe_load((INFRA / "k8s" / "job.yaml").read_text()), version, strict=True)
+    tfjob = yaml.safe_load((INFRA / "kubeflow" / "tfjob.yaml").read_text())
+    for role, spec in tfjob["spec"]["tfReplicaSpecs"].items():
+        template = {
+            "apiVersion": "v1",
+            "kind": "PodTemplate",
+            "metadata": {"name": role.lower()},
+            "template": spec["template"],
+        }
+        kubernetes_validate.validate(template, version, strict=True)
+
+
+def test_kubernetes_validation_fails_on_a_broken_manifest():
+    import kubernetes_validate
+
+    job = yaml.safe_load((INFRA / "k8s" / "job.yaml").read_text())
+    del job["spec"]["podFailurePolicy"]["rules"][0]["onPodConditions"][0]["status"]  # required by the schema
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(job, "1.31", strict=True)
+
+
+def test_vertex_tuning_reads_the_metric_the_job_reports():
+    from job.runtime import hptuning
+
+    spec = yaml.safe_load((INFRA / "vertex" / "hptuning-job.yaml").read_text())
+    assert [m["metricId"] for m in spec["studySpec"]["metrics"]] == [hptuning.METRIC] == ["val_accuracy"]
+    from job.config import hyperparameter_layer
+
+    assert hyperparameter_layer({p["parameterId"]: "1" for p in spec["studySpec"]["parameters"]})
+    (pool,) = spec["trialJobSpec"]["workerPoolSpecs"]
+    assert pool["containerSpec"]["args"][0] == "train"
