@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Install a container engine when none is present (Debian/Ubuntu, as root): podman + buildah, and
-# debootstrap for the local base image when registries are unreachable.
+# Install a container engine when none is present (Debian/Ubuntu, as root): podman + buildah, runc (for hosts
+# where crun's setrlimit is refused: see containers.conf), and debootstrap for the local base image when
+# registries are unreachable.
 set -euo pipefail
 if (command -v docker >/dev/null && docker info >/dev/null 2>&1) || command -v podman >/dev/null || \
    command -v buildah >/dev/null; then
-  command -v debootstrap >/dev/null || [ "$(id -u)" != 0 ] || \
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+  if [ "$(id -u)" = 0 ] && { ! command -v debootstrap >/dev/null || ! command -v runc >/dev/null; }; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap runc >/dev/null
+  fi
   exit 0
 fi
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
@@ -13,4 +15,4 @@ if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
   exit 2
 fi
 apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman buildah debootstrap >/dev/null
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman buildah debootstrap runc >/dev/null
