@@ -47,6 +47,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     KERAS_HOME=/tmp/keras \
     MPLCONFIGDIR=/tmp/matplotlib \
     TF_CPP_MIN_LOG_LEVEL=2 \
+    CIFAR10_JOB_REVISION=${REVISION} \
     JOB_OUT=/artifacts
 WORKDIR /tmp
 USER 10001:10001

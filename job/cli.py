@@ -25,6 +25,7 @@ from job.errors import (
     exit_codes_help,
 )
 from job.runtime.events import claim_stdout, emit
+from job.runtime.telemetry import revision
 
 GROUP_TITLES = {
     "data": "data",
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=epilog,
         formatter_class=raw,
     )
-    parser.add_argument("--version", action="version", version=f"cifar10-job {__version__}")
+    parser.add_argument("--version", action="version", version=f"cifar10-job {__version__} (revision {revision()})")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,publish,predict}", parser_class=Parser)
 
     train = sub.add_parser(
@@ -88,6 +89,19 @@ def build_parser() -> argparse.ArgumentParser:
                 help=help_text,
             )
     train.add_argument("--print-config", action="store_true", help="resolve and print the config, then exit")
+    train.add_argument(
+        "--config",
+        dest="config_file",
+        metavar="FILE",
+        help="settings from a JSON file, e.g. a run's own config.json to re-run it (its run id is "
+        "not reused); flags and JOB_* variables still override",
+    )
+    train.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="resolve the config, probe the store, checkpoint location and tracking server, read the "
+        "data source's headers and print the plan; train nothing",
+    )
 
     publish = sub.add_parser(
         "publish",
@@ -128,9 +142,15 @@ def setup_logging() -> None:
 
 def cmd_train(args, platform) -> int:
     cli_values = {f.name: getattr(args, f.name, None) for f in config_lib.settable_fields()}
-    cfg = config_lib.resolve(cli_values, os.environ, platform.hyperparameters, platform.defaults)
+    cfg = config_lib.resolve(cli_values, os.environ, platform.hyperparameters, platform.defaults, args.config_file)
     if args.print_config:
         print(cfg.to_json(), end="")
+        return 0
+    if args.dry_run:
+        from job.plan import plan
+
+        claim_stdout()
+        emit("plan", **plan(cfg, platform))
         return 0
     from job import pipeline
 

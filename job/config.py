@@ -2,8 +2,8 @@
 
 Every field has a default. Layers override them in this order, each later one winning:
 
-    defaults < preset < platform (SageMaker / Vertex AI conventions) < SageMaker hyperparameters
-             < environment (JOB_<FIELD>) < command-line flags
+    defaults < preset < --config FILE < platform (SageMaker / Vertex AI / AWS Batch conventions)
+             < SageMaker hyperparameters < environment (JOB_<FIELD>, MLFLOW_TRACKING_URI) < command-line flags
 
 The resolved config, with the layer that set each field, is logged and saved as `config.json`
 next to the artifacts. This module imports no TensorFlow: `--help` and config errors stay instant.
@@ -109,6 +109,17 @@ class Config:
     )
     # --- publish
     out: str = _f("artifacts", "artifact store: a local folder or s3://bucket/prefix", group="publish", metavar="STORE")
+    mlflow: str = _f(
+        "",
+        "MLflow tracking server URI (default: MLFLOW_TRACKING_URI); the run's params, per-epoch and test metrics, "
+        "artifacts and ONNX model are logged there (needs the `mlflow` extra)",
+        group="publish",
+        metavar="URI",
+    )
+    mlflow_experiment: str = _f("cifar10-job", "MLflow experiment name", group="publish", metavar="NAME")
+    mlflow_model_name: str = _f(
+        "", "register the ONNX model in the MLflow model registry under this name", group="publish", metavar="NAME"
+    )
     layout: str = _f(
         "runs",
         "how the store is laid out: 'runs' = <out>/<run-id>/ + latest.json; 'sagemaker' / 'vertex' = the run flat in "
@@ -179,6 +190,8 @@ def parse_value(name: str, raw: Any, source: str) -> Any:
 def env_layer(env: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
     """JOB_EPOCHS=3 -> {'epochs': ('3', 'env JOB_EPOCHS')}. Unknown JOB_* names are an error (typos)."""
     layer = {}
+    if env.get("MLFLOW_TRACKING_URI"):  # MLflow's own variable; JOB_MLFLOW (below) wins over it
+        layer["mlflow"] = (env["MLFLOW_TRACKING_URI"], "env MLFLOW_TRACKING_URI")
     known_other = {"JOB_OPT_ML"}  # read by job.runtime.platform
     for key, value in env.items():
         if not key.startswith(ENV_PREFIX) or key in known_other:
@@ -211,15 +224,34 @@ def hyperparameter_layer(hyperparameters: Mapping[str, Any]) -> dict[str, tuple[
     return layer
 
 
+def file_layer(path: str) -> dict[str, tuple[Any, str]]:
+    """`--config FILE`: a run's own config.json (or any JSON object of settings) re-runs it. Its run id is left
+    out (a re-run is a new run) and so is the record of sources; flags and the environment still override."""
+    try:
+        with open(path) as fh:
+            values = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--config {path}: not a readable JSON file ({exc})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"--config {path}: expected a JSON object of settings, found a {type(values).__name__}")
+    unknown = sorted(set(values) - FIELD_NAMES - {"sources", "run_id"})
+    if unknown:
+        raise ConfigError(f"--config {path}: unknown setting(s) {', '.join(unknown)}")
+    return {k: (v, f"config file {path}") for k, v in values.items() if k in FIELD_NAMES and k != "run_id"}
+
+
 def resolve(
     cli: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
     hyperparameters: Mapping[str, Any] | None = None,
     platform_defaults: Mapping[str, Any] | None = None,
+    config_file: str | None = None,
 ) -> Config:
-    """Merge all layers into one validated Config."""
+    """Merge all layers into one validated Config:
+    defaults < preset < --config file < platform < hyperparameters < environment < flags."""
     env = os.environ if env is None else env
     layers: list[tuple[str, dict[str, tuple[Any, str]]]] = [
+        ("file", file_layer(config_file) if config_file else {}),
         ("platform", {k: (v, "platform") for k, v in (platform_defaults or {}).items()}),
         ("hyperparameters", hyperparameter_layer(hyperparameters or {})),
         ("env", env_layer(env)),

@@ -50,9 +50,44 @@ def run(cfg: Config, platform) -> dict:
         store.probe()
         if checkpoints:
             checkpoints.probe()
+        tracker = start_tracking(cfg, platform)
     staging = store.staging_dir(cfg.run_id)
     try:
-        return _run_stages(cfg, platform, timer, store, checkpoints, staging)
+        return _stages_with_disk_check(cfg, platform, timer, store, checkpoints, staging, tracker)
+    except BaseException as exc:
+        if tracker:
+            tracker.fail(exit_code_of(exc))
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def start_tracking(cfg: Config, platform):
+    """An MLflow run beside the job's, when a tracking server is configured (probed first: exit 4 if down)."""
+    if not cfg.mlflow:
+        return None
+    from job.report.tracking import Tracker, probe
+    from job.runtime.events import subscribe
+
+    probe(cfg.mlflow)
+    tracker = Tracker(cfg, platform.name, versions())
+    subscribe(tracker.on_event)
+    return tracker
+
+
+def exit_code_of(exc: BaseException) -> int:
+    from job.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PREEMPTED, Preempted, Terminated
+
+    if isinstance(exc, JobError):
+        return exc.exit_code
+    if isinstance(exc, (Preempted, Terminated)):
+        return EXIT_PREEMPTED
+    return EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else EXIT_INTERNAL
+
+
+def _stages_with_disk_check(cfg: Config, platform, timer: Timer, store, checkpoints, staging: Path, tracker) -> dict:
+    try:
+        return _run_stages(cfg, platform, timer, store, checkpoints, staging, tracker)
     except JobError:
         raise
     except Exception as exc:  # a full disk, whichever library hit it (TensorFlow has its own error types)
@@ -60,8 +95,6 @@ def run(cfg: Config, platform) -> dict:
         if full is None:
             raise
         raise full from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def out_of_space(folder: Path, exc: BaseException) -> StorageError | None:
@@ -121,7 +154,7 @@ def checkpoints_for(cfg: Config):
     return Checkpoints(cfg.checkpoint_dir, cfg.run_id, s3_options_from(cfg))
 
 
-def _run_stages(cfg: Config, platform, timer: Timer, store, checkpoints, run_dir: Path) -> dict:
+def _run_stages(cfg: Config, platform, timer: Timer, store, checkpoints, run_dir: Path, tracker) -> dict:
     splits, threads, strategy = prepare(cfg, timer, platform)
     with timer.stage("train"):
         from job.train.build import inference_copy
@@ -200,6 +233,7 @@ def _run_stages(cfg: Config, platform, timer: Timer, store, checkpoints, run_dir
             int8,
             threads,
             optimizer_steps=int(result.model.optimizer.iterations.numpy()),
+            test_probs=probs,
         )
 
     full["durations_s"] = timer.durations()
@@ -218,20 +252,26 @@ def _run_stages(cfg: Config, platform, timer: Timer, store, checkpoints, run_dir
         "peak_rss_mb": full["peak_rss_mb"],
     }
     with timer.stage("publish"):
-        summary["uri"] = publish(run_dir, cfg, store, summary)
+        summary["uri"] = publish(run_dir, cfg, store, summary, tracker, full, splits.x_test[:2])
     summary["durations_s"] = timer.durations()
     return summary
 
 
-def publish(run_dir: Path, cfg: Config, store, summary: dict) -> str:
-    """Manifest last, then the store's all-or-nothing publish. A failed upload keeps the finished run in the
-    cache and names the command that publishes it without training again."""
+def publish(run_dir: Path, cfg: Config, store, summary: dict, tracker=None, metrics=None, sample=None) -> str:
+    """Manifest last, the MLflow run's results (it is marked FAILED if the store then fails), then the store's
+    all-or-nothing publish. A failed upload keeps the finished run in the cache and names the command that
+    publishes it without training again."""
     from job.storage.manifest import write_manifest
 
     write_manifest(run_dir, cfg.run_id)
+    if tracker:
+        summary["mlflow"] = tracker.finish(run_dir, metrics, sample)
     try:
         try:
-            return store.publish(run_dir, cfg.run_id, summary)
+            uri = store.publish(run_dir, cfg.run_id, summary)
+            if tracker:
+                tracker.close()
+            return uri
         except OSError as exc:
             raise StorageError(f"publishing to {store.uri} failed ({exc})") from None
     except StorageError as exc:

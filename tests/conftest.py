@@ -57,6 +57,55 @@ def s3_endpoint():
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real MLflow tracking server on 127.0.0.1: SQLite backend, artifacts proxied into a folder."""
+    import shutil
+    import subprocess
+    import time
+    import urllib.request
+
+    from s3_server import free_port
+
+    exe = shutil.which("mlflow") or str(Path(sys.executable).parent / "mlflow")
+    base = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            exe,
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{base / 'db.sqlite'}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--artifacts-destination",
+            str(base / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(base / "log").open("w"),
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(uri + "/health", timeout=1).read()
+            break
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError("mlflow server exited: " + (base / "log").read_text()[-2000:]) from None
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        raise RuntimeError("mlflow server did not start within 90 s")
+    yield uri
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
 @pytest.fixture
 def s3_env(s3_endpoint, monkeypatch):
     """Environment of a job talking to the test server; the secret is unique so leaks can be searched for."""

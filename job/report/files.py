@@ -5,7 +5,7 @@ from pathlib import Path
 
 from job.report.history import write_history
 from job.report.model_card import write_model_card
-from job.report.plots import plot_confusion_matrix, plot_curves
+from job.report.plots import plot_confusion_matrix, plot_curves, plot_misclassified
 from job.runtime.telemetry import versions
 
 
@@ -20,10 +20,14 @@ def write_report(
     int8: dict | None,
     threads: tuple[int, int],
     optimizer_steps: int,
+    test_probs,
 ) -> dict:
     write_history(result.history, run_dir / "history.csv")
     plot_curves(result.history, run_dir / "curves.png")
     plot_confusion_matrix(metrics["confusion_matrix"], splits.class_names, run_dir / "confusion_matrix.png")
+    misclassified = plot_misclassified(
+        splits.x_test, splits.y_test, test_probs, splits.class_names, run_dir / "misclassified.png"
+    )
     (run_dir / "classification_report.txt").write_text(metrics.pop("classification_report_text"))
     (run_dir / "config.json").write_text(cfg.to_json())
     full = {
@@ -45,6 +49,7 @@ def write_report(
         },
         "threads": {"intra_op": threads[0], "inter_op": threads[1]},
         **({"int8": int8} if int8 else {}),
+        "misclassified": misclassified,
         "versions": versions(),
     }
     write_model_card(run_dir, cfg, full)

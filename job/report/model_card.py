@@ -1,8 +1,11 @@
 """MODEL_CARD.md for a run, generated from the run's own metrics (never hand-edited numbers)."""
 
+import json
 from pathlib import Path
 
 import numpy as np
+
+from job.data.dataset import CIFAR10_CLASSES
 
 MODEL_DESCRIPTIONS = {
     "seed_cnn": "Keras Sequential CNN (the reference recipe): Conv2D(32)-MaxPool-Conv2D(64)-MaxPool-Conv2D(64)-"
@@ -23,6 +26,50 @@ def top_confusions(matrix: list[list[int]], class_names: list[str], n: int = 3) 
     np.fill_diagonal(m, 0)
     order = np.dstack(np.unravel_index(np.argsort(-m.ravel()), m.shape))[0][:n]
     return [(class_names[i], class_names[j], int(m[i, j])) for i, j in order if m[i, j] > 0]
+
+
+def front_matter(cfg, metrics: dict) -> str:
+    """The YAML header model hubs and tools read (Hugging Face's model card metadata: library_name,
+    pipeline_tag, datasets, metrics and a model-index with the test results). Written by hand: block YAML of
+    plain scalars, quoted where needed, so the job needs no YAML library."""
+    cifar = metrics["data"]["class_names"] == CIFAR10_CLASSES
+    dataset = "cifar10" if cifar else "custom"
+    dataset_name = "CIFAR-10" if cifar else "image folder"
+    q = json.dumps  # a JSON string is a valid YAML double-quoted scalar
+    results = [
+        ("Test accuracy (Keras)", metrics["test_accuracy"]),
+        ("Test accuracy (ONNX Runtime)", metrics["onnx_test_accuracy"]),
+    ]
+    lines = [
+        "---",
+        "library_name: onnx",
+        "pipeline_tag: image-classification",
+        "license: apache-2.0",
+        "tags:",
+        *[f"  - {t}" for t in ("image-classification", "onnx", "keras", "tensorflow", dataset)],
+        "datasets:",
+        f"  - {dataset}",
+        "metrics:",
+        "  - accuracy",
+        "model-index:",
+        f"  - name: {q('cifar10-job-' + cfg.run_id)}",
+        "    results:",
+        "      - task:",
+        "          type: image-classification",
+        "          name: Image Classification",
+        "        dataset:",
+        f"          type: {dataset}",
+        f"          name: {q(dataset_name + ' (' + metrics['data']['test_split'] + ')')}",
+        "          split: test",
+        "        metrics:",
+    ]
+    for name, value in results:
+        lines += [
+            "          - type: accuracy",
+            f"            value: {round(float(value), 6)}",
+            f"            name: {q(name)}",
+        ]
+    return "\n".join([*lines, "---", ""])
 
 
 def render(cfg, metrics: dict) -> str:
@@ -50,7 +97,9 @@ def render(cfg, metrics: dict) -> str:
             f"argmax agreement with float {int8['argmax_agreement']:.4f}, "
             f"{'published' if int8.get('published') else 'not published: ' + int8.get('reason', '')}"
         )
-    return f"""# Model card: CIFAR-10 classifier, run `{cfg.run_id}`
+    return (
+        front_matter(cfg, metrics)
+        + f"""# Model card: CIFAR-10 classifier, run `{cfg.run_id}`
 
 ## Model
 - Architecture: {MODEL_DESCRIPTIONS.get(cfg.model, cfg.model)}
@@ -82,6 +131,8 @@ uses a bilinear filter).
 
 ![confusion matrix](confusion_matrix.png)
 
+The test images it got most confidently wrong: ![misclassified](misclassified.png)
+
 ## Parity (exported models vs Keras)
 - ONNX Runtime: max |Δprob| {parity["onnxruntime"]["max_abs_diff"]:.2e}, argmax agreement
   {parity["onnxruntime"]["argmax_agreement"]:.4f} on {parity["onnxruntime"]["samples"]} images
@@ -101,6 +152,7 @@ reference for serving and export pipelines.
 - Most frequent confusions (true → predicted): {confusions or "none"}.
 - Probabilities are not calibrated; do not treat them as certainties.
 """
+    )
 
 
 def write_model_card(run_dir: Path, cfg, metrics: dict) -> None:

@@ -13,6 +13,16 @@ import sys
 import time
 
 _stream = None
+_listeners: list = []  # in-process observers of every event (MLflow tracking), called after it is written
+
+
+def subscribe(listener) -> None:
+    """`listener(event, record)` for every later event; unsubscribe() removes them all."""
+    _listeners.append(listener)
+
+
+def unsubscribe() -> None:
+    _listeners.clear()
 
 
 def claim_stdout() -> None:
@@ -38,3 +48,5 @@ def emit(event: str, **fields) -> None:
     except (BrokenPipeError, ValueError, OSError):
         if stream is _stream:
             _stream = open(os.devnull, "w")
+    for listener in list(_listeners):
+        listener(event, record)

@@ -50,13 +50,35 @@ def peak_rss_mb() -> float:
     return round(max(own, children) / 1024, 1)
 
 
+def revision() -> str:
+    """The source revision: the image's build argument (CIFAR10_JOB_REVISION, set by the Dockerfile), else the
+    git checkout's, else 'unknown'."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    if os.environ.get("CIFAR10_JOB_REVISION"):
+        return os.environ["CIFAR10_JOB_REVISION"]
+    try:
+        proc = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        return proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
 def versions() -> dict:
     """The producing versions; the job's own is job.__version__ (the one place it is written)."""
     from importlib.metadata import PackageNotFoundError, version
 
     from job import __version__
 
-    out = {"python": sys.version.split()[0], "cifar10-job": __version__}
+    out = {"python": sys.version.split()[0], "cifar10-job": __version__, "revision": revision()}
     for pkg in VERSIONED_PACKAGES:
         try:
             out[pkg] = version(pkg)

@@ -1,0 +1,44 @@
+"""`train --dry-run`: everything a run would check before training, and what it would do; no training, no
+TensorFlow. Fails exactly as the run would (exit 2 for config, 3 for data, 4 for storage or tracking)."""
+
+from job.config import Config
+from job.data.describe import describe
+from job.storage import open_store, s3_options_from
+from job.storage.flat import savedmodel_dir
+
+
+def plan(cfg: Config, platform) -> dict:
+    store = open_store(cfg.out, s3_options_from(cfg), cfg.layout)
+    store.probe()
+    checkpoints = None
+    if cfg.checkpoint_dir:
+        from job.train.checkpoint import Checkpoints  # the storage side only; TensorFlow loads on resume
+
+        checkpoints = Checkpoints(cfg.checkpoint_dir, cfg.run_id, s3_options_from(cfg))
+        checkpoints.probe()
+    tracking = None
+    if cfg.mlflow:
+        from job.report.tracking import probe
+
+        tracking = probe(cfg.mlflow)
+    return {
+        "run_id": cfg.run_id,
+        "platform": platform.name,
+        "workers": platform.num_workers,
+        "data": describe(cfg.data, s3_options_from(cfg)),
+        "train": {
+            "preset": cfg.preset,
+            "model": cfg.model,
+            "epochs": cfg.epochs,
+            "batch_size": cfg.batch_size,
+            "precision": cfg.precision,
+        },
+        "publish": {
+            "store": store.uri,
+            "layout": cfg.layout,
+            "savedmodel": savedmodel_dir(cfg.layout),
+            "run": f"{store.uri}/{cfg.run_id}" if cfg.layout == "runs" else store.uri,
+        },
+        "checkpoints": checkpoints.location if checkpoints else None,
+        "mlflow": tracking,
+    }

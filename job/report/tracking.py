@@ -1,0 +1,155 @@
+"""MLflow tracking, optional: with --mlflow URI (or MLflow's own MLFLOW_TRACKING_URI) a run is also an MLflow run.
+
+- at start (after the store check, before any data is read): the server is probed; unreachable -> exit 4;
+- params: the resolved config (each value as MLflow stores it, a string); tags: run id, preset, platform,
+  job version and source revision;
+- metrics: every epoch's training/validation loss and accuracy (step = epoch) as they happen, then the test
+  metrics and the parity figures;
+- artifacts: the published run folder; the ONNX model as an MLflow model (onnx flavor, with its signature and an
+  input example), registered under --mlflow-model-name when given;
+- the MLflow run ends FINISHED, or FAILED / KILLED (a signal) with the job's exit code as a tag.
+
+Needs the `mlflow` extra (`pip install ".[mlflow]"`); the default image does not include it.
+"""
+
+import contextlib
+import json
+import logging
+import os
+from pathlib import Path
+
+from job.errors import ConfigError, StorageError
+
+log = logging.getLogger(__name__)
+
+PROBE_TIMEOUT_S = "5"
+
+
+def _mlflow():
+    try:
+        import mlflow
+    except ImportError:
+        raise ConfigError("--mlflow needs MLflow: pip install '.[mlflow]' (or unset MLFLOW_TRACKING_URI)") from None
+    return mlflow
+
+
+@contextlib.contextmanager
+def _quick_requests():
+    """MLflow retries a dead server for minutes by default; a probe should answer in seconds."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT=PROBE_TIMEOUT_S)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def probe(uri: str) -> dict:
+    """The tracking server answers: a storage error (exit 4) naming it otherwise."""
+    mlflow = _mlflow()
+    from mlflow.tracking import MlflowClient
+
+    try:
+        with _quick_requests():
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except Exception as exc:  # MlflowException, requests' ConnectionError, ...: all mean "not reachable"
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise StorageError(
+            f"MLflow tracking server {uri} cannot be reached ({reason}); start it, fix --mlflow / "
+            "MLFLOW_TRACKING_URI, or unset it"
+        ) from None
+    return {"uri": uri, "mlflow": mlflow.__version__}
+
+
+class Tracker:
+    """One MLflow run mirroring one job run."""
+
+    def __init__(self, cfg, platform_name: str, versions: dict):
+        self.cfg = cfg
+        self.mlflow = _mlflow()
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=cfg.mlflow)
+        experiment = self.client.get_experiment_by_name(cfg.mlflow_experiment)
+        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(cfg.mlflow_experiment)
+        tags = {
+            "cifar10_job.run_id": cfg.run_id,
+            "cifar10_job.preset": cfg.preset,
+            "cifar10_job.platform": platform_name,
+            "cifar10_job.version": versions.get("cifar10-job", ""),
+            "cifar10_job.revision": versions.get("revision", ""),
+            "mlflow.runName": cfg.run_id,
+        }
+        self.run_id = self.client.create_run(experiment_id, tags=tags).info.run_id
+        params = {k: str(v)[:6000] for k, v in cfg.to_dict().items() if k != "sources"}
+        from mlflow.entities import Param
+
+        self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in sorted(params.items())])
+        log.info("MLflow run %s in experiment %s at %s", self.run_id, cfg.mlflow_experiment, cfg.mlflow)
+
+    def on_event(self, event: str, record: dict) -> None:
+        if event != "epoch":
+            return
+        metrics = {k: v for k, v in record.items() if isinstance(v, float) and k not in ("seconds",)}
+        from mlflow.entities import Metric
+
+        step, now = int(record["epoch"]), int(__import__("time").time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
+
+    def finish(self, run_dir: Path, metrics: dict, sample_images) -> dict:
+        """Test metrics, the run folder, the ONNX model (registered when asked); returns what was logged."""
+        mlflow = self.mlflow
+        final = {
+            "test_accuracy": metrics["test_accuracy"],
+            "test_loss": metrics["test_loss"],
+            "onnx_test_accuracy": metrics["onnx_test_accuracy"],
+            "parity_max_abs_diff": max(
+                metrics["parity"]["onnxruntime"]["max_abs_diff"], metrics["parity"]["savedmodel"]["max_abs_diff"]
+            ),
+        }
+        for key, value in final.items():
+            self.client.log_metric(self.run_id, key, float(value))
+        self.client.log_artifacts(self.run_id, str(run_dir), artifact_path="run")
+        import onnx
+        from mlflow.models import infer_signature
+
+        mlflow.set_tracking_uri(self.cfg.mlflow)
+        with mlflow.start_run(run_id=self.run_id):
+            onnx_model = onnx.load(str(run_dir / "model.onnx"))
+            example = {"image": sample_images}
+            import onnxruntime as ort
+
+            probs = ort.InferenceSession(str(run_dir / "model.onnx"), providers=["CPUExecutionProvider"]).run(
+                None, {"image": sample_images}
+            )[0]
+            info = mlflow.onnx.log_model(
+                onnx_model,
+                name="model",
+                input_example=example,
+                signature=infer_signature(example, probs),
+                registered_model_name=self.cfg.mlflow_model_name or None,
+                onnx_execution_providers=["CPUExecutionProvider"],
+            )
+        logged = {"mlflow_run_id": self.run_id, "model_uri": info.model_uri, "tracking_uri": self.cfg.mlflow}
+        if self.cfg.mlflow_model_name:
+            logged["registered_model"] = {
+                "name": self.cfg.mlflow_model_name,
+                "version": str(info.registered_model_version),
+            }
+        log.info("MLflow: %s", json.dumps(logged))
+        return logged
+
+    def close(self) -> None:
+        self.client.set_terminated(self.run_id, "FINISHED")
+
+    def fail(self, exit_code: int) -> None:
+        """Best effort: the run is ending anyway; its exit code is what matters."""
+        try:
+            self.client.set_tag(self.run_id, "cifar10_job.exit_code", str(exit_code))
+            self.client.set_terminated(self.run_id, "KILLED" if exit_code in (130, 143) else "FAILED")
+        except Exception as exc:
+            log.warning("could not mark MLflow run %s as failed (%s)", self.run_id, exc)
