@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=raw,
     )
     parser.add_argument("--version", action="version", version=f"cifar10-job {__version__} (revision {revision()})")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,publish,predict}", parser_class=Parser)
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="{train,publish,predict,runs}", parser_class=Parser
+    )
 
     train = sub.add_parser(
         "train",
@@ -117,8 +119,20 @@ def build_parser() -> argparse.ArgumentParser:
         publish.add_argument("--" + name.replace("_", "-"), dest=name, default=None)
     publish.add_argument("--s3-path-style", dest="s3_path_style", action=argparse.BooleanOptionalAction, default=None)
 
-    from job import predict
+    from job import catalog, predict
 
+    runs = sub.add_parser(
+        "runs",
+        help="list, show, download or verify the runs of a store",
+        epilog=epilog,
+        formatter_class=raw,
+        description=catalog.__doc__.split("\n\n")[1],
+    )
+    catalog.add_arguments(
+        runs.add_subparsers(
+            dest="runs_command", required=True, metavar="{list,show,download,verify}", parser_class=Parser
+        )
+    )
     predict.add_arguments(
         sub.add_parser(
             "predict",
@@ -220,10 +234,17 @@ def cmd_publish(args, platform) -> int:
         "store": store.uri,
         "test_accuracy": metrics.get("test_accuracy"),
         "onnx_test_accuracy": metrics.get("onnx_test_accuracy"),
+        "finished_at": metrics.get("finished_at"),
     }
     summary["uri"] = store.publish(run_dir, run_id, summary)
     emit("run_published", **summary)
     return 0
+
+
+def cmd_runs(args, platform) -> int:
+    from job import catalog
+
+    return catalog.COMMANDS[args.runs_command](args)
 
 
 def cmd_predict(args, platform) -> int:
@@ -246,8 +267,9 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         command = args.command
         setup_logging()
-        platform = platform_lib.detect() if command != "predict" else platform_lib.Platform()
-        return {"train": cmd_train, "publish": cmd_publish, "predict": cmd_predict}[command](args, platform)
+        platform = platform_lib.detect() if command in ("train", "publish") else platform_lib.Platform()
+        commands = {"train": cmd_train, "publish": cmd_publish, "predict": cmd_predict, "runs": cmd_runs}
+        return commands[command](args, platform)
     except JobError as exc:
         message = f"{exc.kind} error: {exc}"
         print(f"error: {message}", file=sys.stderr, flush=True)

@@ -17,6 +17,7 @@ from job.errors import ConfigError, JobError, QualityGateError, StorageError
 from job.runtime.telemetry import Timer, peak_rss_mb, versions
 from job.storage import open_store, s3_options_from
 from job.storage.flat import savedmodel_dir
+from job.storage.pointer import utc_now
 
 log = logging.getLogger("job")
 
@@ -161,6 +162,7 @@ def _run_stages(cfg: Config, platform, timer: Timer, store, checkpoints, run_dir
         from job.train.loop import train
 
         result = train(cfg, splits, checkpoints, strategy=strategy)
+    finished_at = utc_now()  # training's end: what orders a store's runs (latest.json, `job runs list`)
     net = inference_copy(result.model, cfg, splits.num_classes)
 
     with timer.stage("evaluate"):
@@ -235,6 +237,7 @@ def _run_stages(cfg: Config, platform, timer: Timer, store, checkpoints, run_dir
             optimizer_steps=int(result.model.optimizer.iterations.numpy()),
             test_probs=probs,
         )
+        full["finished_at"] = finished_at
 
     full["durations_s"] = timer.durations()
     full["peak_rss_mb"] = peak_rss_mb()
@@ -243,6 +246,7 @@ def _run_stages(cfg: Config, platform, timer: Timer, store, checkpoints, run_dir
         "event": "run_complete",
         "run_id": cfg.run_id,
         "store": store.uri,
+        "finished_at": finished_at,
         "test_accuracy": round(accuracy, 6),
         "onnx_test_accuracy": round(full["onnx_test_accuracy"], 6),
         "parity_max_abs_diff": max(

@@ -1,9 +1,9 @@
 """The ONNX-only consumer: `python -m job predict MODEL IMAGES...`
 
 Needs onnxruntime, numpy and pillow only (`pip install .`); never imports TensorFlow or Keras (an
-import-linter contract in pyproject.toml enforces it). MODEL is a model.onnx, a run folder holding one,
-or an s3:// URI of either (needs boto3: `.[s3]`). IMAGES are image files, folders (searched recursively)
-and .tar / .tar.gz archives. Any size and mode is accepted: images are converted to RGB and, when not
+import-linter contract in pyproject.toml enforces it). MODEL is a model.onnx, a run folder holding one, or a store
+root (it follows latest.json), each also as s3:// (needs boto3: `.[s3]`). IMAGES are image files, folders
+(searched recursively), .tar / .tar.gz archives and - (standard input: one image or a tar stream). Any size and mode is accepted: images are converted to RGB and, when not
 32x32, resized with Pillow's antialiased bilinear filter (reported per image).
 
 Exit codes (job.errors): 0 all inputs predicted; 2 usage; 3 some inputs unreadable (the others were still
@@ -12,13 +12,14 @@ predicted); 4 the model could not be downloaded; 8 the model is missing, not ONN
 
 import io
 import json
+import os
 import sys
 import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
 
 from job.data.entries import MAX_ENTRY_BYTES, read_file, safe_member_name
-from job.errors import EXIT_OK, DataError, ModelError, StorageError
+from job.errors import EXIT_OK, DataError, ModelError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 RESIZE_FILTER = "bilinear"
@@ -28,8 +29,8 @@ MAX_PIXELS = 50_000_000
 
 
 def add_arguments(p) -> None:
-    p.add_argument("model", help="model.onnx, a run folder, or s3://bucket/prefix/run-id[/model.onnx]")
-    p.add_argument("images", nargs="+", help="image files, folders, .tar/.tar.gz archives")
+    p.add_argument("model", help="model.onnx, a run folder or a store root (follows latest.json); local or s3://")
+    p.add_argument("images", nargs="+", help="image files, folders, .tar/.tar.gz archives, - for standard input")
     p.add_argument("--top-k", type=int, default=3, help="classes to print per image (default 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
     p.add_argument("--batch-size", type=int, default=64)
@@ -39,31 +40,42 @@ def add_arguments(p) -> None:
 # ----------------------------------------------------------------------------- model
 
 
+MODEL_HINT = "give a model.onnx, a run folder or a store root (it follows latest.json), local or s3://"
+
+
 def resolve_model(spec: str, download_dir: Path) -> Path:
+    """model.onnx itself; a run folder holding one (any layout); or a store root, through its latest.json."""
     if spec.startswith("s3://"):
         return _download_model(spec, download_dir)
     path = Path(spec)
+    if path.is_dir() and not (path / "model.onnx").is_file() and (path / "latest.json").is_file():
+        from job.storage.reader import LocalReader, latest_run
+
+        run = latest_run(LocalReader(spec))
+        path = path / (run or "") if run else path
     if path.is_dir():
         path = path / "model.onnx"
     if not path.is_file():
-        raise ModelError(f"model {spec!r} not found (give a model.onnx, a run folder or an s3:// URI)")
+        raise ModelError(f"model {spec!r} not found ({MODEL_HINT})")
     return path
 
 
 def _download_model(uri: str, download_dir: Path) -> Path:
     try:
-        from job.storage.s3client import explain, make_client, parse_uri, s3_errors
+        from job.storage.reader import S3Reader, latest_run
     except ImportError:
         raise ModelError("s3:// models need boto3: pip install '.[s3]'") from None
-    bucket, key = parse_uri(uri)
-    client = make_client()
-    if not key.endswith(".onnx"):
-        key = f"{key}/model.onnx" if key else "model.onnx"
+    if uri.endswith(".onnx"):
+        folder, name = uri.rsplit("/", 1)
+        reader, run = S3Reader(folder), None
+    else:
+        reader, name = S3Reader(uri), "model.onnx"
+        run = None if reader.read(None, name) is not None else latest_run(reader)
+    data = reader.read(run, name)
+    if data is None:
+        raise ModelError(f"model {uri!r} not found ({MODEL_HINT})")
     dest = download_dir / "model.onnx"
-    try:
-        client.download_file(bucket, key, str(dest))
-    except s3_errors() as exc:
-        raise StorageError(explain(exc, client, bucket, f"download {key} from")) from None
+    dest.write_bytes(data)
     return dest
 
 
@@ -85,11 +97,14 @@ def load_session(path: Path, threads: int = 0):
 
 
 def iter_inputs(specs: list[str]):
-    """Yield (name, bytes or None, error or None) for every image named by the specs."""
+    """Yield (name, bytes or None, error or None) for every image named by the specs; `-` is standard input (one
+    image, or a tar stream of images)."""
     for spec in specs:
         path = Path(spec)
         try:
-            if path.is_dir():
+            if spec == "-":
+                yield from _read_stdin()
+            elif path.is_dir():
                 files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
                 if not files:
                     yield spec, None, "folder holds no images"
@@ -103,6 +118,24 @@ def iter_inputs(specs: list[str]):
                 yield spec, None, "no such file or folder"
         except OSError as exc:
             yield spec, None, f"cannot read ({exc.strerror or exc})"
+
+
+def _read_stdin():
+    data = sys.stdin.buffer.read(MAX_ENTRY_BYTES + 1)
+    if len(data) > MAX_ENTRY_BYTES:
+        yield "-", None, f"standard input is over the {MAX_ENTRY_BYTES:,}-byte limit"
+        return
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
+            members = [
+                (m, tar.extractfile(m).read())
+                for m in tar
+                if m.isfile() and m.size <= MAX_ENTRY_BYTES and PurePosixPath(m.name).suffix.lower() in IMAGE_SUFFIXES
+            ]
+        for member, blob in members:
+            yield f"-:{member.name}", blob, None
+    except (tarfile.TarError, EOFError, OSError):  # not a tar: one image
+        yield "-", data, None
 
 
 def _read_one(path: Path):
@@ -188,6 +221,16 @@ def run(args) -> int:
         print(f"error: data error: {name}: {error}", file=sys.stderr)
 
     k = min(args.top_k, len(class_names))
+    run_id = session.get_modelmeta().custom_metadata_map.get("run_id")
+    try:
+        _print_predictions(session, good, args, class_names, k, run_id)
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, the predictions were not wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return DataError.exit_code if bad else EXIT_OK
+    return DataError.exit_code if bad else EXIT_OK
+
+
+def _print_predictions(session, good, args, class_names, k, run_id) -> None:
     for name, note, probs in predict_batches(session, good, args.batch_size):
         order = probs.argsort()[::-1][:k]
         if args.json:
@@ -195,14 +238,14 @@ def run(args) -> int:
                 json.dumps(
                     {
                         "input": name,
+                        "run_id": run_id,
                         "top": [{"class": class_names[i], "probability": float(probs[i])} for i in order],
-                        "probabilities": [float(x) for x in probs],
+                        "probabilities": {c: float(x) for c, x in zip(class_names, probs, strict=True)},
                         "note": note,
                     }
-                )
+                ),
+                flush=True,
             )
         else:
             ranked = ", ".join(f"{class_names[i]} {probs[i]:.3f}" for i in order)
-            print(f"{name}: {ranked}" + (f"  [{note}]" if note else ""))
-    sys.stdout.flush()
-    return DataError.exit_code if bad else EXIT_OK
+            print(f"{name}: {ranked}" + (f"  [{note}]" if note else ""), flush=True)

@@ -4,6 +4,7 @@ A run is staged under a hidden name in the store folder itself, so publishing is
 filesystem: it appears whole or not at all.
 """
 
+import fcntl
 import json
 import os
 import shutil
@@ -13,7 +14,9 @@ from pathlib import Path
 from job.errors import StorageError
 from job.runtime.signals import deferred_signals
 from job.storage.files import atomic_path, atomic_write_bytes
-from job.storage.pointer import LATEST, latest_record
+from job.storage.pointer import LATEST, latest_record, should_replace
+
+LOCK = ".latest.lock"  # a hidden file: catalogs and manifests ignore it
 
 
 class LocalStore:
@@ -65,7 +68,8 @@ class LocalStore:
             os.chmod(latest_tmp, 0o644)
             if dest.exists():  # same --run-id again: swap whole runs, never mix their files
                 old = Path(tempfile.mkdtemp(dir=self.root, prefix=f".replaced-{run_id}-"))
-            with deferred_signals():
+            lock = open(self.root / LOCK, "a")
+            with lock, deferred_signals():
                 if old:
                     os.replace(dest, old / "run")
                 try:
@@ -74,7 +78,9 @@ class LocalStore:
                     if old:
                         os.replace(old / "run", dest)  # put the previous run back
                     raise
-                os.replace(latest_tmp, self.root / LATEST)
+                fcntl.flock(lock, fcntl.LOCK_EX)  # one publisher at a time compares and moves the pointer
+                if should_replace(self._current_latest(), json.loads(record)):
+                    os.replace(latest_tmp, self.root / LATEST)
         except OSError as exc:
             raise self._fail("publish the run", exc) from None
         finally:
@@ -84,6 +90,12 @@ class LocalStore:
             if latest_tmp:
                 Path(latest_tmp).unlink(missing_ok=True)
         return str(dest)
+
+    def _current_latest(self) -> dict | None:
+        try:
+            return json.loads((self.root / LATEST).read_text())
+        except (OSError, ValueError):
+            return None
 
 
 class LocalBlobs:

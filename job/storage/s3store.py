@@ -13,7 +13,7 @@ from job.errors import StorageError
 from job.runtime.signals import deferred_signals
 from job.storage.files import sha256_file
 from job.storage.manifest import MANIFEST, run_files
-from job.storage.pointer import LATEST, latest_record
+from job.storage.pointer import LATEST, latest_record, should_replace
 from job.storage.s3client import (
     CONTENT_TYPES,
     MULTIPART_THRESHOLD,
@@ -105,13 +105,11 @@ class S3Store:
                 written.append(key)
                 total_bytes += (run_dir / rel).stat().st_size
             manifest_key = f"{run_prefix}/{MANIFEST}"
-            body = json.dumps(latest_record(run_id, run_uri, summary), indent=2).encode()
+            record = latest_record(run_id, run_uri, summary)
             with deferred_signals():  # the commit: the manifest marks the run complete, latest.json points to it
                 written.append(manifest_key)
                 self.upload(run_dir / MANIFEST, manifest_key)
-                self.client.put_object(
-                    Bucket=self.bucket, Key=self._key(LATEST), Body=body, ContentType="application/json"
-                )
+                self._move_pointer(record)
         except BaseException as exc:
             self._cleanup(written)
             if not isinstance(exc, s3_errors() + (OSError,)):
@@ -135,6 +133,46 @@ class S3Store:
             self.requests - requests0,
         )
         return run_uri
+
+    def _move_pointer(self, record: dict, attempts: int = 8) -> None:
+        """Compare-and-swap latest.json: read it with its ETag, keep it if it names a run that finished later,
+        else write it with If-Match (If-None-Match: * where there is none). A 412 means another publisher moved
+        it in between: read again. Stores without conditional writes (501) get a plain write, logged."""
+        from botocore.exceptions import ClientError
+
+        key, body = self._key(LATEST), json.dumps(record, indent=2).encode()
+        for _ in range(attempts):
+            try:
+                current = self.client.get_object(Bucket=self.bucket, Key=key)
+                etag, pointer = current["ETag"], json.loads(current["Body"].read())
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
+                    raise
+                etag, pointer = None, None
+            except ValueError:  # a damaged pointer is replaced
+                etag, pointer = current["ETag"], None
+            if not should_replace(pointer, record):
+                log.info("latest.json stays at %s (finished later than %s)", pointer.get("run_id"), record["run_id"])
+                return
+            condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+            try:
+                self.client.put_object(
+                    Bucket=self.bucket, Key=key, Body=body, ContentType="application/json", **condition
+                )
+                return
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if code in ("NotImplemented",) or status == 501:
+                    log.warning("this S3 store has no conditional writes; latest.json written unconditionally")
+                    self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
+                    return
+                if status not in (409, 412):
+                    raise
+        raise StorageError(
+            f"latest.json in s3://{self.bucket}/{self.prefix} kept changing under {attempts} "
+            "attempts to update it; the run is published, publish it again to move the pointer"
+        )
 
     def _cleanup(self, keys: list[str]) -> None:
         try:
