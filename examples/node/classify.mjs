@@ -1,15 +1,21 @@
-// A second, independent consumer of model.onnx: Node.js + onnxruntime-node, no Python, no TensorFlow.
+// A second, independent consumer of model.onnx: Node.js + onnxruntime-node + sharp, no Python, no TensorFlow.
 //
-//   node classify.mjs MODEL.onnx IMAGE.png [IMAGE.png ...]
+//   node classify.mjs MODEL IMAGE [IMAGE ...]
 //
-// Prints one JSON object per image: {"input", "top": [{"class", "probability"}], "probabilities"}.
-// Class names come from the model file itself (metadata_props["class_names"], see the model contract).
-// Images must be 32x32 PNGs (RGB or RGBA; alpha is dropped). Exit code 3 if any image was unreadable.
-import { readFileSync } from 'node:fs';
+// MODEL is a model.onnx, a run folder holding one, or a store root (its latest.json names the run).
+// IMAGE is a JPEG or PNG of any size and mode: converted to RGB (alpha dropped) and, when not 32x32, resized
+// to 32x32 with a bilinear (triangle) filter, as the Python predictor does; 32x32 images are used as they are.
+// Prints one JSON object per image: {"input", "run_id", "top": [{"class", "probability"}], "probabilities":
+// {class: probability}, "note"}. Class names come from the model file itself (metadata_props["class_names"]).
+// Exit codes (the job's): 0 all predicted, 2 usage, 3 some images unreadable, 8 the model is unusable.
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
-import pngjs from 'pngjs';
+import sharp from 'sharp';
 
-const { PNG } = pngjs;
+const USAGE = 'usage: node classify.mjs MODEL IMAGE [IMAGE ...]\n' +
+  '  MODEL  model.onnx, a run folder, or a store root (follows latest.json)\n' +
+  '  IMAGE  JPEG or PNG files of any size (resized to 32x32, bilinear)';
 
 // Minimal protobuf reader: enough to walk ModelProto's top level and read metadata_props (field 14).
 function readVarint(buf, pos) {
@@ -54,55 +60,74 @@ export function readMetadata(modelBytes) {
   return meta;
 }
 
-function loadPng(path) {
-  const png = PNG.sync.read(readFileSync(path));
-  if (png.width !== 32 || png.height !== 32) throw new Error(`is ${png.width}x${png.height}, expected 32x32`);
-  const rgb = new Uint8Array(32 * 32 * 3);
-  for (let i = 0; i < 32 * 32; i++) {
-    rgb[i * 3] = png.data[i * 4];
-    rgb[i * 3 + 1] = png.data[i * 4 + 1];
-    rgb[i * 3 + 2] = png.data[i * 4 + 2];
+export function resolveModel(spec) {
+  if (!existsSync(spec)) throw new Error(`model ${spec} not found`);
+  if (!statSync(spec).isDirectory()) return spec;
+  if (existsSync(join(spec, 'model.onnx'))) return join(spec, 'model.onnx');
+  if (existsSync(join(spec, 'latest.json'))) {
+    const { run_id: run } = JSON.parse(readFileSync(join(spec, 'latest.json'), 'utf8'));
+    if (run && existsSync(join(spec, run, 'model.onnx'))) return join(spec, run, 'model.onnx');
   }
-  return rgb;
+  throw new Error(`${spec} holds no model.onnx and no latest.json naming a run`);
 }
 
-async function main([modelPath, ...images]) {
-  if (!modelPath || images.length === 0) {
-    console.error('usage: node classify.mjs MODEL.onnx IMAGE.png [IMAGE.png ...]');
+export async function loadImage(path) {
+  const image = sharp(readFileSync(path), { failOn: 'error', limitInputPixels: 50_000_000 });
+  const { width, height } = await image.metadata();
+  let pipeline = image.removeAlpha().toColourspace('srgb');
+  let note = null;
+  if (width !== 32 || height !== 32) {
+    pipeline = pipeline.resize(32, 32, { fit: 'fill', kernel: 'linear' });
+    note = `resized from ${width}x${height} to 32x32 (bilinear)`;
+  }
+  const { data, info } = await pipeline.raw().toBuffer({ resolveWithObject: true });
+  if (info.channels !== 3 || data.length !== 32 * 32 * 3) throw new Error(`decoded to ${info.channels} channels`);
+  return [new Uint8Array(data), note];
+}
+
+async function main(args) {
+  if (args.includes('--help') || args.includes('-h')) {
+    console.log(USAGE);
+    return 0;
+  }
+  const [modelSpec, ...images] = args;
+  if (!modelSpec || images.length === 0) {
+    console.error(`error: config error: ${USAGE.split('\n')[0]}`);
     return 2;
   }
-  const modelBytes = readFileSync(modelPath);
-  const meta = readMetadata(modelBytes);
-  if (!meta.class_names) {
-    console.error(`error: ${modelPath} has no class_names metadata (not a model of this contract)`);
-    return 4;
+  let session, classNames, meta;
+  try {
+    const modelBytes = readFileSync(resolveModel(modelSpec));
+    meta = readMetadata(modelBytes);
+    if (!meta.class_names) throw new Error(`${modelSpec} has no class_names metadata (not a model of this contract)`);
+    classNames = JSON.parse(meta.class_names);
+    session = await ort.InferenceSession.create(modelBytes);
+  } catch (err) {
+    console.error(`error: model error: ${err.message.split('\n')[0]}`);
+    return 8;
   }
-  const classNames = JSON.parse(meta.class_names);
-  const session = await ort.InferenceSession.create(modelBytes);
-  const inputName = meta.input_name || 'image';
-  const outputName = meta.output_name || 'probabilities';
-
   const good = [];
   let bad = 0;
   for (const path of images) {
     try {
-      good.push([path, loadPng(path)]);
+      good.push([path, ...(await loadImage(path))]);
     } catch (err) {
       bad += 1;
-      console.error(`error: ${path}: ${err.message}`);
+      console.error(`error: data error: ${path}: ${err.message.split('\n')[0]}`);
     }
   }
   if (good.length) {
     const batch = new Uint8Array(good.length * 32 * 32 * 3);
     good.forEach(([, rgb], i) => batch.set(rgb, i * rgb.length));
     const input = new ort.Tensor('uint8', batch, [good.length, 32, 32, 3]);
-    const output = (await session.run({ [inputName]: input }))[outputName];
+    const output = (await session.run({ [meta.input_name || 'image']: input }))[meta.output_name || 'probabilities'];
     const n = classNames.length;
-    good.forEach(([path], i) => {
+    good.forEach(([path, , note], i) => {
       const probs = Array.from(output.data.slice(i * n, (i + 1) * n));
       const top = probs.map((p, c) => [p, c]).sort((a, b) => b[0] - a[0]).slice(0, 3)
         .map(([p, c]) => ({ class: classNames[c], probability: p }));
-      console.log(JSON.stringify({ input: path, top, probabilities: probs }));
+      const named = Object.fromEntries(classNames.map((c, k) => [c, probs[k]]));
+      console.log(JSON.stringify({ input: path, run_id: meta.run_id || null, top, probabilities: named, note }));
     });
   }
   return bad ? 3 : 0;

@@ -6,7 +6,18 @@ import sys
 
 import pytest
 
-from helpers import ROOT, bad_tar, bad_tree, make_image_tree, make_run_dir, make_tar, run_job, sagemaker_env
+from helpers import (
+    BLOCK_TENSORFLOW,
+    ROOT,
+    bad_tar,
+    bad_tree,
+    job_env,
+    make_image_tree,
+    make_run_dir,
+    make_tar,
+    run_job,
+    sagemaker_env,
+)
 from job.storage.manifest import verify_manifest
 
 
@@ -120,3 +131,50 @@ def test_sagemaker_failure_reason_is_written(opt_ml):
     assert proc.returncode == 3
     failure = (opt_ml / "output" / "failure").read_text()
     assert failure.startswith("data error:") and "cifar.tar.gz" in failure
+
+
+def test_version_names_the_package_and_the_revision():
+    from job import __version__
+
+    proc = run_job("--version")
+    assert proc.returncode == 0 and proc.stdout.startswith(f"cifar10-job {__version__} (revision ")
+    assert "unknown" not in proc.stdout  # a git checkout knows its revision
+
+
+def test_dry_run_checks_everything_and_trains_nothing(tiny_tar, tmp_path):
+    code = BLOCK_TENSORFLOW + "from job.cli import main; sys.exit(main(sys.argv[1:]))"
+    args = [
+        "train",
+        "--data",
+        str(tiny_tar),
+        "--out",
+        str(tmp_path / "store"),
+        "--checkpoint-dir",
+        str(tmp_path / "ckpt"),
+        "--dry-run",
+        "--run-id",
+        "planned",
+    ]
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT, env=job_env())
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert plan["event"] == "plan" and plan["run_id"] == "planned"
+    assert plan["data"]["images"] == {"train": 120, "test": 0} and len(plan["data"]["classes"]) == 10
+    assert plan["publish"]["run"].endswith("store/planned") and plan["checkpoints"].endswith("ckpt/planned")
+    assert not any(p.name == "planned" for p in (tmp_path / "store").iterdir())
+    bad = run_job("train", "--data", str(tmp_path / "nope.tar"), "--out", str(tmp_path / "store"), "--dry-run")
+    assert bad.returncode == 3
+
+
+def test_a_runs_own_config_json_re_runs_it_and_flags_still_win(tmp_path):
+    first = run_job("train", "--print-config", "--preset", "fast", "--epochs", "3", "--width", "16")
+    (tmp_path / "config.json").write_text(first.stdout)
+    again = run_job("train", "--print-config", "--config", str(tmp_path / "config.json"), "--epochs", "5")
+    cfg, before = json.loads(again.stdout), json.loads(first.stdout)
+    assert (cfg["width"], cfg["preset"], cfg["model"], cfg["epochs"]) == (16, "fast", "fast_net", 5)
+    assert (
+        cfg["sources"]["width"] == f"config file {tmp_path / 'config.json'}" and cfg["sources"]["epochs"] == "--epochs"
+    )
+    assert cfg["run_id"] != before["run_id"]  # a re-run is a new run
+    (tmp_path / "bad.json").write_text('{"epochz": 3}')
+    assert run_job("train", "--print-config", "--config", str(tmp_path / "bad.json")).returncode == 2

@@ -13,6 +13,7 @@ from job.storage.files import sha256_file
 from job.storage.manifest import verify_manifest
 
 EXPECTED_FILES = {
+    "misclassified.png",
     "model.keras",
     "model.onnx",
     "metrics.json",
@@ -30,7 +31,8 @@ def test_run_folder_holds_every_artifact(trained_run):
     run = trained_run["dir"]
     names = {p.name for p in run.iterdir()}
     assert EXPECTED_FILES <= names and (run / "saved_model" / "saved_model.pb").is_file()
-    assert [p.name for p in trained_run["out"].iterdir() if p.name.startswith(".")] == []  # no staging left
+    hidden = [p.name for p in trained_run["out"].iterdir() if p.name.startswith(".")]
+    assert hidden == [".latest.lock"]  # no staging left; the pointer's lock file stays (a stable lock target)
 
 
 def test_manifest_lists_every_file_with_its_hash(trained_run):
@@ -71,9 +73,14 @@ def test_metrics_config_and_history_are_consistent(trained_run):
 def test_pngs_are_real_images(trained_run):
     from PIL import Image
 
-    for name in ("curves.png", "confusion_matrix.png"):
+    for name in ("curves.png", "confusion_matrix.png", "misclassified.png"):
         with Image.open(trained_run["dir"] / name) as im:
             assert im.format == "PNG" and im.size[0] > 400
+    metrics = json.loads((trained_run["dir"] / "metrics.json").read_text())
+    shown = metrics["misclassified"]
+    wrong = sum(map(sum, metrics["confusion_matrix"])) - sum(metrics["confusion_matrix"][i][i] for i in range(10))
+    assert len(shown) == min(24, wrong) and all(s["true"] != s["predicted"] for s in shown)
+    assert [s["probability"] for s in shown] == sorted((s["probability"] for s in shown), reverse=True)
 
 
 ONNX_ONLY = (

@@ -1,0 +1,129 @@
+"""The run catalog (`job runs ...`) and latest.json's meaning, on a local store and on the test S3 server:
+newest complete run by training finish time, kept so under re-publishing and under concurrent publishers."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import ROOT, job_env, run_job
+from job.storage.manifest import write_manifest
+
+
+def finished_run(base: Path, run_id: str, finished_at: str, accuracy: float) -> Path:
+    d = base / run_id
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text(
+        json.dumps(
+            {
+                "run_id": run_id,
+                "preset": "seed",
+                "finished_at": finished_at,
+                "test_accuracy": accuracy,
+                "onnx_test_accuracy": accuracy,
+            }
+        )
+    )
+    (d / "MODEL_CARD.md").write_text(f"# Model card: run `{run_id}`\n")
+    (d / "model.onnx").write_bytes(run_id.encode() * 100)
+    write_manifest(d, run_id)
+    return d
+
+
+@pytest.fixture
+def runs(tmp_path):
+    src = tmp_path / "src"
+    return {
+        "old": finished_run(src, "run-old", "2026-11-20T10:00:00Z", 0.61),
+        "new": finished_run(src, "run-new", "2026-11-25T10:00:00Z", 0.68),
+    }
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    if request.param == "local":
+        return {"uri": str(tmp_path / "store"), "env": {}}
+    bucket, s3_env = request.getfixturevalue("bucket"), request.getfixturevalue("s3_env")
+    return {"uri": f"s3://{bucket}/team/cifar", "env": s3_env}
+
+
+def publish(run: Path, store: dict):
+    proc = run_job("publish", str(run), store["uri"], env=store["env"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def runs_cmd(store: dict, *args: str):
+    return run_job("runs", *args, env=store["env"])
+
+
+def latest(store: dict) -> str:
+    rows = [json.loads(line) for line in runs_cmd(store, "list", store["uri"], "--json").stdout.splitlines()]
+    return next(r["run_id"] for r in rows if r["latest"])
+
+
+def test_list_shows_every_run_newest_first_and_flags_latest(runs, store):
+    publish(runs["new"], store)
+    publish(runs["old"], store)  # published later, but trained earlier: latest.json stays at run-new
+    table = runs_cmd(store, "list", store["uri"])
+    assert table.returncode == 0, table.stderr
+    print(f"runs list {store['uri']}:\n{table.stdout}")
+    lines = table.stdout.splitlines()
+    assert lines[1].startswith("run-new") and "complete (latest)" in lines[1] and lines[2].startswith("run-old")
+    rows = [json.loads(line) for line in runs_cmd(store, "list", store["uri"], "--json").stdout.splitlines()]
+    assert [(r["run_id"], r["complete"], r["latest"], r["test_accuracy"]) for r in rows] == [
+        ("run-new", True, True, 0.68),
+        ("run-old", True, False, 0.61),
+    ]
+    assert rows[0]["bytes"] > 0 and rows[0]["finished_at"] == "2026-11-25T10:00:00Z"
+
+
+def test_show_download_and_verify(runs, store, tmp_path):
+    publish(runs["new"], store)
+    shown = runs_cmd(store, "show", store["uri"], "latest")
+    assert shown.returncode == 0 and '"run_id": "run-new"' in shown.stdout and "# Model card" in shown.stdout
+    got = runs_cmd(store, "download", store["uri"], "run-new", str(tmp_path / "dl"))
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "dl" / "model.onnx").read_bytes() == (runs["new"] / "model.onnx").read_bytes()
+    assert runs_cmd(store, "verify", store["uri"]).returncode == 0
+    missing = runs_cmd(store, "show", store["uri"], "run-nope")
+    assert missing.returncode == 3 and "holds no run" in missing.stderr
+
+
+def test_verify_and_download_catch_damage(runs, tmp_path):
+    store = {"uri": str(tmp_path / "store"), "env": {}}
+    publish(runs["new"], store)
+    publish(runs["old"], store)
+    (tmp_path / "store" / "run-old" / "manifest.json").unlink()  # an interrupted copy, say
+    (tmp_path / "store" / "run-new" / "model.onnx").write_bytes(b"tampered")
+    verify = runs_cmd(store, "verify", store["uri"])
+    reports = {r["run_id"]: r for r in map(json.loads, verify.stdout.splitlines())}
+    assert verify.returncode == 3
+    assert reports["run-old"]["problems"] == ["no manifest: the run is incomplete"]
+    assert reports["run-new"]["problems"] == ["model.onnx: size or sha256 differs from the manifest"]
+    download = runs_cmd(store, "download", store["uri"], "run-new", str(tmp_path / "dl"))
+    assert download.returncode == 3 and "not complete" in download.stderr
+
+
+def test_concurrent_publishers_leave_latest_on_the_newest_run(runs, store, tmp_path):
+    """Two `job publish` processes at once, in both start orders, six times: the pointer always ends on the run
+    that finished training last (a lock file on a local store, If-Match on S3)."""
+    for round_ in range(6):
+        target = dict(
+            store,
+            uri=f"{store['uri']}-{round_}" if store["uri"].startswith("s3://") else str(tmp_path / f"store{round_}"),
+        )
+        order = [runs["old"], runs["new"]] if round_ % 2 else [runs["new"], runs["old"]]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "job", "publish", str(r), target["uri"]],
+                cwd=ROOT,
+                env=job_env(**target["env"]),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            for r in order
+        ]
+        assert [p.wait(timeout=120) for p in procs] == [0, 0]
+        assert latest(target) == "run-new", f"round {round_}"
