@@ -129,6 +129,8 @@ def time_inference(folder: Path, quick: bool) -> dict:
         "onnxruntime_fp32": ort_session(folder / "model.onnx"),
         "onnxruntime_int8": ort_session(folder / "model.int8.onnx"),
     }
+    if (folder / "model.int8-vnni.onnx").is_file():
+        sessions["onnxruntime_int8_vnni"] = ort_session(folder / "model.int8-vnni.onnx")
 
     def keras_predict(x):  # what a Keras user calls; flip TTA done the same way as the export
         p = model.predict(x.astype("float32") / 255.0, batch_size=len(x), verbose=0)

@@ -32,6 +32,11 @@ def add_arguments(p) -> None:
     p.add_argument("model", help="model.onnx, a run folder or a store root (follows latest.json); local or s3://")
     p.add_argument("images", nargs="+", help="image files, folders, .tar/.tar.gz archives, - for standard input")
     p.add_argument("--top-k", type=int, default=3, help="classes to print per image (default 3)")
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="use the run's INT8 model: model.int8-vnni.onnx where this CPU has VNNI, else model.int8.onnx",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = CPUs available)")
@@ -43,10 +48,19 @@ def add_arguments(p) -> None:
 MODEL_HINT = "give a model.onnx, a run folder or a store root (it follows latest.json), local or s3://"
 
 
-def resolve_model(spec: str, download_dir: Path) -> Path:
+def model_files(int8: bool) -> list[str]:
+    """The run's file to load, by preference: with --int8 the VNNI variant only where this CPU has VNNI."""
+    if not int8:
+        return ["model.onnx"]
+    from job.runtime.resources import cpu_has
+
+    return (["model.int8-vnni.onnx"] if cpu_has("avx512_vnni|avx_vnni") else []) + ["model.int8.onnx"]
+
+
+def resolve_model(spec: str, download_dir: Path, int8: bool = False) -> Path:
     """model.onnx itself; a run folder holding one (any layout); or a store root, through its latest.json."""
     if spec.startswith("s3://"):
-        return _download_model(spec, download_dir)
+        return _download_model(spec, download_dir, int8)
     path = Path(spec)
     if path.is_dir() and not (path / "model.onnx").is_file() and (path / "latest.json").is_file():
         from job.storage.reader import LocalReader, latest_run
@@ -54,24 +68,24 @@ def resolve_model(spec: str, download_dir: Path) -> Path:
         run = latest_run(LocalReader(spec))
         path = path / (run or "") if run else path
     if path.is_dir():
-        path = path / "model.onnx"
+        path = next((path / n for n in model_files(int8) if (path / n).is_file()), path / model_files(int8)[-1])
     if not path.is_file():
         raise ModelError(f"model {spec!r} not found ({MODEL_HINT})")
     return path
 
 
-def _download_model(uri: str, download_dir: Path) -> Path:
+def _download_model(uri: str, download_dir: Path, int8: bool = False) -> Path:
     try:
         from job.storage.reader import S3Reader, latest_run
     except ImportError:
         raise ModelError("s3:// models need boto3: pip install '.[s3]'") from None
     if uri.endswith(".onnx"):
         folder, name = uri.rsplit("/", 1)
-        reader, run = S3Reader(folder), None
+        reader, run, names = S3Reader(folder), None, [name]
     else:
-        reader, name = S3Reader(uri), "model.onnx"
-        run = None if reader.read(None, name) is not None else latest_run(reader)
-    data = reader.read(run, name)
+        reader, names = S3Reader(uri), model_files(int8)
+        run = None if reader.read(None, "model.onnx") is not None else latest_run(reader)
+    data = next((d for d in (reader.read(run, n) for n in names) if d is not None), None)
     if data is None:
         raise ModelError(f"model {uri!r} not found ({MODEL_HINT})")
     dest = download_dir / "model.onnx"
@@ -87,6 +101,15 @@ def load_session(path: Path, threads: int = 0):
         session = ort_session(path, threads)
     except Exception as exc:  # onnxruntime's own exception classes
         raise ModelError(f"{path} is not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
+    requires = session.get_modelmeta().custom_metadata_map.get("requires_cpu_feature")
+    if requires:
+        from job.runtime.resources import cpu_has
+
+        if not cpu_has(requires):
+            raise ModelError(
+                f"{path} needs a CPU with {requires.replace('|', ' or ')} (its 8-bit weights give wrong "
+                "results without it); use model.int8.onnx or model.onnx on this CPU"
+            )
     try:
         return session, check_session(session)
     except ContractError as exc:
@@ -206,7 +229,7 @@ def run(args) -> int:
     if args.top_k < 1 or args.batch_size < 1:
         raise ConfigError("--top-k and --batch-size must be at least 1")
     with tempfile.TemporaryDirectory(prefix="predict-") as download_dir:  # removed on every path
-        session, class_names = load_session(resolve_model(args.model, Path(download_dir)), args.threads)
+        session, class_names = load_session(resolve_model(args.model, Path(download_dir), args.int8), args.threads)
 
     good, bad = [], 0
     for name, blob, error in iter_inputs(args.images):

@@ -12,9 +12,10 @@ import numpy as np
 from job.errors import ParityError
 from job.export.inference import predict
 from job.export.parity import compare, parity_inputs, run_onnx
-from job.export.quantize import calibration_images, quantize_int8
+from job.export.quantize import VARIANTS, calibration_images, quantize_int8
 from job.export.savedmodel import load_savedmodel
 from job.runtime.ort import ort_session
+from job.runtime.resources import cpu_has, cpu_model
 
 
 def verify(
@@ -49,11 +50,22 @@ def verify(
     return report, onnx_out[0]
 
 
-def quantize(run_dir: Path, splits, cfg, float_accuracy: float, float_probs: np.ndarray) -> dict:
-    """model.int8.onnx beside model.onnx, removed again when it loses more than cfg.int8_max_drop."""
+def quantize(
+    run_dir: Path, splits, cfg, float_accuracy: float, float_probs: np.ndarray, variant: str = "portable"
+) -> dict:
+    """model.int8.onnx (portable) or model.int8-vnni.onnx beside model.onnx, removed again when it loses more
+    than cfg.int8_max_drop. The VNNI variant is only made where this CPU can measure it (it has VNNI): elsewhere
+    its accuracy could not be checked, so it is not published."""
+    requires = VARIANTS[variant]["requires"]
+    if requires and not cpu_has(requires):
+        return {
+            "published": False,
+            "reason": f"not measured: this CPU has none of {requires.replace('|', ', ')}",
+            "requires_cpu_feature": requires,
+        }
     calibration = calibration_images(splits.x_train, cfg.seed)
-    path = run_dir / "model.int8.onnx"
-    quantize_int8(run_dir / "model.onnx", path, calibration)
+    path = run_dir / VARIANTS[variant]["file"]
+    quantize_int8(run_dir / "model.onnx", path, calibration, variant)
     int8_probs = run_onnx(ort_session(path, cfg.threads), splits.x_test)
     accuracy = float(np.mean(int8_probs.argmax(1) == splits.y_test))
     drop = float_accuracy - accuracy
@@ -66,6 +78,9 @@ def quantize(run_dir: Path, splits, cfg, float_accuracy: float, float_probs: np.
         "max_drop": cfg.int8_max_drop,
         "published": drop <= cfg.int8_max_drop,
         "bytes": path.stat().st_size,
+        "file": path.name,
+        "requires_cpu_feature": requires or None,
+        "measured_on": cpu_model(),
     }
     if not report["published"]:
         report["reason"] = f"accuracy drop {drop:.4f} exceeds --int8-max-drop {cfg.int8_max_drop}"

@@ -28,7 +28,19 @@ def calibration_images(train_images: np.ndarray, seed: int, count: int = 1024) -
     return train_images[rng.choice(len(train_images), min(count, len(train_images)), replace=False)]
 
 
-def quantize_int8(float_model: Path, int8_model: Path, calibration_images: np.ndarray) -> None:
+# Two INT8 files can be published. The portable one runs correctly on every x86 CPU; the VNNI one, with full
+# 8-bit weights, is faster where the CPU multiplies u8 x s8 with VNNI (VPDPBUSD: 32-bit sums, no saturation) and
+# silently wrong elsewhere, so it names the CPU feature it needs and the predictor refuses it without it.
+# Measured on 2 cores of an AVX-512 + VNNI EPYC (fast model, flip TTA): see docs/performance.md.
+VARIANTS = {
+    "portable": {"file": "model.int8.onnx", "reduce_range": True, "requires": ""},
+    "vnni": {"file": "model.int8-vnni.onnx", "reduce_range": False, "requires": "avx512_vnni|avx_vnni"},
+}
+
+
+def quantize_int8(
+    float_model: Path, int8_model: Path, calibration_images: np.ndarray, variant: str = "portable"
+) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -46,7 +58,7 @@ def quantize_int8(float_model: Path, int8_model: Path, calibration_images: np.nd
             _Calibration(calibration_images),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
-            reduce_range=True,
+            reduce_range=VARIANTS[variant]["reduce_range"],
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
@@ -58,8 +70,9 @@ def quantize_int8(float_model: Path, int8_model: Path, calibration_images: np.nd
     del target.metadata_props[:]
     for prop in source.metadata_props:
         target.metadata_props.add(key=prop.key, value=prop.value)
-    target.metadata_props.add(
-        key="quantization", value="int8 static QDQ, per-channel 7-bit weights (reduce_range), MinMax calibration"
-    )
+    bits = "7-bit weights (reduce_range)" if VARIANTS[variant]["reduce_range"] else "8-bit weights"
+    target.metadata_props.add(key="quantization", value=f"int8 static QDQ, per-channel {bits}, MinMax calibration")
+    if VARIANTS[variant]["requires"]:
+        target.metadata_props.add(key="requires_cpu_feature", value=VARIANTS[variant]["requires"])
     onnx.checker.check_model(target, full_check=True)
     onnx.save(target, str(int8_model))

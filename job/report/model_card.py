@@ -97,6 +97,16 @@ def render(cfg, metrics: dict) -> str:
             f"argmax agreement with float {int8['argmax_agreement']:.4f}, "
             f"{'published' if int8.get('published') else 'not published: ' + int8.get('reason', '')}"
         )
+        vnni = int8.get("vnni") or {}
+        int8_line += (
+            "\n- INT8 ONNX for CPUs with VNNI (`model.int8-vnni.onnx`, 8-bit weights; wrong results without VNNI, "
+            "so the predictor refuses it there): "
+            + (
+                f"test accuracy {vnni['test_accuracy']:.4f}, measured on {vnni['measured_on']}, published"
+                if vnni.get("published")
+                else "not published: " + vnni.get("reason", "")
+            )
+        )
     return (
         front_matter(cfg, metrics)
         + f"""# Model card: CIFAR-10 classifier, run `{cfg.run_id}`

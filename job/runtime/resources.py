@@ -61,3 +61,21 @@ def auto_precision(flags: set[str] | None = None) -> tuple[str, str]:
     if NATIVE_BF16_FLAG in flags:
         return "mixed_bfloat16", "this CPU has AMX bf16"
     return "float32", "no AMX bf16 on this CPU (bfloat16 would be emulated, about 12x slower)"
+
+
+def cpu_has(features: str, flags: set[str] | None = None) -> bool:
+    """`features`: alternatives separated by '|' (e.g. 'avx512_vnni|avx_vnni'), as /proc/cpuinfo names them."""
+    flags = cpu_flags() if flags is None else flags
+    return any(f in flags for f in features.split("|"))
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()

@@ -188,6 +188,16 @@ def test_fast_preset_with_int8_trains_exports_and_passes_parity(tiny_tar, tmp_pa
     assert weights and max(int(abs(w.astype(int)).max()) for w in weights) <= 64
     assert "model.int8.onnx" in {f["path"] for f in json.loads((run / "manifest.json").read_text())["files"]}
     assert "INT8 ONNX" in (run / "MODEL_CARD.md").read_text()
+    # the VNNI variant: made and published only where this CPU can check it, and it says what it needs
+    from job.runtime.resources import cpu_has
+
+    vnni = int8["vnni"]
+    assert vnni["requires_cpu_feature"] == "avx512_vnni|avx_vnni"
+    assert vnni["published"] == cpu_has("avx512_vnni|avx_vnni") == (run / "model.int8-vnni.onnx").is_file()
+    if vnni["published"]:
+        meta = ort.InferenceSession(str(run / "model.int8-vnni.onnx"), providers=["CPUExecutionProvider"])
+        assert meta.get_modelmeta().custom_metadata_map["requires_cpu_feature"] == "avx512_vnni|avx_vnni"
+        assert "8-bit weights" in meta.get_modelmeta().custom_metadata_map["quantization"]
 
 
 def test_log_dir_gets_tensorboard_event_files(trained_run, tmp_path):
