@@ -119,6 +119,15 @@ PERMANENT_EXIT_CODES = (
 RETRYABLE_EXIT_CODES = (StorageError.exit_code, EXIT_PREEMPTED)
 
 
+def exit_code_of(exc: BaseException) -> int:
+    """The process exit code that ending with `exc` means."""
+    if isinstance(exc, JobError):
+        return exc.exit_code
+    if isinstance(exc, (Preempted, Terminated)):
+        return EXIT_PREEMPTED
+    return EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else EXIT_INTERNAL
+
+
 def exit_codes_help() -> str:
     """The `--help` epilogue, generated from EXIT_CODES."""
     lines = ["exit codes:"]

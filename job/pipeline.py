@@ -5,23 +5,20 @@ Everything is written into a staging folder; only a run that passed every gate i
 manifest is its last file. Any failure (or signal) leaves the store untouched and the staging folder removed.
 """
 
-import errno
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 
 from job.config import Config
-from job.errors import ConfigError, JobError, QualityGateError, StorageError
+from job.errors import ConfigError, JobError, QualityGateError, StorageError, exit_code_of
 from job.runtime.telemetry import Timer, peak_rss_mb, versions
 from job.storage import open_store, s3_options_from
+from job.storage.files import out_of_space
 from job.storage.flat import savedmodel_dir
 from job.storage.pointer import utc_now
 
 log = logging.getLogger("job")
-
-MIN_FREE_BYTES = 1024 * 1024
 
 
 def run(cfg: Config, platform) -> dict:
@@ -76,16 +73,6 @@ def start_tracking(cfg: Config, platform):
     return tracker
 
 
-def exit_code_of(exc: BaseException) -> int:
-    from job.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PREEMPTED, Preempted, Terminated
-
-    if isinstance(exc, JobError):
-        return exc.exit_code
-    if isinstance(exc, (Preempted, Terminated)):
-        return EXIT_PREEMPTED
-    return EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else EXIT_INTERNAL
-
-
 def _stages_with_disk_check(cfg: Config, platform, timer: Timer, store, checkpoints, staging: Path, tracker) -> dict:
     try:
         return _run_stages(cfg, platform, timer, store, checkpoints, staging, tracker)
@@ -96,23 +83,6 @@ def _stages_with_disk_check(cfg: Config, platform, timer: Timer, store, checkpoi
         if full is None:
             raise
         raise full from None
-
-
-def out_of_space(folder: Path, exc: BaseException) -> StorageError | None:
-    """A write that failed because the staging folder's filesystem is full (space or inodes) is a storage
-    error (exit 4), whichever library hit it; anything else is not this function's to explain."""
-    try:
-        fs = os.statvfs(folder if folder.exists() else folder.parent)
-    except OSError:
-        return None
-    full = fs.f_bavail * fs.f_frsize < MIN_FREE_BYTES or (fs.f_files and fs.f_favail == 0)
-    if not full and getattr(exc, "errno", None) not in (errno.ENOSPC, errno.EDQUOT):
-        return None
-    return StorageError(
-        f"the filesystem of {folder.parent} is full (free: {fs.f_bavail * fs.f_frsize:,} bytes, "
-        f"{fs.f_favail:,} inodes) while writing the run ({exc}); free space or choose another --out; "
-        "nothing was published"
-    )
 
 
 def prepare(cfg: Config, timer: Timer, platform=None):

@@ -1,11 +1,16 @@
 """Local file primitives every writer shares: sha256 of a file, and writes that appear whole or not at all."""
 
 import contextlib
+import errno
 import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from job.errors import StorageError
+
+MIN_FREE_BYTES = 1024 * 1024
 
 
 def sha256_file(path: Path) -> str:
@@ -37,3 +42,20 @@ def atomic_path(dest: Path, mode: int = 0o644) -> Iterator[Path]:
 def atomic_write_bytes(dest: Path, data: bytes, mode: int = 0o644) -> None:
     with atomic_path(dest, mode) as tmp:
         tmp.write_bytes(data)
+
+
+def out_of_space(folder: Path, exc: BaseException) -> StorageError | None:
+    """A write that failed because the staging folder's filesystem is full (space or inodes) is a storage
+    error (exit 4), whichever library hit it; anything else is not this function's to explain."""
+    try:
+        fs = os.statvfs(folder if folder.exists() else folder.parent)
+    except OSError:
+        return None
+    full = fs.f_bavail * fs.f_frsize < MIN_FREE_BYTES or (fs.f_files and fs.f_favail == 0)
+    if not full and getattr(exc, "errno", None) not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    return StorageError(
+        f"the filesystem of {folder.parent} is full (free: {fs.f_bavail * fs.f_frsize:,} bytes, "
+        f"{fs.f_favail:,} inodes) while writing the run ({exc}); free space or choose another --out; "
+        "nothing was published"
+    )
