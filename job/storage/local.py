@@ -19,6 +19,16 @@ from job.storage.pointer import LATEST, latest_record, should_replace
 LOCK = ".latest.lock"  # a hidden file: catalogs and manifests ignore it
 
 
+def probe_folder(root: Path, fail) -> None:
+    """The folder exists (or is created) and takes a new file: checked before any data is read."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        raise fail("write", exc) from None
+
+
 class LocalStore:
     def __init__(self, root: str):
         self.root = Path(root).expanduser()
@@ -31,12 +41,7 @@ class LocalStore:
         )
 
     def probe(self) -> None:
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".probe-"):
-                pass
-        except OSError as exc:
-            raise self._fail("write", exc) from None
+        probe_folder(self.root, self._fail)
 
     def staging_dir(self, run_id: str) -> Path:
         """A hidden folder on the same filesystem, so publishing is one rename."""
@@ -112,12 +117,7 @@ class LocalBlobs:
 
     def probe(self) -> None:
         """Writable, before any training (a read-only or file path would otherwise fail after an epoch)."""
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".probe-"):
-                pass
-        except OSError as exc:
-            raise self._fail("write", exc) from None
+        probe_folder(self.root, self._fail)
 
     def put_file(self, name: str, src: Path) -> None:
         try:

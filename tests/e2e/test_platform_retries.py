@@ -25,6 +25,22 @@ class Attempt:
     env: dict
 
 
+def job_args(tmp: Path, data: Path, *extra: str) -> list[str]:
+    """The container's arguments: the data, the length of the run, a cache; the platform's own settings aside."""
+    return [
+        "train",
+        *extra,
+        "--data",
+        str(data),
+        "--epochs",
+        str(EPOCHS),
+        "--batch-size",
+        str(BATCH),
+        "--cache-dir",
+        str(tmp / "cache"),
+    ]
+
+
 def sagemaker(tmp: Path, data: Path, attempt: int) -> tuple[Attempt, Path]:
     """SageMaker: /opt/ml (moved by JOB_OPT_ML), hyperparameters.json, the train channel, CheckpointConfig's
     /opt/ml/checkpoints (synced to S3 across spot restarts), TRAINING_JOB_NAME, SM_MODEL_DIR."""
@@ -60,18 +76,7 @@ def vertex(tmp: Path, data: Path, attempt: int) -> tuple[Attempt, Path]:
         "AIP_TENSORBOARD_LOG_DIR": str(base / "logs"),
         "CLOUD_ML_JOB_ID": "8123456789012345678",
     }
-    args = [
-        "train",
-        "--data",
-        str(data),
-        "--epochs",
-        str(EPOCHS),
-        "--batch-size",
-        str(BATCH),
-        "--cache-dir",
-        str(tmp / "cache"),
-    ]
-    return Attempt(args, env), base / "model"
+    return Attempt(job_args(tmp, data), env), base / "model"
 
 
 def aws_batch(tmp: Path, data: Path, attempt: int) -> tuple[Attempt, Path]:
@@ -84,21 +89,7 @@ def aws_batch(tmp: Path, data: Path, attempt: int) -> tuple[Attempt, Path]:
         "AWS_BATCH_CE_NAME": "spot",
         "JOB_OUT": str(tmp / "out"),
     }
-    args = [
-        "train",
-        "--preset",
-        "seed",
-        "--checkpoint-dir",
-        str(tmp / "checkpoints"),
-        "--data",
-        str(data),
-        "--epochs",
-        str(EPOCHS),
-        "--batch-size",
-        str(BATCH),
-        "--cache-dir",
-        str(tmp / "cache"),
-    ]
+    args = job_args(tmp, data, "--preset", "seed", "--checkpoint-dir", str(tmp / "checkpoints"))
     return Attempt(args, env), tmp / "out" / "4d3c2b1a-0f9e-4d8c-b7a6-5f4e3d2c1b0a-7"
 
 
@@ -111,21 +102,7 @@ def kubernetes(tmp: Path, data: Path, attempt: int) -> tuple[Attempt, Path]:
         "JOB_OUT": str(tmp / "out"),
         "KUBERNETES_SERVICE_HOST": "10.0.0.1",
     }
-    args = [
-        "train",
-        "--preset",
-        "seed",
-        "--checkpoint-dir",
-        str(tmp / "checkpoints"),
-        "--data",
-        str(data),
-        "--epochs",
-        str(EPOCHS),
-        "--batch-size",
-        str(BATCH),
-        "--cache-dir",
-        str(tmp / "cache"),
-    ]
+    args = job_args(tmp, data, "--preset", "seed", "--checkpoint-dir", str(tmp / "checkpoints"))
     return Attempt(args, env), tmp / "out" / "cifar10-train"
 
 

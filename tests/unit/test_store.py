@@ -30,9 +30,9 @@ def test_local_publish_is_a_rename_and_replaces_whole_runs(tmp_path):
     (second / "new.txt").write_text("new")
     uri = store.publish(second, "r1", {"test_accuracy": 0.2})
     names = sorted(p.name for p in (tmp_path / "store").iterdir())
-    assert names == [".latest.lock", "latest.json", "r1"] and sorted(p.name for p in (tmp_path / "store" / "r1").iterdir()) == [
-        "new.txt"
-    ]
+    assert names == [".latest.lock", "latest.json", "r1"] and sorted(
+        p.name for p in (tmp_path / "store" / "r1").iterdir()
+    ) == ["new.txt"]
     assert json.loads((tmp_path / "store" / "latest.json").read_text())["uri"] == uri
 
 
