@@ -104,6 +104,13 @@ class Config:
         group="gates",
     )
     int8: bool = _f(False, "also export model.int8.onnx (ONNX Runtime static QDQ quantization)", group="gates")
+    int8_vnni: bool = _f(
+        False,
+        "with --int8, also publish model.int8-vnni.onnx (8-bit weights) for CPUs with VNNI, where this CPU can check "
+        "it; measured no faster than the portable 7-bit model on an AVX-512 + VNNI EPYC with ONNX Runtime 1.32 "
+        "(both 2.4-3.1x float), hence off",
+        group="gates",
+    )
     int8_max_drop: float = _f(
         0.01, "publish model.int8.onnx only if its test accuracy is within this of float", group="gates"
     )

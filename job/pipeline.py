@@ -183,7 +183,10 @@ def _run_stages(cfg: Config, platform, timer: Timer, store, checkpoints, run_dir
     if cfg.int8:
         with timer.stage("quantize"):
             int8 = gate.quantize(run_dir, splits, cfg, parity["onnx_test_accuracy"], onnx_test_probs)
-            int8["vnni"] = gate.quantize(run_dir, splits, cfg, parity["onnx_test_accuracy"], onnx_test_probs, "vnni")
+            if cfg.int8_vnni:
+                int8["vnni"] = gate.quantize(
+                    run_dir, splits, cfg, parity["onnx_test_accuracy"], onnx_test_probs, "vnni"
+                )
         log.info(
             "int8: test accuracy %.4f (drop %.4f), argmax agreement with float %.4f, %s",
             int8["test_accuracy"],

@@ -97,14 +97,18 @@ def render(cfg, metrics: dict) -> str:
             f"argmax agreement with float {int8['argmax_agreement']:.4f}, "
             f"{'published' if int8.get('published') else 'not published: ' + int8.get('reason', '')}"
         )
-        vnni = int8.get("vnni") or {}
+        vnni = int8.get("vnni")
         int8_line += (
-            "\n- INT8 ONNX for CPUs with VNNI (`model.int8-vnni.onnx`, 8-bit weights; wrong results without VNNI, "
-            "so the predictor refuses it there): "
-            + (
-                f"test accuracy {vnni['test_accuracy']:.4f}, measured on {vnni['measured_on']}, published"
-                if vnni.get("published")
-                else "not published: " + vnni.get("reason", "")
+            ""
+            if vnni is None
+            else (
+                "\n- INT8 ONNX for CPUs with VNNI (`model.int8-vnni.onnx`, 8-bit weights; wrong results without VNNI, "
+                "so the predictor refuses it there): "
+                + (
+                    f"test accuracy {vnni['test_accuracy']:.4f}, measured on {vnni['measured_on']}, published"
+                    if vnni.get("published")
+                    else "not published: " + vnni.get("reason", "")
+                )
             )
         )
     return (

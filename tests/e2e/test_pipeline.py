@@ -164,6 +164,7 @@ def test_fast_preset_with_int8_trains_exports_and_passes_parity(tiny_tar, tmp_pa
             precision="float32",
         ),
         "--int8",
+        "--int8-vnni",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = out / "fast-1"
