@@ -25,7 +25,7 @@ def test_two_workers_train_together_and_only_the_chief_publishes(tiny_tar, tmp_p
     chief, worker = (json.loads(r[0].strip().splitlines()[-1]) for r in results)
     assert chief["event"] == "run_complete" and chief["run_id"] == "mw-1"
     assert worker == {**worker, "role": "worker", "published": False}
-    assert sorted(p.name for p in out.iterdir()) == ["latest.json", "mw-1"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["latest.json", "mw-1"]
     metrics = json.loads((out / "mw-1" / "metrics.json").read_text())
     assert metrics["parity"]["onnxruntime"]["argmax_mismatches"] == 0
 
