@@ -78,7 +78,7 @@ def main() -> None:
             t0, idle_before_eval = time.perf_counter(), idle_cpu_seconds()
             elapsed = t0 - self.started - self.paused
             evaluated = inference_copy(self.model, cfg, splits.num_classes)
-            probs = predict(inference_function(evaluated, tta=cfg.tta), splits.x_test)
+            probs = predict(inference_function(evaluated, tta=cfg.tta, translate=cfg.tta_translate), splits.x_test)
             acc = float(np.mean(probs.argmax(1) == splits.y_test))
             # CPU time nobody used while this process trained: with every core busy it stays near 0; where
             # it grows, the process waited (this found a tf.data teardown stall) or the host held the CPUs back.
@@ -163,7 +163,7 @@ def export_all(model, cfg, splits, folder: Path) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     export_model(
         model,
-        inference_function(model, tta=cfg.tta),
+        inference_function(model, tta=cfg.tta, translate=cfg.tta_translate),
         folder,
         class_names=splits.class_names,
         run_id=cfg.run_id,

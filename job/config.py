@@ -75,6 +75,11 @@ class Config:
     augment: bool = _f(False, "random crop (reflect padding) + horizontal flip in the tf.data pipeline")
     crop_padding: int = _f(4, "padding in pixels for the random-crop augmentation (maximum shift)")
     tta: bool = _f(False, "fold flip test-time augmentation into the exported inference function")
+    tta_translate: bool = _f(
+        False,
+        "with --tta, also average the mirrored pair of the image shifted one pixel each way (reflect padding), as "
+        "airbench94 does: 3x the inference cost of flip TTA",
+    )
     width: int = _f(64, "base channel width of fast_net")
     precision: str = _f(
         "float32",

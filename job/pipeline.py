@@ -139,7 +139,7 @@ def _run_stages(cfg: Config, platform, timer: Timer, store, checkpoints, run_dir
         from job.export.inference import inference_function, predict
         from job.report.metrics import evaluate
 
-        serve = inference_function(net, tta=cfg.tta)
+        serve = inference_function(net, tta=cfg.tta, translate=cfg.tta_translate)
         probs = predict(serve, splits.x_test)
         metrics = evaluate(probs, splits.y_test, splits.class_names)
     accuracy = metrics["test_accuracy"]

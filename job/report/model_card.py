@@ -119,7 +119,7 @@ def render(cfg, metrics: dict) -> str:
 - Architecture: {MODEL_DESCRIPTIONS.get(cfg.model, cfg.model)}
 - Preset `{cfg.preset}`; {cfg.epochs} epochs, batch {cfg.batch_size}, optimizer {cfg.optimizer}
   (learning rate {cfg.learning_rate:g}), label smoothing {cfg.label_smoothing:g},
-  augmentation {f"random crop (pad {cfg.crop_padding}) + alternating flip" if cfg.augment else "none"}, flip TTA {"on" if cfg.tta else "off"}, seed {cfg.seed}.
+  augmentation {f"random crop (pad {cfg.crop_padding}) + alternating flip" if cfg.augment else "none"}, flip TTA {"on" if cfg.tta else "off"}{" with 1-pixel translations" if cfg.tta and cfg.tta_translate else ""}, seed {cfg.seed}.
 - Files: `model.keras` (Keras), `saved_model/` (TensorFlow, signature `serving_default`), `model.onnx`
   (ONNX opset 17; the contract is in the project README, "Model contract").
 
