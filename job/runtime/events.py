@@ -30,9 +30,12 @@ def claim_stdout() -> None:
     global _stream
     if _stream is not None:
         return
-    sys.stdout.flush()
-    _stream = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8", closefd=True)
-    os.dup2(2, 1)
+    try:
+        sys.stdout.flush()
+        _stream = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8", closefd=True)
+        os.dup2(2, 1)
+    except (OSError, ValueError, AttributeError):  # started with stdout closed: events have nowhere to go
+        _stream = open(os.devnull, "w")
     sys.stdout = sys.stderr
 
 
