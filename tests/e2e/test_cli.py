@@ -198,3 +198,12 @@ def test_stdout_is_json_events_only_and_a_closed_reader_changes_nothing(tiny_tar
     events = [json.loads(line)["event"] for line in full.stdout.splitlines()]  # every line is JSON
     assert events[0] == "run_started" and events[-1] == "run_complete" and "epoch" in events
     assert "Epoch 1/1" in full.stderr  # people's progress goes to stderr
+    closed = subprocess.run(
+        ["bash", "-c", f"{sys.executable} -m job {args.replace('piped', 'closed')} >&-"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=job_env(),
+        timeout=300,
+    )
+    assert closed.returncode == 0 and verify_manifest(tmp_path / "store" / "closed") == [], closed.stderr[-2000:]
