@@ -66,7 +66,8 @@ def resolve_model(spec: str, download_dir: Path, int8: bool = False) -> Path:
         from job.storage.reader import LocalReader, latest_run
 
         run = latest_run(LocalReader(spec))
-        path = path / (run or "") if run else path
+        if run:
+            path = path / run
     if path.is_dir():
         path = next((path / n for n in model_files(int8) if (path / n).is_file()), path / model_files(int8)[-1])
     if not path.is_file():

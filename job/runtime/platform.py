@@ -29,7 +29,6 @@ class Platform:
     name: str = "local"
     defaults: dict[str, Any] = field(default_factory=dict)
     hyperparameters: dict[str, Any] = field(default_factory=dict)
-    failure_file: Path | None = None
     tf_config: dict | None = None
     attempt: int | None = None  # the platform's attempt counter, where it has one (AWS Batch)
 
@@ -121,7 +120,7 @@ def _detect(env: Mapping[str, str]) -> Platform:
             # SageMaker's own bookkeeping keys are not ours.
             hyperparameters = {k: v for k, v in hyperparameters.items() if not k.startswith("sagemaker_")}
         tf_config = tf_config or sagemaker_cluster(opt_ml, env)
-        return Platform("sagemaker", defaults, hyperparameters, opt_ml / "output" / "failure", tf_config)
+        return Platform("sagemaker", defaults, hyperparameters, tf_config=tf_config)
 
     if "AIP_MODEL_DIR" in env:
         defaults = {"out": _gcs_to_mount(env["AIP_MODEL_DIR"]), "layout": "vertex"}

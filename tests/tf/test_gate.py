@@ -19,11 +19,11 @@ def tiny_state(tiny_tar, tmp_path_factory):
     return cfg, splits, train(cfg, splits).model
 
 
-def _export(tmp_path, cfg, splits, model):
+def _export(tmp_path, cfg, splits, model, tta=False, translate=False):
     from job.export.bundle import export_model
     from job.export.inference import inference_function, predict
 
-    serve = inference_function(model)
+    serve = inference_function(model, tta=tta, translate=translate)
     export_model(
         model,
         serve,
@@ -32,7 +32,7 @@ def _export(tmp_path, cfg, splits, model):
         run_id="t",
         preset="seed",
         test_accuracy=0.5,
-        tta=False,
+        tta=tta,
         versions={},
     )
     return serve, predict(serve, splits.x_test)
@@ -120,24 +120,11 @@ def test_int8_beyond_the_accuracy_bound_is_not_published(tiny_state, tmp_path):
 def test_mirror_and_translate_tta_exports_and_passes_the_gate(tiny_state, tmp_path):
     """airbench94's second TTA level inside the exported graph (reflect padding, shifted crops): ONNX Runtime and
     the SavedModel still predict what Keras predicts."""
-    from job.export.bundle import export_model
     from job.export.gate import verify
     from job.export.inference import inference_function, predict
 
     cfg, splits, model = tiny_state
-    serve = inference_function(model, tta=True, translate=True)
-    export_model(
-        model,
-        serve,
-        tmp_path,
-        class_names=splits.class_names,
-        run_id="t",
-        preset="seed",
-        test_accuracy=0.5,
-        tta=True,
-        versions={},
-    )
-    probs = predict(serve, splits.x_test)
+    serve, probs = _export(tmp_path, cfg, splits, model, tta=True, translate=True)
     report, onnx_probs = verify(tmp_path, serve, splits, cfg, probs)
     assert report["onnxruntime"]["argmax_mismatches"] == 0 and report["onnxruntime"]["max_abs_diff"] <= 1e-4
     plain = predict(inference_function(model, tta=True), splits.x_test)
