@@ -2,6 +2,7 @@
 # make test    - set up .venv and run the test suite
 # make bench   - training/inference/data benchmarks (not part of the tests)
 # make image / make test-image - build the container / build it and run a tiny job inside it
+# make test-serving - the SavedModels load and serve the same probabilities in TensorFlow 2.20 and 2.15
 # make lock    - re-resolve requirements*.in into the exact lock files
 
 SHELL := /bin/bash
@@ -12,10 +13,10 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: train test test-fast bench image test-image lock lint format clean help
+.PHONY: train test test-fast test-serving bench image test-image lock lint format clean help
 
 help:
-	@sed -n 's/^# //p' Makefile | head -6
+	@sed -n 's/^# //p' Makefile | head -7
 
 $(STAMP): requirements-dev.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +43,10 @@ test: $(STAMP) $(NODE_STAMP) lint
 # The unit tier: no TensorFlow, no servers.
 test-fast: $(STAMP)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+# The serving images' TensorFlow versions, each in its own venv under .venv-serving/ (made on first use).
+test-serving: $(STAMP)
+	$(PY) -m pytest -s tests/serving $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m bench.run $(if $(QUICK),--quick) $(ARGS)

@@ -18,13 +18,13 @@ from job.errors import (
     EXIT_INTERRUPTED,
     EXIT_PREEMPTED,
     ConfigError,
-    DataError,
     JobError,
     Preempted,
     Terminated,
     exit_codes_help,
 )
 from job.runtime.events import claim_stdout, emit
+from job.runtime.redact import redact
 from job.runtime.telemetry import revision
 
 GROUP_TITLES = {
@@ -145,10 +145,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Redacting(logging.Formatter):
+    """Every log line passes job.runtime.redact: no URI password or token reaches stderr."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
 def setup_logging() -> None:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
     )
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(_Redacting("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # silence TensorFlow's C++ banner
     for noisy in ("tensorflow", "absl", "tf2onnx", "botocore", "boto3", "urllib3", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -195,11 +204,12 @@ def cmd_publish(args, platform) -> int:
     from pathlib import Path
 
     from job.storage import open_store, s3_options_from
-    from job.storage.manifest import read_manifest, verify_manifest
+    from job.storage.local import LocalLocation
+    from job.storage.manifest import MANIFEST, parse_manifest
 
     run_dir = Path(args.run_dir)
-    manifest = read_manifest(run_dir)
-    run_id = manifest.get("run_id") if isinstance(manifest.get("run_id"), str) else run_dir.name
+    manifest = parse_manifest(LocalLocation(str(run_dir), what="run folder").read(MANIFEST), str(run_dir))
+    run_id = manifest["run_id"] if isinstance(manifest["run_id"], str) else run_dir.name
     cfg = config_lib.resolve(
         {
             "out": args.store,
@@ -214,16 +224,9 @@ def cmd_publish(args, platform) -> int:
         raise ConfigError(
             f"{run_dir} is already in the store {cfg.out}; publish it to another store, or copy it out first"
         )
-    problems = verify_manifest(run_dir)
-    if problems:
-        raise DataError(
-            f"{run_dir} does not match its manifest: {problems[0]}"
-            + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "")
-        )
     claim_stdout()
     RUN["run_id"] = run_id
     store = open_store(cfg.out, s3_options_from(cfg))
-    store.probe()
     try:
         metrics = json.loads((run_dir / "metrics.json").read_text())
     except (OSError, ValueError):
@@ -271,17 +274,17 @@ def main(argv: list[str] | None = None) -> int:
         commands = {"train": cmd_train, "publish": cmd_publish, "predict": cmd_predict, "runs": cmd_runs}
         return commands[command](args, platform)
     except JobError as exc:
-        message = f"{exc.kind} error: {exc}"
+        message = redact(f"{exc.kind} error: {exc}")
         print(f"error: {message}", file=sys.stderr, flush=True)
         if command == "train":
             platform_lib.write_failure(platform_lib.failure_file(), message)
-        return _failed(command, exc.exit_code, exc.kind, str(exc))
+        return _failed(command, exc.exit_code, exc.kind, redact(str(exc)))
     except KeyboardInterrupt:
         print("error: interrupted; nothing was published", file=sys.stderr, flush=True)
         return _failed(command, EXIT_INTERRUPTED, "interrupted", "SIGINT; nothing was published")
     except Preempted as exc:
-        print(f"preempted: {exc}", file=sys.stderr, flush=True)
-        return _failed(command, EXIT_PREEMPTED, "preempted", str(exc))
+        print(redact(f"preempted: {exc}"), file=sys.stderr, flush=True)
+        return _failed(command, EXIT_PREEMPTED, "preempted", redact(str(exc)))
     except Terminated:
         print("terminated: SIGTERM; nothing was published", file=sys.stderr, flush=True)
         return _failed(command, EXIT_PREEMPTED, "terminated", "SIGTERM; nothing was published")

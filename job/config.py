@@ -23,6 +23,7 @@ from typing import Any
 
 from job.errors import ConfigError
 from job.presets import PRESETS
+from job.runtime.redact import redact_value
 
 ENV_PREFIX = "JOB_"
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -81,6 +82,13 @@ class Config:
         "airbench94 does: 3x the inference cost of flip TTA",
     )
     width: int = _f(64, "base channel width of fast_net")
+    bn_momentum: float = _f(
+        0.6, "fast_net: BatchNorm running-statistics momentum, Keras' sense (the weight of the old average)"
+    )
+    activation: str = _f(
+        "relu", "fast_net: activation (gelu = its tanh form, which ONNX exports)", choices=("relu", "gelu")
+    )
+    drop_last: bool = _f(False, "drop each epoch's last partial batch (airbench does)")
     precision: str = _f(
         "float32",
         "training precision: 'auto' = mixed_bfloat16 where the CPU has AMX bf16 units, else "
@@ -152,7 +160,9 @@ class Config:
     sources: dict = field(default_factory=dict, metadata={"internal": True})
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The settings as people and files see them (config.json, --print-config, MLflow params, the config
+        line): URI passwords and tokens redacted. The job itself reads the attributes."""
+        return redact_value(dataclasses.asdict(self))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
@@ -204,7 +214,7 @@ def env_layer(env: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
     layer = {}
     if env.get("MLFLOW_TRACKING_URI"):  # MLflow's own variable; JOB_MLFLOW (below) wins over it
         layer["mlflow"] = (env["MLFLOW_TRACKING_URI"], "env MLFLOW_TRACKING_URI")
-    known_other = {"JOB_OPT_ML"}  # read by job.runtime.platform
+    known_other = {"JOB_OPT_ML", "JOB_COMPLETION_INDEX"}  # read by job.runtime (the second is Kubernetes')
     for key, value in env.items():
         if not key.startswith(ENV_PREFIX) or key in known_other:
             continue
@@ -317,8 +327,10 @@ def validate(cfg: Config) -> None:
         bad("batch_size", "must be at least 1")
     if cfg.limit < 0:
         bad("limit", "must be 0 (all) or a positive number of images")
-    if not 0.0 < cfg.val_fraction < 0.5:
-        bad("val_fraction", "must be between 0 and 0.5")
+    if not 0.0 <= cfg.val_fraction < 0.5:
+        bad("val_fraction", "must be 0 (no validation split: curves from training metrics) or below 0.5")
+    if not 0.0 <= cfg.bn_momentum < 1.0:
+        bad("bn_momentum", "must be in [0, 1)")
     if not 0.0 < cfg.test_fraction < 0.5:
         bad("test_fraction", "must be between 0 and 0.5")
     if not 0.0 <= cfg.min_accuracy <= 1.0:
@@ -356,8 +368,17 @@ def validate(cfg: Config) -> None:
         bad("run_id", "use letters, digits, '.', '_' and '-' only (at most 128 characters)")
     if cfg.layout != "runs" and cfg.out.startswith("s3://"):
         bad("layout", "the flat platform layouts write into a local model directory; use --layout runs for s3://")
+    if not cfg.out.strip():
+        bad("out", "is empty; name a folder or s3://bucket/prefix")
     for name in ("out", "data", "checkpoint_dir"):
         value = getattr(cfg, name)
+        if value.startswith("s3://") and "/" in value[5:].strip("/"):
+            from job.runtime.names import UnsafeName, confine
+
+            try:
+                confine(value[5:].strip("/").partition("/")[2], f"the key prefix of {value}")
+            except UnsafeName as exc:
+                bad(name, str(exc))
         if "://" in value and not value.startswith("s3://"):
             bad(
                 name,

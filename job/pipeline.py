@@ -15,8 +15,8 @@ from job.errors import ConfigError, JobError, QualityGateError, StorageError, ex
 from job.runtime.telemetry import Timer, peak_rss_mb, versions
 from job.storage import open_store, s3_options_from
 from job.storage.files import out_of_space
-from job.storage.flat import savedmodel_dir
 from job.storage.pointer import utc_now
+from job.storage.runs import savedmodel_dir
 
 log = logging.getLogger("job")
 
@@ -247,6 +247,8 @@ def publish(run_dir: Path, cfg: Config, store, summary: dict, tracker=None, metr
     try:
         try:
             uri = store.publish(run_dir, cfg.run_id, summary)
+            if getattr(store.location, "last_upload", None):
+                summary["upload"] = store.location.last_upload
             if tracker:
                 tracker.close()
             return uri

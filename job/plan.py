@@ -4,7 +4,7 @@ TensorFlow. Fails exactly as the run would (exit 2 for config, 3 for data, 4 for
 from job.config import Config
 from job.data.describe import describe
 from job.storage import open_store, s3_options_from
-from job.storage.flat import savedmodel_dir
+from job.storage.runs import savedmodel_dir
 
 
 def plan(cfg: Config, platform) -> dict:
@@ -25,6 +25,7 @@ def plan(cfg: Config, platform) -> dict:
         "run_id": cfg.run_id,
         "platform": platform.name,
         "workers": platform.num_workers,
+        "cluster": cluster_summary(platform),
         "data": describe(cfg.data, s3_options_from(cfg)),
         "train": {
             "preset": cfg.preset,
@@ -41,4 +42,16 @@ def plan(cfg: Config, platform) -> dict:
         },
         "checkpoints": checkpoints.location if checkpoints else None,
         "mlflow": tracking,
+    }
+
+
+def cluster_summary(platform) -> dict:
+    """What an operator checks before a long multi-worker run: the workers, this pod's index, chief or not."""
+    tf_config = platform.tf_config or {}
+    task = tf_config.get("task", {})
+    return {
+        "workers": tf_config.get("cluster", {}).get("worker", []) + tf_config.get("cluster", {}).get("chief", []),
+        "task": f"{task.get('type', 'worker')} {task.get('index', 0)}" if tf_config else None,
+        "chief": platform.is_chief,
+        "source": platform.name,
     }

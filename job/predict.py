@@ -57,40 +57,62 @@ def model_files(int8: bool) -> list[str]:
     return (["model.int8-vnni.onnx"] if cpu_has("avx512_vnni|avx_vnni") else []) + ["model.int8.onnx"]
 
 
+MAX_MODEL_BYTES = 512 * 1024 * 1024  # model.onnx is a few MB; a store that serves more is refused unread
+
+
 def resolve_model(spec: str, download_dir: Path, int8: bool = False) -> Path:
-    """model.onnx itself; a run folder holding one (any layout); or a store root, through its latest.json."""
-    if spec.startswith("s3://"):
-        return _download_model(spec, download_dir, int8)
-    path = Path(spec)
-    if path.is_dir() and not (path / "model.onnx").is_file() and (path / "latest.json").is_file():
-        from job.storage.reader import LocalReader, latest_run
+    """The model file to load. A bare model.onnx (local path or s3:// object) is used as given. A run folder
+    (any layout) or a store root (through its latest.json, confined) goes through job.storage.runs: the file
+    is copied into `download_dir`, hashed on the way, and returned only when it matches the run's manifest."""
+    from job.errors import StorageError
 
-        run = latest_run(LocalReader(spec))
-        if run:
-            path = path / run
-    if path.is_dir():
-        path = next((path / n for n in model_files(int8) if (path / n).is_file()), path / model_files(int8)[-1])
-    if not path.is_file():
-        raise ModelError(f"model {spec!r} not found ({MODEL_HINT})")
-    return path
-
-
-def _download_model(uri: str, download_dir: Path, int8: bool = False) -> Path:
+    if spec.endswith(".onnx"):
+        return _bare_model(spec, download_dir)
     try:
-        from job.storage.reader import S3Reader, latest_run
-    except ImportError:
-        raise ModelError("s3:// models need boto3: pip install '.[s3]'") from None
-    if uri.endswith(".onnx"):
-        folder, name = uri.rsplit("/", 1)
-        reader, run, names = S3Reader(folder), None, [name]
-    else:
-        reader, names = S3Reader(uri), model_files(int8)
-        run = None if reader.read(None, "model.onnx") is not None else latest_run(reader)
-    data = next((d for d in (reader.read(run, n) for n in names) if d is not None), None)
-    if data is None:
-        raise ModelError(f"model {uri!r} not found ({MODEL_HINT})")
+        store = _open_store(spec)
+        run = "" if store.read("", "model.onnx") is not None or store.read("", "manifest.json") is not None else None
+        if run is None:
+            run = store.latest()
+            if run is None:
+                raise ModelError(f"model {spec!r} not found ({MODEL_HINT})")
+        names = [n for n in model_files(int8) if n in store.manifest(run)["files"]] or model_files(int8)[-1:]
+        return store.fetch_verified(run, names[0], download_dir / names[0])
+    except (FileNotFoundError, NotADirectoryError):
+        raise ModelError(f"model {spec!r} not found ({MODEL_HINT})") from None
+    except StorageError:
+        raise
+    except OSError as exc:
+        raise ModelError(f"model {spec!r} cannot be read ({exc.strerror or exc})") from None
+
+
+def _open_store(spec: str):
+    if spec.startswith("s3://"):
+        try:
+            import boto3  # noqa: F401
+        except ImportError:
+            raise ModelError("s3:// models need boto3: pip install '.[s3]'") from None
+    elif not Path(spec).is_dir():
+        raise ModelError(f"model {spec!r} not found ({MODEL_HINT})")
+    from job.storage import open_store
+
+    return open_store(spec)
+
+
+def _bare_model(spec: str, download_dir: Path) -> Path:
+    """A model.onnx named directly: a regular local file (never a FIFO or device), or one S3 object, bounded."""
+    from job.storage import open_location
+
+    folder, _, name = spec.rpartition("/")
+    location = open_location(folder or ".", what="model location")
     dest = download_dir / "model.onnx"
-    dest.write_bytes(data)
+    try:
+        location.copy_out(name, dest, MAX_MODEL_BYTES)
+    except DataError as exc:
+        if "is missing" in str(exc):
+            raise ModelError(f"model {spec!r} not found ({MODEL_HINT})") from None
+        raise ModelError(f"model {spec!r}: {exc}") from None
+    except (FileNotFoundError, NotADirectoryError):
+        raise ModelError(f"model {spec!r} not found ({MODEL_HINT})") from None
     return dest
 
 
@@ -218,7 +240,10 @@ def predict_batches(session, items, batch_size: int):
 
     for i in range(0, len(items), batch_size):
         chunk = items[i : i + batch_size]
-        probs = session.run([OUTPUT_NAME], {INPUT_NAME: np.stack([c[1] for c in chunk])})[0]
+        try:
+            probs = session.run([OUTPUT_NAME], {INPUT_NAME: np.stack([c[1] for c in chunk])})[0]
+        except Exception as exc:  # onnxruntime's own exception classes: the model failed on valid input
+            raise ModelError(f"ONNX Runtime failed running the model ({str(exc).splitlines()[0][:200]})") from None
         for (name, _, note), p in zip(chunk, probs, strict=True):
             yield name, note, p
 
@@ -229,6 +254,8 @@ def run(args) -> int:
 
     if args.top_k < 1 or args.batch_size < 1:
         raise ConfigError("--top-k and --batch-size must be at least 1")
+    if args.threads < 0:
+        raise ConfigError(f"--threads {args.threads}: must be 0 (the CPUs available) or a positive number")
     with tempfile.TemporaryDirectory(prefix="predict-") as download_dir:  # removed on every path
         session, class_names = load_session(resolve_model(args.model, Path(download_dir), args.int8), args.threads)
 

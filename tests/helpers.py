@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import shutil
@@ -248,3 +249,37 @@ def tree_snapshot(root: Path) -> dict[str, str]:
         p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
         for p in sorted(root.rglob("*"))
     }
+
+
+def contract_model(
+    path: Path,
+    *,
+    classes: int = 2,
+    class_names: list | None = None,
+    input_name: str = "image",
+    input_type: int | None = None,
+    output_name: str = "probabilities",
+    **extra_meta: str,
+) -> Path:
+    """A tiny ONNX model that follows the model contract (uint8 [N, 32, 32, 3] -> float [N, classes]): the
+    softmax of the first `classes` channel means (at most 3). The knobs break one term of the contract each."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info(input_name, input_type or TensorProto.UINT8, [None, 32, 32, 3])
+    y = helper.make_tensor_value_info(output_name, TensorProto.FLOAT, [None, classes])
+    nodes = [
+        helper.make_node("Cast", [input_name], ["f"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMean", ["f"], ["m"], axes=[1, 2], keepdims=0),
+        helper.make_node("Slice", ["m", "s", "e", "a"], ["picked"]),
+        helper.make_node("Softmax", ["picked"], [output_name]),
+    ]
+    inits = [helper.make_tensor(n, TensorProto.INT64, [1], [v]) for n, v in (("s", 0), ("e", classes), ("a", 1))]
+    model = helper.make_model(
+        helper.make_graph(nodes, "g", [x], [y], inits), opset_imports=[helper.make_opsetid("", 13)]
+    )
+    names = class_names if class_names is not None else [f"c{i}" for i in range(classes)]
+    meta = {"class_names": names if isinstance(names, str) else json.dumps(names), **extra_meta}
+    for key, value in meta.items():
+        model.metadata_props.add(key=key, value=value)
+    path.write_bytes(model.SerializeToString())
+    return path

@@ -7,72 +7,89 @@
 // to 32x32 with a bilinear (triangle) filter, as the Python predictor does; 32x32 images are used as they are.
 // Prints one JSON object per image: {"input", "run_id", "top": [{"class", "probability"}], "probabilities":
 // {class: probability}, "note"}. Class names come from the model file itself (metadata_props["class_names"]).
-// Exit codes (the job's): 0 all predicted, 2 usage, 3 some images unreadable, 8 the model is unusable.
-import { existsSync, readFileSync, statSync } from 'node:fs';
+// Exit codes (the job's): 0 all predicted, 2 usage, 3 some images unreadable or the store's model does not match its
+// manifest, 8 the model is unusable (missing, not a regular file, over 512 MiB, breaks the contract).
+import { closeSync, constants, existsSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import sharp from 'sharp';
+import { checkContract, confinedRunId, readModel } from './contract.mjs';
+
+export { readMetadata } from './contract.mjs';
 
 const USAGE = 'usage: node classify.mjs MODEL IMAGE [IMAGE ...]\n' +
   '  MODEL  model.onnx, a run folder, or a store root (follows latest.json)\n' +
   '  IMAGE  JPEG or PNG files of any size (resized to 32x32, bilinear)';
+const MAX_MODEL_BYTES = 512 * 1024 * 1024;
+const MAX_JSON_BYTES = 64 * 1024 * 1024;
 
-// Minimal protobuf reader: enough to walk ModelProto's top level and read metadata_props (field 14).
-function readVarint(buf, pos) {
-  let result = 0n, shift = 0n;
-  for (;;) {
-    const byte = buf[pos++];
-    result |= BigInt(byte & 0x7f) << shift;
-    if ((byte & 0x80) === 0) return [result, pos];
-    shift += 7n;
+class ModelError extends Error {}
+class DataError extends Error {}
+
+// A regular file only (a symlink, FIFO or device is refused without blocking), at most `limit` bytes.
+export function readBounded(path, limit, Kind = ModelError) {
+  let fd;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (err) {
+    if (err.code === 'ENOENT') throw new Kind(`${path} not found`);
+    if (err.code === 'ELOOP') throw new Kind(`${path} is a symbolic link; refusing to follow it`);
+    throw new Kind(`${path} cannot be read (${err.code})`);
   }
-}
-
-function* fields(buf) {
-  let pos = 0;
-  while (pos < buf.length) {
-    let tag;
-    [tag, pos] = readVarint(buf, pos);
-    const field = Number(tag >> 3n), wire = Number(tag & 7n);
-    if (wire === 0) { [, pos] = readVarint(buf, pos); continue; }
-    if (wire === 1) { pos += 8; continue; }
-    if (wire === 5) { pos += 4; continue; }
-    if (wire !== 2) throw new Error(`unsupported protobuf wire type ${wire}`);
-    let len;
-    [len, pos] = readVarint(buf, pos);
-    const end = pos + Number(len);
-    yield [field, buf.subarray(pos, end)];
-    pos = end;
-  }
-}
-
-export function readMetadata(modelBytes) {
-  const meta = {};
-  for (const [field, value] of fields(modelBytes)) {
-    if (field !== 14) continue; // ModelProto.metadata_props: StringStringEntryProto {key = 1; value = 2}
-    let key = '', val = '';
-    for (const [f, v] of fields(value)) {
-      if (f === 1) key = Buffer.from(v).toString('utf8');
-      if (f === 2) val = Buffer.from(v).toString('utf8');
+  try {
+    const info = fstatSync(fd);
+    if (!info.isFile()) throw new Kind(`${path} is not a regular file`);
+    if (info.size > limit) throw new Kind(`${path} is ${info.size} bytes, over the ${limit}-byte limit`);
+    const buf = Buffer.alloc(info.size);
+    let off = 0;
+    while (off < info.size) {
+      const n = readSync(fd, buf, off, info.size - off, off);
+      if (n === 0) break;
+      off += n;
     }
-    meta[key] = val;
+    return buf.subarray(0, off);
+  } finally {
+    closeSync(fd);
   }
-  return meta;
 }
 
-export function resolveModel(spec) {
-  if (!existsSync(spec)) throw new Error(`model ${spec} not found`);
-  if (!statSync(spec).isDirectory()) return spec;
-  if (existsSync(join(spec, 'model.onnx'))) return join(spec, 'model.onnx');
-  if (existsSync(join(spec, 'latest.json'))) {
-    const { run_id: run } = JSON.parse(readFileSync(join(spec, 'latest.json'), 'utf8'));
-    if (run && existsSync(join(spec, run, 'model.onnx'))) return join(spec, run, 'model.onnx');
+function readJson(path) {
+  try {
+    return JSON.parse(readBounded(path, MAX_JSON_BYTES, DataError).toString('utf8'));
+  } catch (err) {
+    if (err instanceof DataError) throw err;
+    throw new DataError(`${path} is not valid JSON`);
   }
-  throw new Error(`${spec} holds no model.onnx and no latest.json naming a run`);
+}
+
+// A run folder's model.onnx, checked against the run's manifest.json (sha256): what loads is what was published.
+function verifiedModel(runDir) {
+  const bytes = readBounded(join(runDir, 'model.onnx'), MAX_MODEL_BYTES);
+  if (!existsSync(join(runDir, 'manifest.json'))) return bytes; // a folder holding a bare model.onnx
+  const manifest = readJson(join(runDir, 'manifest.json'));
+  const entry = Array.isArray(manifest?.files) ? manifest.files.find((f) => f?.path === 'model.onnx') : null;
+  if (!entry) throw new DataError(`${runDir}/manifest.json does not list model.onnx`);
+  if (createHash('sha256').update(bytes).digest('hex') !== entry.sha256) {
+    throw new DataError(`${runDir}/model.onnx does not match the run's manifest (sha256); refusing to load it`);
+  }
+  return bytes;
+}
+
+// The model's bytes: a model.onnx as given, a run folder's (verified), or a store root's latest run (verified).
+export function resolveModel(spec) {
+  if (!existsSync(spec)) throw new ModelError(`model ${spec} not found`);
+  if (!statSync(spec).isDirectory()) return readBounded(spec, MAX_MODEL_BYTES);
+  if (existsSync(join(spec, 'model.onnx'))) return verifiedModel(spec);
+  if (existsSync(join(spec, 'latest.json'))) {
+    const pointer = readJson(join(spec, 'latest.json'));
+    return verifiedModel(join(spec, confinedRunId(pointer?.run_id)));
+  }
+  throw new ModelError(`${spec} holds no model.onnx and no latest.json naming a run`);
 }
 
 export async function loadImage(path) {
-  const image = sharp(readFileSync(path), { failOn: 'error', limitInputPixels: 50_000_000 });
+  const image = sharp(readBounded(path, MAX_JSON_BYTES, DataError), { failOn: 'error', limitInputPixels: 50_000_000 });
   const { width, height } = await image.metadata();
   let pipeline = image.removeAlpha().toColourspace('srgb');
   let note = null;
@@ -95,17 +112,17 @@ async function main(args) {
     console.error(`error: config error: ${USAGE.split('\n')[0]}`);
     return 2;
   }
-  let session, classNames, meta;
+  let session, contract;
   try {
-    const modelBytes = readFileSync(resolveModel(modelSpec));
-    meta = readMetadata(modelBytes);
-    if (!meta.class_names) throw new Error(`${modelSpec} has no class_names metadata (not a model of this contract)`);
-    classNames = JSON.parse(meta.class_names);
+    const modelBytes = resolveModel(modelSpec);
+    contract = checkContract(readModel(modelBytes));
     session = await ort.InferenceSession.create(modelBytes);
   } catch (err) {
-    console.error(`error: model error: ${err.message.split('\n')[0]}`);
-    return 8;
+    const kind = err instanceof DataError || err.name === 'UnsafeName' ? ['data', 3] : ['model', 8];
+    console.error(`error: ${kind[0]} error: ${modelSpec}: ${oneLine(err)}`);
+    return kind[1];
   }
+  const { classNames, inputName, outputName, runId } = contract;
   const good = [];
   let bad = 0;
   for (const path of images) {
@@ -113,24 +130,39 @@ async function main(args) {
       good.push([path, ...(await loadImage(path))]);
     } catch (err) {
       bad += 1;
-      console.error(`error: data error: ${path}: ${err.message.split('\n')[0]}`);
+      console.error(`error: data error: ${path}: ${oneLine(err)}`);
     }
   }
   if (good.length) {
     const batch = new Uint8Array(good.length * 32 * 32 * 3);
     good.forEach(([, rgb], i) => batch.set(rgb, i * rgb.length));
     const input = new ort.Tensor('uint8', batch, [good.length, 32, 32, 3]);
-    const output = (await session.run({ [meta.input_name || 'image']: input }))[meta.output_name || 'probabilities'];
+    let output;
+    try {
+      output = (await session.run({ [inputName]: input }))[outputName];
+    } catch (err) {
+      console.error(`error: model error: ${modelSpec}: ONNX Runtime failed (${oneLine(err)})`);
+      return 8;
+    }
     const n = classNames.length;
     good.forEach(([path, , note], i) => {
       const probs = Array.from(output.data.slice(i * n, (i + 1) * n));
       const top = probs.map((p, c) => [p, c]).sort((a, b) => b[0] - a[0]).slice(0, 3)
         .map(([p, c]) => ({ class: classNames[c], probability: p }));
       const named = Object.fromEntries(classNames.map((c, k) => [c, probs[k]]));
-      console.log(JSON.stringify({ input: path, run_id: meta.run_id || null, top, probabilities: named, note }));
+      console.log(JSON.stringify({ input: path, run_id: runId, top, probabilities: named, note }));
     });
   }
   return bad ? 3 : 0;
 }
 
-process.exitCode = await main(process.argv.slice(2));
+function oneLine(err) {
+  return String(err?.message ?? err).split('\n')[0].slice(0, 300);
+}
+
+try {
+  process.exitCode = await main(process.argv.slice(2));
+} catch (err) {
+  console.error(`error: internal error: ${oneLine(err)}`);
+  process.exitCode = 1;
+}

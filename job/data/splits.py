@@ -27,10 +27,13 @@ def split(dataset: Dataset, *, val_fraction: float, test_fraction: float, seed: 
         x_test, y_test = x[held], y[held]
         x, y = x[rest], y[rest]
         test_source = f"stratified holdout ({test_fraction:.0%} of the source)"
-    rest, val = stratified_split(y, val_fraction, rng)
+    if val_fraction > 0:
+        rest, val = stratified_split(y, val_fraction, rng)
+    else:  # no validation split: a final model trained on everything but the test split
+        rest, val = np.arange(len(y)), np.arange(0)
     splits = Splits(x[rest], y[rest], x[val], y[val], x_test, y_test, list(dataset.class_names))
     for name, labels in (("train", splits.y_train), ("val", splits.y_val), ("test", splits.y_test)):
-        if len(labels) == 0:
+        if len(labels) == 0 and not (name == "val" and val_fraction == 0):
             raise DataError(f"the {name} split is empty; use more data or a larger --limit")
     splits.info = {
         "source": dataset.source,

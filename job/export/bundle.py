@@ -23,7 +23,7 @@ def export_model(
     savedmodel_dir: str = "saved_model",
 ) -> None:
     """`net`: the float32 inference copy; `serve`: its inference function (job.export.inference);
-    `savedmodel_dir`: where in `folder` the SavedModel goes (job.storage.flat.SAVEDMODEL_DIRS)."""
+    `savedmodel_dir`: where in `folder` the SavedModel goes (job.storage.runs.SAVEDMODEL_DIRS)."""
     net.save(folder / "model.keras")
     export_savedmodel(net, serve, folder / savedmodel_dir)
     meta = contract.metadata(

@@ -69,15 +69,21 @@ def check_session(session) -> list[str]:
         problems.append(f"input {INPUT_NAME!r} must be tensor(uint8), is {inputs[0].type}")
     elif list(inputs[0].shape[1:]) != [IMAGE_HEIGHT, IMAGE_WIDTH, CHANNELS]:
         problems.append(f"input shape must be [N, 32, 32, 3], is {inputs[0].shape}")
-    if OUTPUT_NAME not in [o.name for o in outputs]:
+    output = next((o for o in outputs if o.name == OUTPUT_NAME), None)
+    if output is None:
         problems.append(f"no output named {OUTPUT_NAME!r}")
+    elif output.type != "tensor(float)" or len(output.shape) != 2:
+        problems.append(f"output {OUTPUT_NAME!r} must be float32 [N, C], is {output.type} {output.shape}")
     try:
         class_names = json.loads(meta["class_names"])
-        if not isinstance(class_names, list) or not all(isinstance(c, str) for c in class_names):
+        if not isinstance(class_names, list) or not class_names or not all(isinstance(c, str) for c in class_names):
             raise ValueError
     except (KeyError, ValueError):
         problems.append("metadata_props has no valid 'class_names' JSON list")
         class_names = []
+    width = output.shape[1] if output is not None and len(output.shape) == 2 else None
+    if class_names and isinstance(width, int) and width != len(class_names):
+        problems.append(f"class_names lists {len(class_names)} classes but the output has {width} columns")
     if problems:
         raise ContractError("; ".join(problems))
     return class_names

@@ -23,8 +23,10 @@ def plot_curves(history: list[dict], path: Path) -> None:
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
     for ax, metric, title in ((ax_acc, "accuracy", "Accuracy"), (ax_loss, "loss", "Loss")):
         ax.plot(epochs, [row.get(metric) for row in history], "o-", label="training")
-        ax.plot(epochs, [row.get(f"val_{metric}") for row in history], "o-", label="validation")
-        ax.set_title(f"Training and validation {title.lower()}")
+        has_val = any(f"val_{metric}" in row for row in history)  # --val-fraction 0: training curves only
+        if has_val:
+            ax.plot(epochs, [row.get(f"val_{metric}") for row in history], "o-", label="validation")
+        ax.set_title(f"Training {'and validation ' if has_val else ''}{title.lower()}")
         ax.set_xlabel("epoch")
         ax.set_ylabel(title.lower())
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs only

@@ -12,6 +12,8 @@ import os
 import sys
 import time
 
+from job.runtime.redact import RedactingWriter, redact_value
+
 _stream = None
 _listeners: list = []  # in-process observers of every event (MLflow tracking), called after it is written
 
@@ -36,6 +38,8 @@ def claim_stdout() -> None:
         os.dup2(2, 1)
     except (OSError, ValueError, AttributeError):  # started with stdout closed: events have nowhere to go
         _stream = open(os.devnull, "w")
+    if not isinstance(sys.stderr, RedactingWriter):
+        sys.stderr = RedactingWriter(sys.stderr)
     sys.stdout = sys.stderr
 
 
@@ -43,7 +47,7 @@ def emit(event: str, **fields) -> None:
     """One JSON line: {"event": ..., "time": ..., **fields}. Silently dropped once the reader is gone."""
     global _stream
     record = {"event": event, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **fields}
-    line = json.dumps(record, sort_keys=True, default=str) + "\n"
+    line = json.dumps(redact_value(record), sort_keys=True, default=str) + "\n"
     stream = _stream or sys.stdout
     try:
         stream.write(line)

@@ -1,4 +1,5 @@
-"""Where the job runs: SageMaker, Vertex AI, AWS Batch, Kubernetes/Kubeflow (TF_CONFIG) or plain.
+"""Where the job runs: SageMaker, Vertex AI, AWS Batch, Kubernetes/Kubeflow (TF_CONFIG), a JobSet / Kubeflow
+Trainer v2 TrainJob or an Indexed Job (the cluster derived from the pod's index: job.runtime.cluster), or plain.
 
 Each platform's conventions become defaults for the config (data, out and its layout, checkpoint and log
 dirs, a run id that is stable across the platform's retries), so the same image runs everywhere without code
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from job.errors import ConfigError
-from job.runtime.cluster import parse_tf_config, sagemaker_cluster
+from job.runtime.cluster import indexed_cluster, parse_tf_config, sagemaker_cluster
 from job.runtime.identity import attempt, platform_run_id
 
 
@@ -105,8 +106,8 @@ def _detect(env: Mapping[str, str]) -> Platform:
         checkpoints = opt_ml / "checkpoints"
         if checkpoints.is_dir():
             defaults["checkpoint_dir"] = str(checkpoints)
-        if env.get("SM_OUTPUT_DATA_DIR"):
-            defaults["log_dir"] = str(Path(env["SM_OUTPUT_DATA_DIR"]) / "tensorboard")
+        # TensorBoardOutputConfig's default LocalPath: SageMaker uploads what appears here while the job runs.
+        defaults["log_dir"] = str(opt_ml / "output" / "tensorboard")
         hyperparameters = {}
         if hp_file.is_file():
             try:
@@ -132,6 +133,9 @@ def _detect(env: Mapping[str, str]) -> Platform:
 
     if tf_config:
         return Platform("kubeflow", tf_config=tf_config)
+    indexed = indexed_cluster(env)
+    if indexed:
+        return Platform(indexed[0], tf_config=indexed[1])
     if env.get("AWS_BATCH_JOB_ID"):
         return Platform("aws-batch")
     return Platform()

@@ -1,31 +1,37 @@
-"""storage: where runs are published (a local folder or S3), checkpoint locations, manifests.
+"""storage: locations (a local folder, an S3 prefix) with one small interface, and the runs layout on top.
+Every name read from a store passes job.runtime.names.confine before it becomes a path or a key.
+
+    local.py     LocalLocation: never follows a link, reads regular files only, bounded, atomic writes
+    s3.py        S3Location: one key function, one 404 test, one pagination
+    runs.py      RunStore: publish, latest.json, verify (hashing content), download, fetch a verified file
+    manifest.py  manifest.json: written last, parsed with every path confined, the one verifier
+    pointer.py   latest.json's record and ordering;  files.py  atomic writes, sha256, full-disk check
+    s3client.py  the boto3 client and one-line error explanations;  s3download.py  S3 data sources
 
 Imports no training code (enforced by the import-linter contracts in pyproject.toml).
 """
 
-from job.storage.local import LocalBlobs, LocalStore
+from job.storage.local import LocalLocation
+from job.storage.runs import RunStore
 
 
-def open_store(out: str, s3_options=None, layout: str = "runs"):
+def open_location(uri: str, s3_options=None, what: str = "store", hint: str = "choose a writable --out folder"):
+    """A local folder or an s3://bucket/prefix, behind the same interface."""
+    if uri.startswith("s3://"):
+        from job.storage.s3 import S3Location
+
+        return S3Location(uri, s3_options, what)
+    return LocalLocation(uri, f"local {what}", hint)
+
+
+def open_store(out: str, s3_options=None, layout: str = "runs") -> RunStore:
     """The artifact store for `--out`: a local folder, s3://bucket/prefix, or a platform's model directory."""
-    if out.startswith("s3://"):
-        from job.storage.s3store import S3Store
-
-        return S3Store(out, s3_options)
-    if layout != "runs":
-        from job.storage.flat import FlatStore
-
-        return FlatStore(out)
-    return LocalStore(out)
+    return RunStore(open_location(out, s3_options), layout)
 
 
 def open_blobs(uri: str, s3_options=None):
-    """A flat named-blob location (checkpoints): a local folder or an s3:// prefix."""
-    if uri.startswith("s3://"):
-        from job.storage.s3blobs import S3Blobs
-
-        return S3Blobs(uri, s3_options)
-    return LocalBlobs(uri)
+    """A flat named-file location (checkpoints): a local folder or an s3:// prefix."""
+    return open_location(uri, s3_options, "checkpoint location", "choose a writable --checkpoint-dir")
 
 
 def s3_options_from(cfg):

@@ -77,6 +77,7 @@ def explain(exc: Exception, client, bucket: str, action: str) -> str:
         ConnectTimeoutError,
         EndpointConnectionError,
         NoCredentialsError,
+        ProxyConnectionError,
         ReadTimeoutError,
     )
 
@@ -86,7 +87,7 @@ def explain(exc: Exception, client, bucket: str, action: str) -> str:
             f"cannot {action} {where}: no AWS credentials found; set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
             "AWS_PROFILE, or give the job a role"
         )
-    if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError)):
+    if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError, ProxyConnectionError)):
         return (
             f"cannot {action} {where}: endpoint unreachable ({type(exc).__name__}); check --s3-endpoint / "
             "AWS_ENDPOINT_URL and the network"
@@ -96,8 +97,13 @@ def explain(exc: Exception, client, bucket: str, action: str) -> str:
     if isinstance(exc, ClientError):
         code = exc.response.get("Error", {}).get("Code", "")
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if code in ("NoSuchBucket", "404", "NotFound") or status == 404:
+        if code == "NoSuchBucket":
             return f"cannot {action} {where}: the bucket does not exist; create it or fix the s3:// URI"
+        if code in ("NoSuchKey", "404", "NotFound") or status == 404:
+            return (
+                f"cannot {action} {where}: the object does not exist (removed, or being re-published); "
+                "list the store and try again"
+            )
         if code in ("AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch") or status == 403:
             return (
                 f"cannot {action} {where}: access denied ({code}); check the credentials and the bucket "

@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from job.train import model as model_lib
+from job.train import optim
 from job.train.optim import build_optimizer
 from job.train.precision import model_precision, precision_policy, warn_if_emulated
 
@@ -24,7 +25,15 @@ def compile_model(cfg, num_classes: int, x_train: np.ndarray) -> keras.Model:
     warn_if_emulated(cfg.precision)
     with precision_policy(cfg.precision):
         # fast_net fits its fixed first layer to the training images (never val/test).
-        net = model_lib.build(cfg.model, num_classes, cfg.width, whitening_images=x_train, whitening_seed=cfg.seed)
+        net = model_lib.build(
+            cfg.model,
+            num_classes,
+            cfg.width,
+            whitening_images=x_train,
+            whitening_seed=cfg.seed,
+            bn_momentum=cfg.bn_momentum,
+            activation=cfg.activation,
+        )
     optimizer = build_optimizer(cfg, len(x_train))
     net.compile(
         optimizer=optimizer,
@@ -32,6 +41,14 @@ def compile_model(cfg, num_classes: int, x_train: np.ndarray) -> keras.Model:
         metrics=["accuracy"],
     )
     optimizer.build(net.trainable_variables)
+    bind_statistics(net)
+    return net
+
+
+def bind_statistics(net: keras.Model) -> keras.Model:
+    """Lookahead's slow copies of the running statistics follow `net` (a new or a loaded model)."""
+    if isinstance(net.optimizer, optim.BiasScaledSGD):
+        net.optimizer.bind_statistics(net)
     return net
 
 
@@ -40,7 +57,7 @@ def in_precision(net: keras.Model, cfg, num_classes: int, x_train: np.ndarray) -
     came back on another node type) resumes with the same weights and optimizer state in this run's precision.
     The variables are float32 under either policy, so nothing is lost."""
     if model_precision(net) == cfg.precision:
-        return net
+        return bind_statistics(net)
     log.info("checkpoint trained in %s; resuming in %s on this CPU", model_precision(net), cfg.precision)
     fresh = compile_model(cfg, num_classes, x_train)
     fresh.set_weights(net.get_weights())
@@ -55,6 +72,8 @@ def inference_copy(net: keras.Model, cfg, num_classes: int) -> keras.Model:
     `model.keras` loads with plain Keras (the training model carries this job's optimizer class, which a
     consumer without the job's code cannot deserialize). Training state lives in checkpoints."""
     with precision_policy("float32"):
-        clone = model_lib.build(cfg.model, num_classes, cfg.width)
+        clone = model_lib.build(
+            cfg.model, num_classes, cfg.width, bn_momentum=cfg.bn_momentum, activation=cfg.activation
+        )
     clone.set_weights(net.get_weights())
     return clone

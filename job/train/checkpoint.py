@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 # The only names a checkpoint may refer to: a model file in the checkpoint folder itself. A state.json naming
 # "../../x.keras" would otherwise load, and later delete, a file outside it.
 MODEL_FILE = re.compile(r"^model-e\d{4,}-s\d{6,}\.keras$")
+MAX_MODEL_BYTES = 2 * 1024**3
 
 # Not precision: with `--precision auto` it follows the CPU, and a preempted job may come back on another node
 # type; train() resumes such a checkpoint in this machine's precision (the weights are float32 either way).
@@ -88,14 +89,14 @@ class Checkpoints:
             }
             self.blobs.put_file(name, local)
             previous = self._read_state(must_parse=False)
-            self.blobs.put_bytes("state.json", json.dumps(state, indent=1).encode())
+            self.blobs.write("state.json", json.dumps(state, indent=1).encode())
         old = previous.get("model_file") if previous else None
         if isinstance(old, str) and old != name and MODEL_FILE.match(old):
             self.blobs.delete(old)
         log.info("checkpoint saved: %s (epoch %d, step %d)", self.location, epoch, step)
 
     def _read_state(self, must_parse: bool = True) -> dict | None:
-        raw = self.blobs.get_bytes("state.json")
+        raw = self.blobs.read("state.json")
         if raw is None:
             return None
         try:
@@ -145,7 +146,7 @@ class Checkpoints:
 
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / "model.keras"
-            if not self.blobs.get_file(model_file, local):
+            if not self.blobs.get_file(model_file, local, MAX_MODEL_BYTES):
                 raise CheckpointError(
                     f"checkpoint {where}: model file {state.get('model_file')} is missing; delete {where} to start over"
                 )

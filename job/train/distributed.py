@@ -37,6 +37,7 @@ from job.train.callbacks import epoch_record, report_epoch
 from job.train.checkpoint import fingerprint
 from job.train.input import training_dataset
 from job.train.optim import steps_per_epoch
+from job.train.tensorboard import EpochSummaries
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def train_multi_worker(cfg, splits, strategy, checkpoints=None):
         net = compile_model(cfg, splits.num_classes, splits.x_train)
     per_example_loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing, reduction=None)
     global_batch = cfg.batch_size
-    per_epoch = steps_per_epoch(len(splits.y_train), global_batch)
+    per_epoch = steps_per_epoch(len(splits.y_train), global_batch, cfg.drop_last)
 
     @tf.function
     def train_step(images, labels, stop_requested):
@@ -130,6 +131,8 @@ def train_multi_worker(cfg, splits, strategy, checkpoints=None):
         resumed_from = {"location": str(cluster_checkpoint.dir), "epoch": done // per_epoch, "step": done % per_epoch}
         log.info("resuming run %s at epoch %d, step %d", cfg.run_id, done // per_epoch + 1, done % per_epoch)
 
+    # TensorBoard from the chief only (the platform collects one log dir; every worker holds the same numbers).
+    summaries = EpochSummaries(cfg.log_dir if strategy.extended.should_checkpoint else "")
     stop = {"requested": False}
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))
     started = time.perf_counter()
@@ -146,6 +149,7 @@ def train_multi_worker(cfg, splits, strategy, checkpoints=None):
             if steps + skip >= per_epoch:
                 history.append(_epoch(net, splits, epoch, t0, total_loss, total_correct, steps, skip, global_batch))
                 report_epoch(history[-1], cfg.epochs)
+                summaries.write(history[-1])
             if float(stops) > 0:
                 at = _step(net)
                 if cluster_checkpoint:
@@ -164,15 +168,12 @@ def train_multi_worker(cfg, splits, strategy, checkpoints=None):
 
 
 def _epoch(net, splits, epoch, t0, total_loss, total_correct, steps, skip, global_batch) -> dict:
-    # Validation needs no collectives: every worker holds the same weights.
-    val_probs = _local_predict(net, splits.x_val)
     seen = min(len(splits.y_train), steps * global_batch) if skip else len(splits.y_train)
-    logs = {
-        "accuracy": [total_correct / max(seen, 1)],
-        "loss": [total_loss / max(steps, 1)],
-        "val_accuracy": [float(np.mean(val_probs.argmax(1) == splits.y_val))],
-        "val_loss": [cross_entropy(val_probs, splits.y_val)],
-    }
+    logs = {"accuracy": [total_correct / max(seen, 1)], "loss": [total_loss / max(steps, 1)]}
+    if len(splits.y_val):  # validation needs no collectives: every worker holds the same weights
+        val_probs = _local_predict(net, splits.x_val)
+        logs["val_accuracy"] = [float(np.mean(val_probs.argmax(1) == splits.y_val))]
+        logs["val_loss"] = [cross_entropy(val_probs, splits.y_val)]
     return epoch_record(epoch, logs, time.perf_counter() - t0, net)
 
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from job.train.optim import drops_last_batch
+
 
 @dataclass(frozen=True)
 class Augmentation:
@@ -49,13 +51,15 @@ def make_dataset(
     shuffle_seed: int | None = None,
     augment: Augmentation | None = None,
     skip_batches: int = 0,
+    drop_last: bool = False,
 ) -> tf.data.Dataset:
-    """uint8 images -> (float32 in [0, 1], one-hot). Shuffled with a fixed seed per epoch when asked."""
+    """uint8 images -> (float32 in [0, 1], one-hot). Shuffled with a fixed seed per epoch when asked; the last
+    partial batch dropped when `drop_last` (and a full one exists)."""
     flips = augment.flip_bits(len(x)) if augment else np.zeros(len(x), bool)
     ds = tf.data.Dataset.from_tensor_slices((x, y, flips))
     if shuffle_seed is not None:
         ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=False)
-    ds = ds.batch(batch_size)
+    ds = ds.batch(batch_size, drop_remainder=drops_last_batch(len(x), batch_size, drop_last))
     if skip_batches:
         ds = ds.skip(skip_batches)
     ds = ds.enumerate(start=skip_batches)
@@ -88,4 +92,5 @@ def training_dataset(cfg, splits, epoch: int, batch_size: int, skip_batches: int
         shuffle_seed=cfg.seed * 1000 + epoch,
         augment=augment,
         skip_batches=skip_batches,
+        drop_last=cfg.drop_last,
     )

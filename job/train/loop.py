@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import keras
 
-from job.errors import Preempted
+from job.errors import CheckpointError, Preempted
 from job.train.build import compile_model, in_precision
 from job.train.callbacks import ProgressBar, StopOnSignal, epoch_record, report_epoch
 from job.train.checkpoint import fingerprint
@@ -45,6 +45,11 @@ def train(cfg, splits, checkpoints=None, extra_callbacks=(), strategy=None) -> T
     if state:
         net, history = in_precision(state.model, cfg, num_classes, splits.x_train), list(state.history)
         start_epoch, skip = state.epoch, state.step
+        if start_epoch > cfg.epochs or (start_epoch == cfg.epochs and skip):
+            raise CheckpointError(
+                f"checkpoint {state.info['location']} is at epoch {start_epoch + 1}, step {skip}, beyond this run's "
+                f"--epochs {cfg.epochs}; use another --run-id or --checkpoint-dir"
+            )
         log.info("resuming run %s at epoch %d, step %d", cfg.run_id, start_epoch + 1, skip)
     else:
         net, history, start_epoch, skip = compile_model(cfg, num_classes, splits.x_train), [], 0, 0
@@ -53,8 +58,11 @@ def train(cfg, splits, checkpoints=None, extra_callbacks=(), strategy=None) -> T
     callbacks: list = [stopper, *extra_callbacks]
     if cfg.log_dir:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=cfg.log_dir, update_freq="epoch"))
-    val_ds = make_dataset(splits.x_val, splits.y_val, num_classes, max(cfg.batch_size, 256))
-    steps = steps_per_epoch(len(splits.y_train), cfg.batch_size)
+    # No validation split (--val-fraction 0): the curves are the training metrics alone.
+    val_ds = (
+        make_dataset(splits.x_val, splits.y_val, num_classes, max(cfg.batch_size, 256)) if len(splits.y_val) else None
+    )
+    steps = steps_per_epoch(len(splits.y_train), cfg.batch_size, cfg.drop_last)
     if sys.stderr.isatty():
         callbacks.append(ProgressBar(cfg.epochs, steps))
     previous = signal.signal(signal.SIGTERM, lambda *_: setattr(stopper, "requested", True))

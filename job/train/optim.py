@@ -34,6 +34,14 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
+class _Untracked:
+    """Holds the model's own variables out of Keras' attribute tracking (tracked, they would be saved as the
+    optimizer's, and a loaded checkpoint's optimizer would no longer match)."""
+
+    def __init__(self, items: list):
+        self.items = items
+
+
 @keras.saving.register_keras_serializable(package="job")
 class BiasScaledSGD(keras.optimizers.SGD):
     """airbench's optimizer, in mean-loss units:
@@ -48,7 +56,9 @@ class BiasScaledSGD(keras.optimizers.SGD):
     - lookahead: every `lookahead_every` steps the weights are pulled to a slow average of themselves,
       slow <- slow + (1 - d) * (weights - slow); weights <- slow, with d = 0.95**k * (step / total_steps)**3
       (no averaging early, more towards the end); the last step always syncs, so training ends on the
-      average. The slow copies are optimizer variables: checkpoints keep them."""
+      average. The slow copies are optimizer variables: checkpoints keep them. With `average_stats` the
+      BatchNorm running statistics join the average (bind_statistics), as airbench does (it averages the whole
+      state dict), so the final weights meet statistics averaged with them (LOOKAHEAD_BN_STATS)."""
 
     def __init__(
         self,
@@ -57,6 +67,7 @@ class BiasScaledSGD(keras.optimizers.SGD):
         stem_bias_steps: int = 0,
         lookahead_every: int = 0,
         total_steps: int = 0,
+        average_stats: bool = False,
         **kwargs,
     ):
         super().__init__(nesterov=kwargs.pop("nesterov", True), **kwargs)
@@ -66,6 +77,7 @@ class BiasScaledSGD(keras.optimizers.SGD):
             int(lookahead_every),
             int(total_steps),
         )
+        self.average_stats = bool(average_stats)
         if self.lookahead_every and self.total_steps < 1:
             raise ValueError("lookahead needs total_steps")
 
@@ -74,6 +86,34 @@ class BiasScaledSGD(keras.optimizers.SGD):
             return
         super().build(variables)
         self.slow = self.add_optimizer_variables(variables, "slow") if self.lookahead_every else []
+        # Slow copies of every BatchNorm layer's running mean and variance, shaped like its beta: created here,
+        # from the trainable variables alone, so a checkpoint's optimizer state loads into a fresh optimizer.
+        betas = (
+            [v for v in variables if v.path.endswith("/beta")] if self.lookahead_every and self.average_stats else []
+        )
+        self.slow_means = self.add_optimizer_variables(betas, "slow_mean") if betas else []
+        self.slow_vars = self.add_optimizer_variables(betas, "slow_var") if betas else []
+        self._stat_layers = [v.path.rsplit("/", 1)[0] for v in betas]
+        self._stats = _Untracked([])
+
+    def bind_statistics(self, net: keras.Model) -> None:
+        """Point the slow copies at `net`'s running statistics (after building, or after loading a checkpoint)."""
+        if not getattr(self, "_stat_layers", None):
+            return
+        stats = {v.path: v for v in net.non_trainable_variables}
+        self._stats = _Untracked(
+            [
+                (stats[f"{layer}/moving_mean"], mean, stats[f"{layer}/moving_variance"], var)
+                for layer, mean, var in zip(self._stat_layers, self.slow_means, self.slow_vars, strict=True)
+            ]
+        )
+
+    def apply(self, grads, trainable_variables=None):
+        super().apply(grads, trainable_variables)
+        # After the step (iterations now counts it): the statistics the forward pass just updated.
+        for moving_mean, slow_mean, moving_var, slow_var in self._stats.items:
+            self._lookahead(moving_mean, slow_mean, self.iterations)
+            self._lookahead(moving_var, slow_var, self.iterations)
 
     def update_step(self, gradient, variable, learning_rate):
         # Keras hands the backend variable here; its Keras twin carries the layer path.
@@ -90,16 +130,16 @@ class BiasScaledSGD(keras.optimizers.SGD):
         else:
             self._sgd_step(gradient, variable, learning_rate, self.bias_lr_scale if path.endswith("/beta") else 1.0)
         if self.lookahead_every:
-            self._lookahead(variable, self.slow[index])
+            self._lookahead(variable, self.slow[index], self.iterations + 1)
 
     def _sgd_step(self, gradient, variable, learning_rate, scale: float):
         if self.l2:
             gradient = gradient + tf.cast(self.l2 / scale, gradient.dtype) * tf.cast(variable, gradient.dtype)
         super().update_step(gradient, variable, tf.cast(learning_rate, tf.float32) * scale)
 
-    def _lookahead(self, variable, slow):
+    def _lookahead(self, variable, slow, step):
+        """`step`: this step, counted from 1."""
         k, total = self.lookahead_every, self.total_steps
-        step = self.iterations + 1  # this step, counted from 1
         sync = tf.logical_or(tf.equal(step % k, 0), tf.equal(step, total))
         progress = tf.cast(step, tf.float32) / float(total)
         # At the first sync the slow copy is still unset: take the weights as they are.
@@ -116,10 +156,22 @@ class BiasScaledSGD(keras.optimizers.SGD):
             "stem_bias_steps": self.stem_bias_steps,
             "lookahead_every": self.lookahead_every,
             "total_steps": self.total_steps,
+            "average_stats": self.average_stats,
         }
 
 
-def steps_per_epoch(n: int, batch_size: int) -> int:
+# airbench's lookahead averages BatchNorm running statistics too (measured: docs/performance.md, screening).
+LOOKAHEAD_BN_STATS = True
+
+
+def drops_last_batch(n: int, batch_size: int, drop_last: bool) -> bool:
+    """A partial last batch is dropped (airbench does; `drop_last`) only when a full one exists."""
+    return drop_last and n >= batch_size
+
+
+def steps_per_epoch(n: int, batch_size: int, drop_last: bool = False) -> int:
+    if drops_last_batch(n, batch_size, drop_last):
+        return n // batch_size
     return max(1, -(-n // batch_size))
 
 
@@ -127,7 +179,7 @@ def build_optimizer(cfg, train_images: int) -> keras.optimizers.Optimizer:
     """The seed recipe's Adam, or the fast recipe's BiasScaledSGD on a OneCycle schedule over the whole run."""
     if cfg.optimizer == "adam":
         return keras.optimizers.Adam(learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay or None)
-    per_epoch = steps_per_epoch(train_images, cfg.batch_size)
+    per_epoch = steps_per_epoch(train_images, cfg.batch_size, cfg.drop_last)
     total = cfg.epochs * per_epoch
     return BiasScaledSGD(
         learning_rate=OneCycle(cfg.learning_rate, total),
@@ -137,4 +189,5 @@ def build_optimizer(cfg, train_images: int) -> keras.optimizers.Optimizer:
         stem_bias_steps=cfg.stem_bias_epochs * per_epoch,
         lookahead_every=cfg.lookahead_every,
         total_steps=total,
+        average_stats=LOOKAHEAD_BN_STATS,
     )

@@ -100,10 +100,13 @@ def test_verify_and_download_catch_damage(runs, tmp_path):
     verify = runs_cmd(store, "verify", store["uri"])
     reports = {r["run_id"]: r for r in map(json.loads, verify.stdout.splitlines())}
     assert verify.returncode == 3
-    assert reports["run-old"]["problems"] == ["no manifest: the run is incomplete"]
-    assert reports["run-new"]["problems"] == ["model.onnx: size or sha256 differs from the manifest"]
+    assert reports["run-old"]["problems"] == [
+        f"{tmp_path / 'store' / 'run-old'}: no manifest.json; the run is incomplete"
+    ]
+    assert reports["run-new"]["problems"] == ["model.onnx: 8 bytes, the manifest says 700"]
     download = runs_cmd(store, "download", store["uri"], "run-new", str(tmp_path / "dl"))
-    assert download.returncode == 3 and "not complete" in download.stderr
+    assert download.returncode == 3 and "does not match its manifest" in download.stderr
+    assert not (tmp_path / "dl").exists() and not list(tmp_path.glob(".dl.partial-*"))
 
 
 def test_concurrent_publishers_leave_latest_on_the_newest_run(runs, store, tmp_path):
@@ -127,3 +130,20 @@ def test_concurrent_publishers_leave_latest_on_the_newest_run(runs, store, tmp_p
         ]
         assert [p.wait(timeout=120) for p in procs] == [0, 0]
         assert latest(target) == "run-new", f"round {round_}"
+
+
+def test_what_a_store_holds_is_shown_safely(runs, tmp_path):
+    """Escape sequences in a store's model card never reach the terminal; a malformed metrics.json is one error
+    line for `show` and a dash in `list`."""
+    store = {"uri": str(tmp_path / "store"), "env": {}}
+    publish(runs["new"], store)
+    (tmp_path / "store" / "run-new" / "MODEL_CARD.md").write_text("# card\x1b]0;owned\x07\x1b[2J\n")
+    shown = runs_cmd(store, "show", store["uri"], "run-new")
+    assert shown.returncode == 0 and "\x1b" not in shown.stdout and "\\x1b]0;owned" in shown.stdout
+    (tmp_path / "store" / "run-new" / "metrics.json").write_text("[1, 2]")
+    listed = runs_cmd(store, "list", store["uri"], "--json")
+    row = json.loads(listed.stdout.splitlines()[0])
+    assert listed.returncode == 0 and row["test_accuracy"] is None and row["complete"] is False
+    shown = runs_cmd(store, "show", store["uri"], "run-new")
+    assert shown.returncode == 3 and len(shown.stderr.splitlines()) == 1 and "not a JSON dict" in shown.stderr
+    assert "Traceback" not in shown.stderr

@@ -19,7 +19,7 @@ from helpers import (
     sagemaker_env,
     train_args,
 )
-from job.storage.manifest import verify_manifest
+from job.storage.runs import local_manifest_problems as verify_manifest
 
 
 def test_help_and_config_paths_do_not_import_tensorflow():

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from helpers import make_run_dir, run_job, train_args, tree_snapshot
-from job.storage.manifest import verify_manifest
+from job.storage.runs import local_manifest_problems as verify_manifest
 
 
 @pytest.fixture

@@ -326,6 +326,8 @@ CHECKPOINTS = [
     ),
     Case("checkpoint: epoch 'abc'", 7, _tampered(lambda s, t: {**s, "epoch": "abc"}), "malformed"),
     Case("checkpoint: history a string", 7, _tampered(lambda s, t: {**s, "history": "x"}), "malformed"),
+    Case("checkpoint: epoch beyond --epochs", 7, _tampered(lambda s, t: {**s, "epoch": 5}), "beyond this run's"),
+    Case("checkpoint: last epoch with steps", 7, _tampered(lambda s, t: {**s, "epoch": 1, "step": 2}), "beyond"),
     Case("checkpoint: state.json truncated", 7, _tampered(lambda s, t: json.dumps(s)[:20]), "corrupt"),
     Case("checkpoint: state.json a list", 7, _tampered(lambda s, t: [s]), "corrupt"),
     Case("checkpoint: model file damaged", 7, _corrupt_model, "sha256"),

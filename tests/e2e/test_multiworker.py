@@ -2,7 +2,10 @@
 
 import json
 
-from helpers import start_job, train_args
+import k8s_manifests as k8s
+import pytest
+
+from helpers import run_job, start_job, train_args
 from s3_server import free_port
 
 
@@ -17,7 +20,7 @@ def test_two_workers_train_together_and_only_the_chief_publishes(tiny_tar, tmp_p
             "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
         }
         args = train_args(tiny_tar, out, run_id="mw-1", cache=tmp_path / f"cache{index}", batch_size=16)
-        procs.append(start_job(*args, env=env))
+        procs.append(start_job(*args, "--log-dir", str(tmp_path / f"tb{index}"), env=env))
     results = [p.communicate(timeout=300) for p in procs]
     for p, (_, stderr) in zip(procs, results, strict=True):
         assert p.returncode == 0, stderr[-3000:]
@@ -28,6 +31,9 @@ def test_two_workers_train_together_and_only_the_chief_publishes(tiny_tar, tmp_p
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["latest.json", "mw-1"]
     metrics = json.loads((out / "mw-1" / "metrics.json").read_text())
     assert metrics["parity"]["onnxruntime"]["argmax_mismatches"] == 0
+    for split in ("train", "validation"):  # TensorBoard from the chief, laid out as Keras' callback does
+        assert list((tmp_path / "tb0" / split).glob("events.out.tfevents.*"))
+    assert not (tmp_path / "tb1").exists()
 
 
 def test_a_preempted_worker_stops_the_cluster_and_the_restart_resumes_with_no_step_repeated(tmp_path):
@@ -82,3 +88,29 @@ def test_a_preempted_worker_stops_the_cluster_and_the_restart_resumes_with_no_st
     assert metrics["training"]["optimizer_steps"] == epochs * per_epoch
     history = (tmp_path / "store" / "mw-resume" / "history.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in history[1:]] == ["1", "2", "3"]
+
+
+@pytest.mark.parametrize("kind", ["indexed", "jobset", "trainjob"])
+def test_two_pods_of_each_manifest_derive_their_cluster_train_once_and_publish_once(kind, tiny_tar, tmp_path):
+    """The environment each manifest gives its pods (tests/k8s_manifests.py), no TF_CONFIG; on one host the
+    derived DNS names are replaced by 127.0.0.1 ports (CLUSTER_ADDRESS_OVERRIDE)."""
+    addresses = ",".join(f"127.0.0.1:{free_port()}" for _ in range(2))
+    out, procs, plans = tmp_path / "store", [], []
+    for index, pod in enumerate(k8s.pods(kind)):
+        env = {**pod, "CLUSTER_ADDRESS_OVERRIDE": addresses, "JOB_THREADS": "1"}
+        args = [a for a in train_args(tiny_tar, out, cache=tmp_path / f"cache{index}", batch_size=16)]
+        plan = run_job(*args, "--dry-run", env=env)
+        assert plan.returncode == 0, plan.stderr[-2000:]
+        plans.append(json.loads(plan.stdout.splitlines()[-1])["cluster"])
+        procs.append(start_job(*args, env=env))
+    results = [p.communicate(timeout=300) for p in procs]
+    print(f"{kind}: dry-run clusters {plans}")
+    assert [p["chief"] for p in plans] == [True, False] and plans[0]["workers"] == plans[1]["workers"]
+    assert [p["task"] for p in plans] == ["worker 0", "worker 1"]
+    for p, (_, stderr) in zip(procs, results, strict=True):
+        assert p.returncode == 0, stderr[-3000:]
+        assert "2 replicas in sync" in stderr
+    chief, worker = (json.loads(r[0].strip().splitlines()[-1]) for r in results)
+    run_id = pod["JOB_RUN_ID"]  # the JobSet / Job name: stable across the platform's restarts
+    assert chief["event"] == "run_complete" and chief["run_id"] == run_id and worker["published"] is False
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted(["latest.json", run_id])

@@ -10,7 +10,7 @@ import pytest
 
 from helpers import BLOCK_TENSORFLOW, ROOT, run_job, train_args
 from job.storage.files import sha256_file
-from job.storage.manifest import verify_manifest
+from job.storage.runs import local_manifest_problems as verify_manifest
 
 EXPECTED_FILES = {
     "misclassified.png",

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from helpers import make_image_tree, make_tar, start_job, wait_for_event
-from job.storage.manifest import verify_manifest
+from job.storage.runs import local_manifest_problems as verify_manifest
 
 EPOCHS, BATCH = 3, 8
 
@@ -61,7 +61,6 @@ def sagemaker(tmp: Path, data: Path, attempt: int) -> tuple[Attempt, Path]:
         "TRAINING_JOB_NAME": "cifar-sm-2026-11-26",
         "SM_MODEL_DIR": str(model),
         "SM_CHANNEL_TRAIN": str(opt_ml / "input" / "data" / "train"),
-        "SM_OUTPUT_DATA_DIR": str(opt_ml / "output" / "data"),
     }
     return Attempt(["train", "--cache-dir", str(tmp / "cache")], env), model
 
@@ -159,6 +158,9 @@ def test_a_retried_attempt_resumes_and_publishes_where_the_platform_looks(name, 
         f"attempt 2 ended at {metrics['training']['optimizer_steps']} steps = {EPOCHS} x {per_epoch}"
     )
 
+    tensorboard = {"sagemaker": tmp_path / "opt_ml" / "output" / "tensorboard", "vertex": model_dir.parent / "logs"}
+    if name in tensorboard:  # where TensorBoardOutputConfig's default path / AIP_TENSORBOARD_LOG_DIR are collected
+        assert list((tensorboard[name] / "train").glob("events.out.tfevents.*")), sorted(tmp_path.rglob("*tfevents*"))
     if name == "sagemaker":  # SageMaker packs /opt/ml/model into model.tar.gz; TF Serving loads <version>/
         with tarfile.open(tmp_path / "model.tar.gz", "w:gz") as tar:
             tar.add(model_dir, arcname=".")

@@ -9,10 +9,11 @@ import pytest
 from helpers import make_image_tree, make_tar, run_job, train_args
 from job import data
 from job.errors import DataError, StorageError
+from job.storage import open_store
 from job.storage.files import sha256_file
-from job.storage.manifest import verify_manifest, write_manifest
+from job.storage.manifest import write_manifest
+from job.storage.runs import local_manifest_problems as verify_manifest
 from job.storage.s3client import S3Options, make_client
-from job.storage.s3store import S3Store
 from s3_server import FaultProxy, free_port
 
 
@@ -120,7 +121,7 @@ def test_publish_command_uploads_an_existing_run_folder(bucket, s3_env, tmp_path
 
 
 def test_same_run_id_again_replaces_the_run_whole(bucket, s3_env, tmp_path):
-    store = S3Store(f"s3://{bucket}/p")
+    store = open_store(f"s3://{bucket}/p")
     store.publish(_local_run(tmp_path / "a", files={"old-only.txt": "old", "metrics.json": "{}"}), "r1", {})
     store.publish(_local_run(tmp_path / "b", files={"new.txt": "new", "metrics.json": "{}"}), "r1", {})
     assert keys(make_client(), bucket, "p/r1/") == ["p/r1/manifest.json", "p/r1/metrics.json", "p/r1/new.txt"]
@@ -131,7 +132,7 @@ def test_large_file_goes_multipart(bucket, s3_env, tmp_path):
     run.mkdir()
     (run / "model.keras").write_bytes(b"\1" * (9 * 1024 * 1024))
     write_manifest(run, "big")
-    S3Store(f"s3://{bucket}/p").publish(run, "big", {})
+    open_store(f"s3://{bucket}/p").publish(run, "big", {})
     etag = make_client().head_object(Bucket=bucket, Key="p/big/model.keras")["ETag"]
     assert "-" in etag  # multipart ETags are "<md5>-<parts>"
 
@@ -185,8 +186,9 @@ def test_transient_503s_and_dropped_connections_are_retried(bucket, s3_env, s3_e
         proxy = FaultProxy(s3_endpoint, **faults)
         try:
             run = _local_run(tmp_path / str(len(faults) + proxy.server.server_address[1]))
-            store = S3Store(f"s3://{bucket}/p", S3Options(endpoint=proxy.endpoint, retries=5))
-            store.publish(run, "r1", summary := {})
+            store = open_store(f"s3://{bucket}/p", S3Options(endpoint=proxy.endpoint, retries=5))
+            store.publish(run, "r1", {})
+            summary = {"upload": store.location.last_upload}
             assert proxy.injected == max(faults.values())
             assert summary["upload"]["requests"] > summary["upload"]["objects"]
         finally:
@@ -195,7 +197,7 @@ def test_transient_503s_and_dropped_connections_are_retried(bucket, s3_env, s3_e
 
 
 def test_persistent_write_failure_leaves_no_manifest_cleans_up_and_keeps_latest(bucket, s3_env, s3_endpoint, tmp_path):
-    S3Store(f"s3://{bucket}/p").publish(_local_run(tmp_path / "good"), "good", {})
+    open_store(f"s3://{bucket}/p").publish(_local_run(tmp_path / "good"), "good", {})
     latest_before = make_client().get_object(Bucket=bucket, Key="p/latest.json")["Body"].read()
     proxy = FaultProxy(s3_endpoint, fail_after=3, methods={"PUT"})  # list + first uploads pass, then PUTs fail
     try:
@@ -219,7 +221,7 @@ def test_total_outage_mid_publish_never_yields_a_manifest(bucket, s3_env, s3_end
     proxy = FaultProxy(s3_endpoint, fail_after=3)
     try:
         with pytest.raises(StorageError, match="no manifest"):
-            S3Store(f"s3://{bucket}/p", S3Options(endpoint=proxy.endpoint, retries=2)).publish(
+            open_store(f"s3://{bucket}/p", S3Options(endpoint=proxy.endpoint, retries=2)).publish(
                 _local_run(tmp_path), "r3", {}
             )
     finally:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from helpers import ROOT, make_image_tree, make_tar
-from job.storage.manifest import verify_manifest
+from job.storage.runs import local_manifest_problems as verify_manifest
 
 IMAGE = os.environ.get("IMAGE", "localhost/cifar10-job:latest")
 LIMITS = ["--read-only", "--tmpfs", "/tmp:rw,size=1g", "--user", "10001:10001", "--cpus", "2", "--memory", "4g"]

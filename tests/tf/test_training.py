@@ -216,3 +216,21 @@ def test_the_job_turns_on_onednn_kernels_unless_told_not_to():
             cwd=Path(__file__).resolve().parent.parent,
         )
         assert proc.stdout.strip().splitlines()[-1] == expected, proc.stderr[-2000:]
+
+
+def test_lookahead_ends_on_averaged_running_statistics():
+    """airbench averages BatchNorm's running statistics with the weights: after the last step (always a sync)
+    every running mean and variance equals its slow copy, and the copies moved away from their start."""
+    cfg = config.resolve({"preset": "fast", "width": 8, "run_id": "la", "batch_size": 8, "epochs": 2}, env={})
+    rng = np.random.default_rng(0)
+    x, y = _smooth_images(32), rng.integers(0, 10, 32)
+    net = build.compile_model(cfg, 10, x)
+    pairs = net.optimizer._stats.items
+    assert len(pairs) == 6  # every BatchNorm layer of fast_net
+    for epoch in range(2):
+        net.fit(input_lib.make_dataset(x, y, 10, 8, shuffle_seed=epoch), epochs=1, verbose=0)
+    assert int(net.optimizer.iterations) == net.optimizer.total_steps == 8
+    for moving_mean, slow_mean, moving_var, slow_var in pairs:
+        np.testing.assert_allclose(moving_mean.numpy(), slow_mean.numpy(), rtol=1e-6)
+        np.testing.assert_allclose(moving_var.numpy(), slow_var.numpy(), rtol=1e-6)
+        assert np.abs(slow_mean.numpy()).sum() > 0

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import aws_batch
+import k8s_manifests as k8s
 import pytest
 import yaml
 
@@ -86,15 +88,52 @@ def _validate_aws(service: str, operation: str, params: dict) -> None:
     assert not report.has_errors(), report.generate_report()
 
 
+def _batch() -> dict:
+    return json.loads((INFRA / "aws" / "batch-job-definition.json").read_text())
+
+
 def test_aws_batch_job_definition():
-    params = json.loads((INFRA / "aws" / "batch-job-definition.json").read_text())
+    params = _batch()
     _validate_aws("batch", "RegisterJobDefinition", params)
+    assert aws_batch.problems(params["retryStrategy"]) == []  # the limits botocore does not know
     assert params["containerProperties"]["command"][0] == "train"
-    rules = params["retryStrategy"]["evaluateOnExit"]
-    actions = {r["onExitCode"]: r["action"] for r in rules if "onExitCode" in r}
-    assert all(actions[str(c)] == "EXIT" for c in PERMANENT)
-    assert all(actions[str(c)] == "RETRY" for c in RETRYABLE)
     assert params["containerProperties"]["user"] == "10001"
+
+
+# What the job's exit codes mean for a retry, from errors.EXIT_CODES: only a preemption and a storage outage can
+# succeed on another attempt; everything else (a bug, bad input, a failed gate, Ctrl-C) fails the job at once.
+EXPECTED = {code: "RETRY" if code in RETRYABLE else "EXIT" for code in errors.EXIT_CODES if code != 0}
+
+
+@pytest.mark.parametrize("code", sorted(EXPECTED))
+def test_batch_acts_on_every_exit_code_as_the_table_says(code):
+    assert aws_batch.action(_batch()["retryStrategy"], exit_code=code) == EXPECTED[code]
+
+
+def test_batch_retries_a_reclaimed_host_whatever_the_exit_code():
+    strategy = _batch()["retryStrategy"]
+    for code in (None, 137, 143, 1):  # a Spot reclaim kills the container: any code, or none at all
+        assert (
+            aws_batch.action(strategy, exit_code=code, status_reason="Host EC2 (instance i-0abc) terminated.")
+            == "RETRY"
+        )
+    assert aws_batch.action(strategy, exit_code=137, status_reason="Essential container in task exited") == "EXIT"
+
+
+def test_a_sixth_rule_is_refused_like_batch_refuses_it():
+    strategy = _batch()["retryStrategy"]
+    grown = dict(
+        strategy,
+        evaluateOnExit=[{"onExitCode": "2", "action": "EXIT"}] * (6 - len(strategy["evaluateOnExit"]))
+        + strategy["evaluateOnExit"],
+    )
+    assert len(grown["evaluateOnExit"]) == 6
+    assert aws_batch.problems(grown) == ["evaluateOnExit holds 6 rules; AWS Batch allows up to 5"]
+    _validate_aws("batch", "RegisterJobDefinition", {**_batch(), "retryStrategy": grown})  # botocore cannot see it
+    assert aws_batch.problems({"attempts": 11, "evaluateOnExit": [{"onExitCode": "1x", "action": "RETRY"}]}) == [
+        "attempts must be 1 to 10, is 11",
+        "rule 0: onExitCode '1x' is not a pattern AWS Batch accepts",
+    ]
 
 
 def test_sagemaker_training_job():
@@ -108,12 +147,18 @@ def test_sagemaker_training_job():
 
 
 def _container_args() -> dict[str, list[str]]:
-    k8s = yaml.safe_load((INFRA / "k8s" / "job.yaml").read_text())["spec"]["template"]["spec"]["containers"][0]
+    job = yaml.safe_load((INFRA / "k8s" / "job.yaml").read_text())["spec"]["template"]["spec"]["containers"][0]
+    indexed = k8s.docs(INFRA / "k8s" / "indexed-job.yaml")[1]["spec"]["template"]["spec"]["containers"][0]
+    jobset = k8s.docs(INFRA / "jobset" / "jobset.yaml")[0]["spec"]["replicatedJobs"][0]["template"]["spec"]
+    trainjob = k8s.docs(INFRA / "kubeflow" / "trainjob.yaml")[1]["spec"]["trainer"]
     tfjob = yaml.safe_load((INFRA / "kubeflow" / "tfjob.yaml").read_text())["spec"]["tfReplicaSpecs"]
     vertex = yaml.safe_load((INFRA / "vertex" / "custom-job.yaml").read_text())["workerPoolSpecs"][0]
     batch = json.loads((INFRA / "aws" / "batch-job-definition.json").read_text())["containerProperties"]
     return {
-        "k8s": k8s["args"],
+        "k8s": job["args"],
+        "k8s-indexed": indexed["args"],
+        "jobset": jobset["template"]["spec"]["containers"][0]["args"],
+        "trainjob": trainjob["args"],
         "vertex": vertex["containerSpec"]["args"],
         "batch": batch["command"],
         **{f"tfjob-{role}": spec["template"]["spec"]["containers"][0]["args"] for role, spec in tfjob.items()},
@@ -135,6 +180,24 @@ def test_vertex_custom_job():
     spec = yaml.safe_load((INFRA / "vertex" / "custom-job.yaml").read_text())
     (pool,) = spec["workerPoolSpecs"]
     assert pool["containerSpec"]["args"][0] == "train" and pool["replicaCount"] == 1
+    # AIP_TENSORBOARD_LOG_DIR is set only when the job names a TensorBoard instance and a service account
+    assert spec["tensorboard"].split("/")[-2] == "tensorboards" and spec["serviceAccount"].endswith(
+        ".gserviceaccount.com"
+    )
+    scheduling = spec["scheduling"]
+    assert scheduling["timeout"].endswith("s") and scheduling["restartJobOnWorkerRestart"] is False
+    assert scheduling["strategy"] in ("STANDARD", "SPOT", "FLEX_START")
+
+
+def test_vertex_multiworker_custom_job_restarts_all_workers_together():
+    from job.cli import build_parser
+
+    spec = yaml.safe_load((INFRA / "vertex" / "custom-job-multiworker.yaml").read_text())
+    assert spec["scheduling"]["restartJobOnWorkerRestart"] is True and spec["tensorboard"]
+    pools = spec["workerPoolSpecs"]
+    assert len(pools) == 2 and pools[0]["replicaCount"] == 1  # the chief pool, then the workers
+    for pool in pools:
+        assert build_parser().parse_args(pool["containerSpec"]["args"]).command == "train"
 
 
 @pytest.mark.parametrize("version", ["1.31", "1.37"])
@@ -174,3 +237,58 @@ def test_vertex_tuning_reads_the_metric_the_job_reports():
     assert hyperparameter_layer({p["parameterId"]: "1" for p in spec["studySpec"]["parameters"]})
     (pool,) = spec["trialJobSpec"]["workerPoolSpecs"]
     assert pool["containerSpec"]["args"][0] == "train"
+
+
+# ------------------------------------------------------------------ Trainer v2, JobSet, Indexed Job
+
+
+def test_custom_resources_validate_against_their_crds():
+    """TrainJob, TrainingRuntime, JobSet and the legacy TFJob against the real CRD schemas (jsonschema)."""
+    checked = []
+    for path in (
+        INFRA / "kubeflow" / "trainjob.yaml",
+        INFRA / "jobset" / "jobset.yaml",
+        INFRA / "kubeflow" / "tfjob.yaml",
+    ):
+        for doc in k8s.docs(path):
+            k8s.validate_cr(doc)
+            checked.append(doc["kind"])
+    assert sorted(checked) == ["JobSet", "TFJob", "TrainJob", "TrainingRuntime"]
+
+
+def test_a_broken_custom_resource_fails_its_crd():
+    import jsonschema
+
+    runtime, trainjob = k8s.docs(INFRA / "kubeflow" / "trainjob.yaml")
+    bad = {**trainjob, "spec": {**trainjob["spec"], "trainer": {**trainjob["spec"]["trainer"], "numNodes": "two"}}}
+    with pytest.raises(jsonschema.ValidationError, match="two"):
+        k8s.validate_cr(bad)
+    with pytest.raises(jsonschema.ValidationError, match="runtimeRef"):
+        k8s.validate_cr({**trainjob, "spec": {"trainer": trainjob["spec"]["trainer"]}})
+
+
+@pytest.mark.parametrize("version", ["1.31", "1.37"])
+def test_core_kinds_inside_the_new_manifests_against_the_real_schema(version):
+    import kubernetes_validate
+
+    for doc in k8s.docs(INFRA / "k8s" / "indexed-job.yaml"):
+        kubernetes_validate.validate(doc, version, strict=True)
+    (jobset,) = k8s.docs(INFRA / "jobset" / "jobset.yaml")
+    runtime, _ = k8s.docs(INFRA / "kubeflow" / "trainjob.yaml")
+    for name, job_spec in (
+        ("jobset-node", jobset["spec"]["replicatedJobs"][0]["template"]["spec"]),
+        ("runtime-node", runtime["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]),
+    ):
+        job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name}, "spec": job_spec}
+        kubernetes_validate.validate(job, version, strict=True)
+
+
+@pytest.mark.parametrize("kind", ["indexed", "jobset", "trainjob"])
+def test_every_pod_of_a_manifest_derives_the_same_cluster_and_one_chief(kind):
+    from job.runtime.platform import detect
+
+    platforms = [detect(env) for env in k8s.pods(kind)]
+    clusters = {json.dumps(p.tf_config["cluster"]) for p in platforms}
+    assert len(clusters) == 1 and [p.is_chief for p in platforms] == [True, False]
+    assert sorted(p.tf_config["task"]["index"] for p in platforms) == [0, 1]
+    print(f"{kind}: {platforms[0].name} {clusters.pop()}")

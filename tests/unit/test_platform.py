@@ -16,7 +16,7 @@ def test_sagemaker_conventions(opt_ml):
     assert p.defaults["out"] == str(opt_ml / "model")
     assert p.defaults["data"] == str(opt_ml / "input" / "data" / "train" / "cifar.tar.gz")  # the single archive
     assert p.defaults["checkpoint_dir"] == str(opt_ml / "checkpoints") and p.defaults["run_id"] == "tj-42"
-    assert p.defaults["log_dir"].endswith("tensorboard")
+    assert p.defaults["log_dir"] == str(opt_ml / "output" / "tensorboard")  # TensorBoardOutputConfig default
     assert p.hyperparameters == {"epochs": '"3"', "batch-size": "32"}
     cfg = config.resolve({}, env={}, hyperparameters=p.hyperparameters, platform_defaults=p.defaults)
     assert (cfg.epochs, cfg.batch_size, cfg.run_id) == (3, 32, "tj-42")
@@ -107,7 +107,7 @@ def test_sagemaker_and_vertex_write_the_run_flat_where_they_serve_it(opt_ml):
     sm = platform.detect(sagemaker_env(opt_ml))
     vx = platform.detect({"AIP_MODEL_DIR": "gs://b/m", "CLOUD_ML_JOB_ID": "42"})
     assert (sm.defaults["layout"], vx.defaults["layout"]) == ("sagemaker", "vertex")
-    from job.storage.flat import savedmodel_dir
+    from job.storage.runs import savedmodel_dir
 
     assert (savedmodel_dir("sagemaker"), savedmodel_dir("vertex"), savedmodel_dir("runs")) == ("1", ".", "saved_model")
     with pytest.raises(ConfigError, match="layout"):
