@@ -3,7 +3,7 @@ random images, with the job's own model, optimizer, input pipeline and precision
 every preset on any machine, so the bench shows how long each preset would take there even where its full
 training curve is not run (`fast-long` on 2 AVX2 cores: hours).
 
-    python -m bench.throughput --preset fast --out speed.json [--steps N]
+    python -m bench.throughput --preset fast --out speed.json [--steps N] [--set activation=gelu ...]
 """
 
 from __future__ import annotations
@@ -22,13 +22,15 @@ def main() -> None:
     p.add_argument("--preset", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--steps", type=int, default=8, help="timed optimizer steps (after 3 untimed)")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a config field")
     args = p.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     from job import config
     from job.train.threads import configure_tensorflow
 
-    cfg = config.resolve({"preset": args.preset, "run_id": f"throughput-{args.preset}"}, env={})
+    overrides = dict(item.split("=", 1) for item in args.set)
+    cfg = config.resolve({"preset": args.preset, "run_id": f"throughput-{args.preset}", **overrides}, env={})
     threads = configure_tensorflow(cfg.threads, cfg.inter_op_threads)
 
     import keras
@@ -61,6 +63,7 @@ def main() -> None:
     epoch_s = CIFAR10_TRAIN_IMAGES * (1 - cfg.test_fraction) * (1 - cfg.val_fraction) / ips
     record = {
         "preset": cfg.preset,
+        "overrides": args.set,
         "model": cfg.model,
         "width": cfg.width,
         "batch_size": cfg.batch_size,

@@ -24,7 +24,7 @@ from job.errors import (
     exit_codes_help,
 )
 from job.runtime.events import claim_stdout, emit
-from job.runtime.redact import redact
+from job.runtime.redact import redact, redact_value
 from job.runtime.telemetry import revision
 
 GROUP_TITLES = {
@@ -197,6 +197,10 @@ def cmd_train(args, platform) -> int:
     )
     summary = pipeline.run(cfg, platform)
     emit(summary.pop("event", "run_complete"), **summary)
+    if summary.get("uri"):  # the chief published: reports where CI reviewers look
+        from job.report.ci import report_success
+
+        report_success(redact_value(summary))
     return 0
 
 
@@ -278,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {message}", file=sys.stderr, flush=True)
         if command == "train":
             platform_lib.write_failure(platform_lib.failure_file(), message)
+            from job.report.ci import report_failure
+
+            report_failure(exc.kind, redact(str(exc)))
         return _failed(command, exc.exit_code, exc.kind, redact(str(exc)))
     except KeyboardInterrupt:
         print("error: interrupted; nothing was published", file=sys.stderr, flush=True)

@@ -111,6 +111,16 @@ class Config:
     min_accuracy: float = _f(
         0.0, "quality gate: fail (exit 6) if Keras test accuracy is below this (0..1)", group="gates"
     )
+    baseline: str = _f(
+        "",
+        "regression gate: a run folder or store (its latest.json), local or s3://, whose metrics.json this run must "
+        "not fall below by more than --max-regression (exit 6); refused (exit 2) unless both used the same test split",
+        group="gates",
+        metavar="STORE_OR_RUN",
+    )
+    max_regression: float = _f(
+        0.005, "regression gate: allowed test-accuracy drop below --baseline (0.005 = half a point)", group="gates"
+    )
     parity_tolerance: float = _f(
         1e-4,
         "verification gate: max |prob difference| allowed between Keras, SavedModel and ONNX Runtime",
@@ -335,6 +345,8 @@ def validate(cfg: Config) -> None:
         bad("test_fraction", "must be between 0 and 0.5")
     if not 0.0 <= cfg.min_accuracy <= 1.0:
         bad("min_accuracy", "is a fraction between 0 and 1 (e.g. 0.65)")
+    if not 0.0 <= cfg.max_regression <= 1.0:
+        bad("max_regression", "is a fraction of accuracy between 0 and 1 (0.005 = half a point)")
     if not 0.0 < cfg.parity_tolerance < 1.0:
         bad("parity_tolerance", "must be between 0 and 1")
     if cfg.learning_rate <= 0:
@@ -370,7 +382,7 @@ def validate(cfg: Config) -> None:
         bad("layout", "the flat platform layouts write into a local model directory; use --layout runs for s3://")
     if not cfg.out.strip():
         bad("out", "is empty; name a folder or s3://bucket/prefix")
-    for name in ("out", "data", "checkpoint_dir"):
+    for name in ("out", "data", "checkpoint_dir", "baseline"):
         value = getattr(cfg, name)
         if value.startswith("s3://") and "/" in value[5:].strip("/"):
             from job.runtime.names import UnsafeName, confine

@@ -48,10 +48,15 @@ def run(cfg: Config, platform) -> dict:
         store.probe()
         if checkpoints:
             checkpoints.probe()
+        baseline = None
+        if cfg.baseline:
+            from job.report.baseline import load_baseline
+
+            baseline = load_baseline(cfg.baseline, s3_options_from(cfg))
         tracker = start_tracking(cfg, platform)
     staging = store.staging_dir(cfg.run_id)
     try:
-        return _stages_with_disk_check(cfg, platform, timer, store, checkpoints, staging, tracker)
+        return _stages_with_disk_check(cfg, platform, timer, store, checkpoints, staging, tracker, baseline)
     except BaseException as exc:
         if tracker:
             tracker.fail(exit_code_of(exc))
@@ -73,9 +78,11 @@ def start_tracking(cfg: Config, platform):
     return tracker
 
 
-def _stages_with_disk_check(cfg: Config, platform, timer: Timer, store, checkpoints, staging: Path, tracker) -> dict:
+def _stages_with_disk_check(
+    cfg: Config, platform, timer: Timer, store, checkpoints, staging: Path, tracker, baseline
+) -> dict:
     try:
-        return _run_stages(cfg, platform, timer, store, checkpoints, staging, tracker)
+        return _run_stages(cfg, platform, timer, store, checkpoints, staging, tracker, baseline)
     except JobError:
         raise
     except Exception as exc:  # a full disk, whichever library hit it (TensorFlow has its own error types)
@@ -125,8 +132,12 @@ def checkpoints_for(cfg: Config):
     return Checkpoints(cfg.checkpoint_dir, cfg.run_id, s3_options_from(cfg))
 
 
-def _run_stages(cfg: Config, platform, timer: Timer, store, checkpoints, run_dir: Path, tracker) -> dict:
+def _run_stages(cfg: Config, platform, timer: Timer, store, checkpoints, run_dir: Path, tracker, baseline) -> dict:
     splits, threads, strategy = prepare(cfg, timer, platform)
+    if baseline:  # before training: a comparison across different test splits is refused at once
+        from job.report.baseline import check_same_test_split
+
+        check_same_test_split(baseline, splits.info["test_fingerprint"])
     with timer.stage("train"):
         from job.train.build import inference_copy
         from job.train.loop import train
@@ -150,6 +161,13 @@ def _run_stages(cfg: Config, platform, timer: Timer, store, checkpoints, run_dir
         raise QualityGateError(
             f"test accuracy {accuracy:.4f} is below --min-accuracy {cfg.min_accuracy}; "
             "nothing was published (train longer, or lower the gate)"
+        )
+    if baseline:
+        from job.report.baseline import gate
+
+        metrics["baseline"] = gate(baseline, accuracy, cfg.max_regression)
+        log.info(
+            "baseline: %+.4f against %s (%.4f)", metrics["baseline"]["delta"], baseline.uri, baseline.test_accuracy
         )
 
     with timer.stage("export"):
@@ -228,6 +246,10 @@ def _run_stages(cfg: Config, platform, timer: Timer, store, checkpoints, run_dir
         ),
         "durations_s": full["durations_s"],
         "peak_rss_mb": full["peak_rss_mb"],
+        "int8": {k: full["int8"][k] for k in ("test_accuracy", "accuracy_drop", "published")}
+        if full.get("int8")
+        else None,
+        "baseline": full.get("baseline"),
     }
     with timer.stage("publish"):
         summary["uri"] = publish(run_dir, cfg, store, summary, tracker, full, splits.x_test[:2])

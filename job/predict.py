@@ -70,11 +70,9 @@ def resolve_model(spec: str, download_dir: Path, int8: bool = False) -> Path:
         return _bare_model(spec, download_dir)
     try:
         store = _open_store(spec)
-        run = "" if store.read("", "model.onnx") is not None or store.read("", "manifest.json") is not None else None
+        run = store.here_or_latest()
         if run is None:
-            run = store.latest()
-            if run is None:
-                raise ModelError(f"model {spec!r} not found ({MODEL_HINT})")
+            raise ModelError(f"model {spec!r} not found ({MODEL_HINT})")
         names = [n for n in model_files(int8) if n in store.manifest(run)["files"]] or model_files(int8)[-1:]
         return store.fetch_verified(run, names[0], download_dir / names[0])
     except (FileNotFoundError, NotADirectoryError):

@@ -36,7 +36,7 @@ def open_blobs(uri: str, s3_options=None):
 
 def s3_options_from(cfg):
     """S3 settings of a Config, or None when nothing in it is on S3 (boto3 then never loads)."""
-    if not any(v.startswith("s3://") for v in (cfg.data, cfg.out, cfg.checkpoint_dir)):
+    if not any(v.startswith("s3://") for v in (cfg.data, cfg.out, cfg.checkpoint_dir, cfg.baseline)):
         return None
     from job.storage.s3client import S3Options
 

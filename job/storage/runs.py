@@ -135,6 +135,13 @@ class RunStore:
             raise DataError(f"{self.location.describe(LATEST)} has no 'run_id' string")
         return confine_run_id(pointer["run_id"], f"{self.location.describe(LATEST)}: run_id")
 
+    def here_or_latest(self) -> str | None:
+        """ "" when the location is itself a run folder (a manifest or a model at its top), else latest.json's run
+        id, else None."""
+        if self.read("", MANIFEST) is not None or self.read("", "model.onnx") is not None:
+            return ""
+        return self.latest()
+
     def resolve(self, run: str) -> str:
         """'latest' or a run id -> a run id the store holds."""
         if run == "latest":

@@ -254,3 +254,24 @@ def test_a_vertex_tuning_trial_reports_validation_accuracy_per_epoch(trained_run
     epochs = [json.loads(line) for line in proc.stdout.splitlines() if json.loads(line)["event"] == "epoch"]
     assert [r["global_step"] for r in rows] == ["1", "2"] and {r["trial"] for r in rows} == {"3"}
     assert [float(r["val_accuracy"]) for r in rows] == pytest.approx([e["val_accuracy"] for e in epochs])
+
+
+def test_a_final_model_on_all_the_training_images_with_no_validation_split(tmp_path):
+    """`--data` holding train/ and test/ and `--val-fraction 0`: every train/ image trains; the curves come from
+    the training metrics; the quality gate, the exports and the INT8 choice still run on test/."""
+    from helpers import make_image_tree
+
+    data = make_image_tree(tmp_path / "tree", per_class=16, test_per_class=4)
+    args = train_args(data, tmp_path / "store", run_id="all-data", cache=tmp_path / "cache", epochs=2)
+    proc = run_job(*args, "--preset", "fast", "--width", "8", "--val-fraction", "0", "--int8", "--min-accuracy", "0.01")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "store" / "all-data"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["data"]["sizes"] == {"train": 160, "val": 0, "test": 40}
+    assert metrics["data"]["test_split"] == "source test split"
+    history = (run / "history.csv").read_text().splitlines()
+    assert "val_accuracy" not in history[0] and len(history) == 3
+    assert (run / "curves.png").stat().st_size > 0 and (run / "model.int8.onnx").is_file() == metrics["int8"][
+        "published"
+    ]
+    assert verify_manifest(run) == []
