@@ -1,5 +1,7 @@
 """Network architectures. Each takes float32 images scaled to [0, 1] and returns class probabilities."""
 
+import math
+
 import keras
 import numpy as np
 from keras import layers
@@ -109,14 +111,20 @@ def _conv(x, filters: int):
     return y
 
 
-@keras.saving.register_keras_serializable(package="job")
-def gelu_tanh(x):
-    """GELU in its tanh form: the exact (erf) form exports to ONNX as Erfc, which ONNX Runtime lacks."""
-    return keras.activations.gelu(x, approximate=True)
+# GELU in its tanh form, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) = x * sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3)),
+# built from stock Keras layers: the exact (erf) form exports to ONNX as Erfc, which ONNX Runtime lacks, and a
+# custom activation function would stop model.keras from loading with plain Keras.
+_GELU_SCALE = 2 * math.sqrt(2 / math.pi)
 
 
-def _activation(name: str) -> layers.Activation:
-    return layers.Activation(gelu_tanh if name == "gelu" else "relu")
+def _gelu(x):
+    cube = layers.Multiply()([x, x, x])
+    inner = layers.Add()([layers.Rescaling(_GELU_SCALE)(x), layers.Rescaling(_GELU_SCALE * 0.044715)(cube)])
+    return layers.Multiply()([x, layers.Activation("sigmoid")(inner)])
+
+
+def _activation(name: str, x):
+    return _gelu(x) if name == "gelu" else layers.Activation("relu")(x)
 
 
 def fast_net(
@@ -136,14 +144,14 @@ def fast_net(
     )(inputs)
     # Its kernel stays as fitted: BiasScaledSGD skips it (a frozen layer could not have a trainable bias).
     whiten = layers.Conv2D(2 * WHITENING_PATCH**2 * 3, WHITENING_PATCH, padding="valid", name=WHITEN)
-    x = _activation(activation)(whiten(x))
+    x = _activation(activation, whiten(x))
     if whitening_images is not None:
         whiten.kernel.assign(whitening_kernel(whitening_images, seed=whitening_seed))
     for filters in (width, width * 4, width * 4):
         x = layers.MaxPooling2D(2)(_conv(x, filters))
-        x = _activation(activation)(_bn(bn_momentum)(x))
+        x = _activation(activation, _bn(bn_momentum)(x))
         x = _conv(x, filters)
-        x = _activation(activation)(_bn(bn_momentum)(x))
+        x = _activation(activation, _bn(bn_momentum)(x))
     x = layers.GlobalMaxPooling2D()(x)
     head_init = fan_in_uniform() if HEAD_FAN_IN else "glorot_uniform"
     logits = layers.Dense(num_classes, use_bias=False, kernel_initializer=head_init)(x)

@@ -2,27 +2,22 @@
 serves it from, loaded by the TensorFlow versions of today's serving images (SageMaker TF Serving 2.20, Vertex
 AI tf2-cpu.2-15), each in its own Python 3.11 virtualenv, gives the probabilities this job's TensorFlow gives.
 
-The venvs are made once from infra/serving/tf-*.txt, in the job's cache folder (SERVING_VENVS overrides), keyed
-by the requirements' hash, so CI on the same machine reuses them. Where one cannot be made (no registry, no
+The venvs come from infra/serving/tf-*.txt (tests/serving/venvs.py). Where one cannot be made (no registry, no
 Python 3.11) the tier fails with that reason: it never passes without having loaded the model.
 """
 
-import hashlib
 import json
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from venvs import compat_venv
 
 from helpers import ROOT, make_image_tree, make_tar, run_job, train_args
-from job.data import default_cache_dir
 
 VERSIONS = {"2.20": "SageMaker TensorFlow Serving 2.20", "2.15": "Vertex AI tf2-cpu.2-15"}
-VENVS = Path(os.environ.get("SERVING_VENVS") or default_cache_dir() / "serving-venvs")
 # (preset, layout, extra flags): the seed network; the fast network with whitening and mirror TTA in its graph
 # (SageMaker's 1/ layout); with mirror + translate TTA (Vertex's flat layout).
 RUNS = [
@@ -34,33 +29,7 @@ TOLERANCE = 1e-5
 
 
 def venv_python(version: str) -> Path:
-    """A Python 3.11 venv with tensorflow-cpu `version` (made on first use)."""
-    requirements = ROOT / "infra" / "serving" / f"tf-{version}.txt"
-    root = VENVS / f"tf-{version}-{hashlib.sha256(requirements.read_bytes()).hexdigest()[:12]}"
-    python = root / "bin" / "python"
-    if (root / ".installed").is_file():
-        return python
-    base = shutil.which("python3.11") or sys.executable
-    shutil.rmtree(root, ignore_errors=True)
-    steps = [
-        [base, "-m", "venv", str(root)],
-        [
-            str(python),
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--disable-pip-version-check",
-            "-r",
-            str(ROOT / "infra" / "serving" / f"tf-{version}.txt"),
-        ],
-    ]
-    for step in steps:
-        proc = subprocess.run(step, capture_output=True, text=True, timeout=900)
-        if proc.returncode != 0:
-            pytest.fail(f"cannot make the TensorFlow {version} venv ({' '.join(step[:3])}): {proc.stderr[-800:]}")
-    (root / ".installed").write_text(version)
-    return python
+    return compat_venv(ROOT / "infra" / "serving" / f"tf-{version}.txt")
 
 
 @pytest.fixture(scope="module")
