@@ -34,6 +34,16 @@ def add_arguments(sub) -> None:
             p.add_argument("dest", help="a folder to download into (created; must be new or empty)")
         if name == "list":
             p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    p = sub.add_parser(
+        "export-serving",
+        help="a run as a Triton / KServe model repository",
+        description="Write <dest>/<name>/{config.pbtxt, labels.txt, 1/model.onnx} (Triton, KServe onnx on its Triton "
+        "runtime) and <dest>/<name>-tf/1/ (TensorFlow Serving, KServe tensorflow), every file hash-verified.",
+    )
+    p.add_argument("store", help="a store or run folder, local or s3://")
+    p.add_argument("run", help="run id ('latest' for latest.json's)")
+    p.add_argument("dest", help="a new or empty folder, or s3://bucket/prefix")
+    p.add_argument("--name", default="cifar10", help="the model's name in the repository (default cifar10)")
 
 
 def _store(uri: str):
@@ -137,4 +147,17 @@ def cmd_verify(args) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "show": cmd_show, "download": cmd_download, "verify": cmd_verify}
+def cmd_export_serving(args) -> int:
+    from job.serving import export_serving, print_result
+
+    print_result(export_serving(args.store, args.run, args.dest, args.name))
+    return 0
+
+
+COMMANDS = {
+    "list": cmd_list,
+    "show": cmd_show,
+    "download": cmd_download,
+    "verify": cmd_verify,
+    "export-serving": cmd_export_serving,
+}

@@ -130,7 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     catalog.add_arguments(
         runs.add_subparsers(
-            dest="runs_command", required=True, metavar="{list,show,download,verify}", parser_class=Parser
+            dest="runs_command",
+            required=True,
+            metavar="{list,show,download,verify,export-serving}",
+            parser_class=Parser,
         )
     )
     predict.add_arguments(

@@ -131,6 +131,7 @@ READERS = {  # the commands that read a run: each must refuse what is wrong with
     "download": ("runs", "download", "{store}", RUN, "{dest}"),
     "predict-run": ("predict", "{run}", "{image}"),
     "predict-store": ("predict", "{store}", "{image}"),
+    "export-serving": ("runs", "export-serving", "{store}", RUN, "{dest}"),
 }
 NODE = {  # the Node.js consumer (examples/node) reads local stores the same way
     "node-run": ("node", "{run}", "{image}"),

@@ -292,3 +292,17 @@ def test_every_pod_of_a_manifest_derives_the_same_cluster_and_one_chief(kind):
     assert len(clusters) == 1 and [p.is_chief for p in platforms] == [True, False]
     assert sorted(p.tf_config["task"]["index"] for p in platforms) == [0, 1]
     print(f"{kind}: {platforms[0].name} {clusters.pop()}")
+
+
+def test_kserve_inference_services_validate_and_point_at_an_exported_repository():
+    """Both formats against the real InferenceService CRD: `onnx` on the Triton runtime with protocol v2 (a model
+    repository), `tensorflow` on the repository's `<name>-tf` folder (TF Serving's numbered versions)."""
+    onnx_isvc, tf_isvc = (k8s.docs(INFRA / "kserve" / f"inferenceservice-{f}.yaml")[0] for f in ("onnx", "tensorflow"))
+    for doc in (onnx_isvc, tf_isvc):
+        k8s.validate_cr(doc)
+    model = onnx_isvc["spec"]["predictor"]["model"]
+    assert model["modelFormat"]["name"] == "onnx" and model["runtime"] == "kserve-tritonserver"
+    assert model["protocolVersion"] == "v2"
+    tf_model = tf_isvc["spec"]["predictor"]["model"]
+    assert tf_model["modelFormat"]["name"] == "tensorflow"
+    assert tf_model["storageUri"] == model["storageUri"] + "/cifar10-tf"  # the same repository
