@@ -34,10 +34,17 @@ $(NODE_STAMP): examples/node/package-lock.json
 	  && touch node_modules/.installed; \
 	else echo "npm not found: the Node.js consumer test will be skipped"; fi
 
+# The browser consumer's onnxruntime-web and the test driver (playwright-core drives Debian's chromium).
+WEB_STAMP := examples/web/node_modules/.installed
+$(WEB_STAMP): examples/web/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  cd examples/web && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else echo "npm not found: the browser test will be skipped"; fi
+
 train: $(STAMP)
 	$(PY) -m job train $(ARGS)
 
-test: $(STAMP) $(NODE_STAMP) lint
+test: $(STAMP) $(NODE_STAMP) $(WEB_STAMP) lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The unit tier: no TensorFlow, no servers.

@@ -115,7 +115,7 @@ def _bare_model(spec: str, download_dir: Path) -> Path:
 
 
 def load_session(path: Path, threads: int = 0):
-    from job.export.contract import ContractError, check_session
+    from job.contract import ContractError, check_session
     from job.runtime.ort import ort_session
 
     try:
@@ -234,7 +234,7 @@ def decode(blob: bytes):
 def predict_batches(session, items, batch_size: int):
     import numpy as np
 
-    from job.export.contract import INPUT_NAME, OUTPUT_NAME
+    from job.contract import INPUT_NAME, OUTPUT_NAME
 
     for i in range(0, len(items), batch_size):
         chunk = items[i : i + batch_size]

@@ -6,7 +6,7 @@
     DEST/<name>-tf/1/saved_model.pb  TensorFlow Serving's layout (KServe's `tensorflow` format)
     DEST/<name>-tf/1/variables/...
 
-Everything in it is generated from the model contract (job/export/contract.py) and the model's own metadata,
+Everything in it is generated from the model contract (job/contract.py) and the model's own metadata,
 never typed twice; every copied file is hash-verified against the run's manifest on the way (as `runs download`
 does). DEST is a new or empty local folder (written beside it, renamed into place when complete) or s3://.
 No TensorFlow is imported.
@@ -18,8 +18,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from job.contract import CHANNELS, IMAGE_HEIGHT, IMAGE_WIDTH, INPUT_NAME, OUTPUT_NAME
 from job.errors import ConfigError, DataError, StorageError
-from job.export.contract import CHANNELS, IMAGE_HEIGHT, IMAGE_WIDTH, INPUT_NAME, OUTPUT_NAME
 
 MAX_BATCH_SIZE = 64
 SAVEDMODEL_FOLDERS = ("saved_model", "1", "")  # the runs, SageMaker and Vertex layouts (job.storage.runs)
@@ -53,8 +53,8 @@ def v2_request(images) -> dict:
 
 def _class_names(model: Path) -> list[str]:
     """The whole contract checked on the model itself (exit 8 names what breaks it)."""
+    from job.contract import ContractError, check_session
     from job.errors import ModelError
-    from job.export.contract import ContractError, check_session
     from job.runtime.ort import ort_session
 
     try:

@@ -14,9 +14,9 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import sharp from 'sharp';
-import { checkContract, confinedRunId, readModel } from './contract.mjs';
+import { checkContract, confinedRunId, readModel } from '../contract/contract.mjs';
 
-export { readMetadata } from './contract.mjs';
+export { readMetadata } from '../contract/contract.mjs';
 
 const USAGE = 'usage: node classify.mjs MODEL IMAGE [IMAGE ...]\n' +
   '  MODEL  model.onnx, a run folder, or a store root (follows latest.json)\n' +

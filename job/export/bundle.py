@@ -3,8 +3,8 @@ One place for the job's export stage and the bench."""
 
 from pathlib import Path
 
+from job import contract
 from job.errors import ParityError
-from job.export import contract
 from job.export.onnx_export import OnnxExportError, export_onnx
 from job.export.savedmodel import export_savedmodel
 

@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from job.export.contract import CHANNELS, IMAGE_HEIGHT, IMAGE_WIDTH, INPUT_NAME, OUTPUT_NAME
+from job.contract import CHANNELS, IMAGE_HEIGHT, IMAGE_WIDTH, INPUT_NAME, OUTPUT_NAME
 
 SIGNATURE = [tf.TensorSpec((None, IMAGE_HEIGHT, IMAGE_WIDTH, CHANNELS), tf.uint8, name=INPUT_NAME)]
 

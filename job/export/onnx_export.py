@@ -3,7 +3,7 @@
 import logging
 from pathlib import Path
 
-from job.export.contract import INPUT_NAME, OPSET
+from job.contract import INPUT_NAME, OPSET
 
 log = logging.getLogger(__name__)
 

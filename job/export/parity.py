@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from job.export.contract import INPUT_NAME, OUTPUT_NAME
+from job.contract import INPUT_NAME, OUTPUT_NAME
 
 RANDOM_BATCH_SIZES = (1, 7, 256)
 

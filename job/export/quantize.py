@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from job.export.contract import INPUT_NAME
+from job.contract import INPUT_NAME
 
 log = logging.getLogger(__name__)
 

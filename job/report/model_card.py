@@ -5,7 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
+from job.contract import OPSET
 from job.data.dataset import CIFAR10_CLASSES
+from job.storage.runs import SAVEDMODEL_DIRS
 
 MODEL_DESCRIPTIONS = {
     "seed_cnn": "Keras Sequential CNN (the reference recipe): Conv2D(32)-MaxPool-Conv2D(64)-MaxPool-Conv2D(64)-"
@@ -120,8 +122,10 @@ def render(cfg, metrics: dict) -> str:
 - Preset `{cfg.preset}`; {cfg.epochs} epochs, batch {cfg.batch_size}, optimizer {cfg.optimizer}
   (learning rate {cfg.learning_rate:g}), label smoothing {cfg.label_smoothing:g},
   augmentation {f"random crop (pad {cfg.crop_padding}) + alternating flip" if cfg.augment else "none"}, flip TTA {"on" if cfg.tta else "off"}{" with 1-pixel translations" if cfg.tta and cfg.tta_translate else ""}, seed {cfg.seed}.
-- Files: `model.keras` (Keras), `saved_model/` (TensorFlow, signature `serving_default`), `model.onnx`
-  (ONNX opset 17; the contract is in the project README, "Model contract").
+- Files: `model.keras` (Keras), the SavedModel in `{SAVEDMODEL_DIRS[cfg.layout] if SAVEDMODEL_DIRS[cfg.layout] != "." else "the run folder itself"}`
+  (TensorFlow, signature `serving_default`), `model.onnx` (ONNX opset {OPSET}; its contract: docs/model-contract.md).
+- Serving: `python -m job runs export-serving STORE {cfg.run_id} DEST` writes a Triton / KServe model repository;
+  in a browser, open `examples/web/index.html?model=<URL of model.onnx>` (onnxruntime-web, docs/model-contract.md).
 
 ## Data and splits
 - Source: `{metrics["data"]["source"]}` (sha256 `{metrics["data"]["source_sha256"][:16]}…`)

@@ -18,6 +18,7 @@ import logging
 import os
 from pathlib import Path
 
+from job.contract import INPUT_NAME
 from job.errors import ConfigError, StorageError
 
 log = logging.getLogger(__name__)
@@ -120,11 +121,11 @@ class Tracker:
         mlflow.set_tracking_uri(self.cfg.mlflow)
         with mlflow.start_run(run_id=self.run_id):
             onnx_model = onnx.load(str(run_dir / "model.onnx"))
-            example = {"image": sample_images}
+            example = {INPUT_NAME: sample_images}
             import onnxruntime as ort
 
             probs = ort.InferenceSession(str(run_dir / "model.onnx"), providers=["CPUExecutionProvider"]).run(
-                None, {"image": sample_images}
+                None, {INPUT_NAME: sample_images}
             )[0]
             info = mlflow.onnx.log_model(
                 onnx_model,

@@ -41,7 +41,7 @@ def test_contract_of_a_fresh_export(trained_run):
     import onnx
     import onnxruntime as ort
 
-    from job.export import contract
+    from job import contract
 
     path = trained_run["dir"] / "model.onnx"
     model = onnx.load(path)

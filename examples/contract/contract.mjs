@@ -3,7 +3,7 @@
 //   metadata_props (field 14): StringStringEntryProto {key = 1; value = 2}
 //   graph (7) -> input (11) / output (12): ValueInfoProto {name = 1; type = 2 -> tensor_type = 1 ->
 //   {elem_type = 1; shape = 2 -> dim (1) -> {dim_value = 1; dim_param = 2}}}
-// checkContract() throws one Error naming what breaks the contract (job/export/contract.py says the same).
+// checkContract() throws one Error naming what breaks the contract (job/contract.py says the same).
 
 const UINT8 = 2, FLOAT = 1;
 const text = new TextDecoder('utf-8');
