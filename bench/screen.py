@@ -88,13 +88,7 @@ def train_one(preset: str, settings: list[str]) -> dict:
         else:
             cli[name.replace("-", "_")] = value
     cfg = config.resolve(cli, env={})
-    splits = data.split(
-        data.load(cfg.data),
-        val_fraction=cfg.val_fraction,
-        test_fraction=cfg.test_fraction,
-        seed=cfg.seed,
-        limit=cfg.limit,
-    )
+    splits = data.load_splits(cfg)
     from job.train.threads import configure_tensorflow
 
     configure_tensorflow(cfg.threads, cfg.inter_op_threads)

@@ -45,13 +45,7 @@ def main() -> None:
         name, _, value = item.partition("=")
         cli[name.replace("-", "_")] = value
     cfg = config.resolve(cli, env={})
-    splits = data.split(
-        data.load(cfg.data),
-        val_fraction=cfg.val_fraction,
-        test_fraction=cfg.test_fraction,
-        seed=cfg.seed,
-        limit=cfg.limit,
-    )
+    splits = data.load_splits(cfg)
     threads = configure_tensorflow(cfg.threads, cfg.inter_op_threads)
 
     import keras

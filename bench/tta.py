@@ -25,13 +25,7 @@ def main() -> None:
 
     saved = json.loads((args.run_dir / "config.json").read_text())
     cfg = config.resolve({k: v for k, v in saved.items() if k not in ("sources", "run_id")}, env={})
-    splits = data.split(
-        data.load(cfg.data, Path(cfg.cache_dir) if cfg.cache_dir else None),
-        val_fraction=cfg.val_fraction,
-        test_fraction=cfg.test_fraction,
-        seed=cfg.seed,
-        limit=cfg.limit,
-    )
+    splits = data.load_splits(cfg)
     net = keras.models.load_model(args.run_dir / "model.keras")
     result = {"run": str(args.run_dir), "val_images": len(splits.y_val), "test_images": len(splits.y_test), "modes": {}}
     for name, tta, translate in (("none", False, False), ("mirror", True, False), ("mirror+translate", True, True)):

@@ -97,11 +97,7 @@ def prepare(cfg: Config, timer: Timer, platform=None):
     from job import data
 
     with timer.stage("data"):
-        dataset = data.load(cfg.data, Path(cfg.cache_dir) if cfg.cache_dir else None, s3_options_from(cfg))
-        splits = data.split(
-            dataset, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed, limit=cfg.limit
-        )
-        splits.info["from_cache"] = dataset.from_cache
+        splits = data.load_splits(cfg, s3_options_from(cfg))
     with timer.stage("startup"):
         from job.train.build import seed_everything
         from job.train.threads import configure_tensorflow
@@ -119,7 +115,7 @@ def prepare(cfg: Config, timer: Timer, platform=None):
         splits.info["test_split"],
         *splits.info["sizes"].values(),
         splits.num_classes,
-        ", decoded arrays from cache" if dataset.from_cache else "",
+        ", decoded arrays from cache" if splits.info["from_cache"] else "",
     )
     return splits, threads, strategy
 

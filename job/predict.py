@@ -99,15 +99,16 @@ def _open_store(spec: str):
 def _bare_model(spec: str, download_dir: Path) -> Path:
     """A model.onnx named directly: a regular local file (never a FIFO or device), or one S3 object, bounded."""
     from job.storage import open_location
+    from job.storage.location import Missing
 
     folder, _, name = spec.rpartition("/")
     location = open_location(folder or ".", what="model location")
     dest = download_dir / "model.onnx"
     try:
         location.copy_out(name, dest, MAX_MODEL_BYTES)
+    except Missing:
+        raise ModelError(f"model {spec!r} not found ({MODEL_HINT})") from None
     except DataError as exc:
-        if "is missing" in str(exc):
-            raise ModelError(f"model {spec!r} not found ({MODEL_HINT})") from None
         raise ModelError(f"model {spec!r}: {exc}") from None
     except (FileNotFoundError, NotADirectoryError):
         raise ModelError(f"model {spec!r} not found ({MODEL_HINT})") from None

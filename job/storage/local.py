@@ -21,6 +21,7 @@ from job.errors import DataError, StorageError
 from job.runtime.names import confine
 from job.runtime.signals import deferred_signals
 from job.storage.files import atomic_path, atomic_write_bytes
+from job.storage.location import Location, Missing
 
 MAX_READ = 64 * 1024 * 1024  # metadata files (manifests, pointers, metrics): far below this
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -31,7 +32,7 @@ class NotRegular(DataError):
     """A name that is a symbolic link, a FIFO, a device or a folder where a file was expected (exit 3)."""
 
 
-class LocalLocation:
+class LocalLocation(Location):
     def __init__(self, root: str, what: str = "local store", hint: str = "choose a writable --out folder"):
         if not str(root).strip():
             raise StorageError(f"{what}: an empty path; name a folder")
@@ -108,7 +109,7 @@ class LocalLocation:
                     h.update(block)
                     out.write(block)
         except FileNotFoundError:
-            raise DataError(f"{self.describe(name)} is missing") from None
+            raise Missing(f"{self.describe(name)} is missing") from None
         except DataError:
             raise
         except OSError as exc:
@@ -175,18 +176,6 @@ class LocalLocation:
                 shutil.copyfile(src, tmp)
         except OSError as exc:
             raise self.fail(f"write {name}", exc) from None
-
-    def get_file(self, name: str, dest: Path, limit: int) -> bool:
-        """Copy `name` to `dest` (replaced atomically); False where it does not exist."""
-        try:
-            with atomic_path(dest) as tmp:
-                tmp.unlink()
-                self.copy_out(name, tmp, limit)
-        except DataError as exc:
-            if "is missing" in str(exc):
-                return False
-            raise
-        return True
 
     def delete(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):

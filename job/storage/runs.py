@@ -61,7 +61,8 @@ class RunStore:
         found = local_manifest_problems(run_dir)
         if found:
             raise DataError(f"{run_dir} does not match its manifest: {found[0]}; nothing was published")
-        self.location.probe()  # writable (a local store folder is created here, never for a refused run)
+        if getattr(self.location, "root", None) is not None:
+            self.location.probe()  # a local store's folder is created here, never for a refused run
         if self.layout != "runs":
             return self._publish_flat(run_dir, run_id)
         staged = None

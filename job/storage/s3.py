@@ -19,8 +19,9 @@ from pathlib import Path
 from job.errors import DataError, StorageError
 from job.runtime.names import UnsafeName, confine
 from job.runtime.signals import deferred_signals
-from job.storage.files import atomic_path, sha256_file
+from job.storage.files import sha256_file
 from job.storage.local import MAX_READ
+from job.storage.location import Location, Missing
 from job.storage.s3client import (
     CONTENT_TYPES,
     MULTIPART_THRESHOLD,
@@ -44,7 +45,7 @@ def is_missing(exc: Exception) -> bool:
     return code in ("NoSuchKey", "404", "NotFound") and code != "NoSuchBucket"
 
 
-class S3Location:
+class S3Location(Location):
     def __init__(self, uri: str, options: S3Options | None = None, what: str = "store"):
         self.bucket, prefix = parse_uri(uri)
         if not self.bucket:
@@ -110,7 +111,7 @@ class S3Location:
         """Download `name` to `dest` (a new file), hashing as it streams; returns the sha256."""
         obj = self._get(name, limit)
         if obj is None:
-            raise DataError(f"{self.describe(name)} is missing")
+            raise Missing(f"{self.describe(name)} is missing")
         h, size = hashlib.sha256(), 0
         with self._errors(f"read {self.key(name)} from"), open(dest, "xb") as out:
             for block in iter(lambda: obj["Body"].read(1 << 20), b""):
@@ -125,10 +126,8 @@ class S3Location:
         with tempfile.TemporaryDirectory(prefix="job-hash-") as tmp:
             try:
                 return self.copy_out(name, Path(tmp) / "object", limit)
-            except DataError as exc:
-                if "is missing" in str(exc):
-                    return None
-                raise
+            except Missing:
+                return None
 
     def head(self, name: str) -> dict | None:
         with self._errors(f"read {self.key(name)} from"):
@@ -197,18 +196,6 @@ class S3Location:
                 ExtraArgs={"ContentType": ctype, "Metadata": {"sha256": sha256_file(src)}},
                 Config=config,
             )
-
-    def get_file(self, name: str, dest: Path, limit: int) -> bool:
-        """Download `name` to `dest` (replaced atomically); False where it does not exist."""
-        with atomic_path(dest) as tmp:
-            tmp.unlink()
-            try:
-                self.copy_out(name, tmp, limit)
-            except DataError as exc:
-                if "is missing" in str(exc):
-                    return False
-                raise
-        return True
 
     def delete(self, name: str) -> None:
         self.delete_keys([self.key(name)], quiet=True)

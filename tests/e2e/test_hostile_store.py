@@ -705,6 +705,12 @@ ENDPOINTS = [
 
 SECRET_URI = f"http://user:{CANARY}@127.0.0.1:9"
 FAKE_KEYS = {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_MAX_ATTEMPTS": "1"}
+
+
+def _with_secret_endpoint(c: Ctx, *flag: str) -> list[str]:
+    return ["train", *flag, "--out", c.uri, "--s3-endpoint", SECRET_URI, "--s3-retries", "1"]
+
+
 SECRETS = [
     Case(
         "secret in --s3-endpoint",
@@ -758,17 +764,7 @@ SECRETS = [
     Case(
         "secret in --data's endpoint",
         3,
-        lambda c: [
-            "train",
-            "--data",
-            "s3://bkt/d.tar.gz",
-            "--out",
-            c.uri,
-            "--s3-endpoint",
-            SECRET_URI,
-            "--s3-retries",
-            "1",
-        ],
+        lambda c: _with_secret_endpoint(c, "--data", "s3://bkt/d.tar.gz"),
         "unreachable",
         LOCAL,
         FAKE_KEYS,
@@ -776,17 +772,7 @@ SECRETS = [
     Case(
         "secret in --checkpoint-dir's endpoint",
         4,
-        lambda c: [
-            "train",
-            "--out",
-            c.uri,
-            "--checkpoint-dir",
-            "s3://bkt/ck",
-            "--s3-endpoint",
-            SECRET_URI,
-            "--s3-retries",
-            "1",
-        ],
+        lambda c: _with_secret_endpoint(c, "--checkpoint-dir", "s3://bkt/ck"),
         "unreachable",
         LOCAL,
         FAKE_KEYS,
