@@ -44,12 +44,13 @@ $(WEB_STAMP): examples/web/package-lock.json
 train: $(STAMP)
 	$(PY) -m job train $(ARGS)
 
-test: $(STAMP) $(NODE_STAMP) $(WEB_STAMP) lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+# The unit tier first, in its own process with TensorFlow unimportable (tests/unit/conftest.py), then the others.
+test: $(STAMP) $(NODE_STAMP) $(WEB_STAMP) lint test-fast
+	$(PY) -m pytest tests/tf tests/e2e $(PYTEST_ARGS)
 
-# The unit tier: no TensorFlow, no servers.
+# The unit tier: no TensorFlow (unimportable here), no servers.
 test-fast: $(STAMP)
-	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+	UNIT_TIER_BLOCKS_TENSORFLOW=1 $(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 # The serving images' TensorFlow versions, each in its own venv under .venv-serving/ (made on first use).
 test-serving: $(STAMP)

@@ -118,12 +118,14 @@ def time_inference(folder: Path, quick: bool) -> dict:
     import numpy as np
     import tensorflow as tf
 
+    from job.export.inference import inference_function, predict
     from job.export.savedmodel import load_savedmodel
     from job.runtime.ort import ort_session
 
     x_test, y_test = np.load(folder / "x_test.npy"), np.load(folder / "y_test.npy")
     model = keras.models.load_model(folder / "model.keras")
-    tta = json.loads(ort_session(folder / "model.onnx").get_modelmeta().custom_metadata_map["tta"])
+    meta = ort_session(folder / "model.onnx").get_modelmeta().custom_metadata_map
+    level = int(meta.get("tta_level", "1" if meta.get("tta") == "true" else "0"))
     saved = load_savedmodel(folder / "saved_model")
     sessions = {
         "onnxruntime_fp32": ort_session(folder / "model.onnx"),
@@ -131,14 +133,10 @@ def time_inference(folder: Path, quick: bool) -> dict:
     }
     if (folder / "model.int8-vnni.onnx").is_file():
         sessions["onnxruntime_int8_vnni"] = ort_session(folder / "model.int8-vnni.onnx")
+    keras_serve = inference_function(model, level)  # the Keras model with the same TTA as the export
 
-    def keras_predict(x):  # what a Keras user calls; flip TTA done the same way as the export
-        p = model.predict(x.astype("float32") / 255.0, batch_size=len(x), verbose=0)
-        return (
-            0.5 * (p + model.predict(x[:, :, ::-1].astype("float32") / 255.0, batch_size=len(x), verbose=0))
-            if tta
-            else p
-        )
+    def keras_predict(x):
+        return predict(keras_serve, x)
 
     runners = {
         "keras_predict": keras_predict,

@@ -101,8 +101,8 @@ def train_one(preset: str, settings: list[str]) -> dict:
     seed_everything(cfg.seed, cfg.deterministic)
     result = train(cfg, splits)
     net = inference_copy(result.model, cfg, splits.num_classes)
-    mirror = predict(inference_function(net, tta=True), splits.x_val)
-    plain = predict(inference_function(net, tta=False), splits.x_val)
+    mirror = predict(inference_function(net, 1), splits.x_val)
+    plain = predict(inference_function(net, 0), splits.x_val)
     seconds = [row["seconds"] for row in result.history]
     return {
         "val_images": len(splits.y_val),

@@ -72,7 +72,7 @@ def main() -> None:
             t0, idle_before_eval = time.perf_counter(), idle_cpu_seconds()
             elapsed = t0 - self.started - self.paused
             evaluated = inference_copy(self.model, cfg, splits.num_classes)
-            probs = predict(inference_function(evaluated, tta=cfg.tta, translate=cfg.tta_translate), splits.x_test)
+            probs = predict(inference_function(evaluated, cfg.tta_level), splits.x_test)
             acc = float(np.mean(probs.argmax(1) == splits.y_test))
             # CPU time nobody used while this process trained: with every core busy it stays near 0; where
             # it grows, the process waited (this found a tf.data teardown stall) or the host held the CPUs back.
@@ -157,13 +157,13 @@ def export_all(model, cfg, splits, folder: Path) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     export_model(
         model,
-        inference_function(model, tta=cfg.tta, translate=cfg.tta_translate),
+        inference_function(model, cfg.tta_level),
         folder,
         class_names=splits.class_names,
         run_id=cfg.run_id,
         preset=cfg.preset,
         test_accuracy=0.0,
-        tta=cfg.tta,
+        tta_level=cfg.tta_level,
         versions={},
     )
     from job.runtime.resources import cpu_has
@@ -174,7 +174,7 @@ def export_all(model, cfg, splits, folder: Path) -> dict:
         quantize_int8(folder / "model.onnx", folder / "model.int8-vnni.onnx", calibration, "vnni")
     np.save(folder / "x_test.npy", splits.x_test)
     np.save(folder / "y_test.npy", splits.y_test)
-    return {"folder": str(folder), "tta": cfg.tta}
+    return {"folder": str(folder), "tta_level": cfg.tta_level}
 
 
 if __name__ == "__main__":

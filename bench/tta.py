@@ -28,8 +28,8 @@ def main() -> None:
     splits = data.load_splits(cfg)
     net = keras.models.load_model(args.run_dir / "model.keras")
     result = {"run": str(args.run_dir), "val_images": len(splits.y_val), "test_images": len(splits.y_test), "modes": {}}
-    for name, tta, translate in (("none", False, False), ("mirror", True, False), ("mirror+translate", True, True)):
-        serve = inference_function(net, tta=tta, translate=translate)
+    for level, name in enumerate(("none", "mirror", "mirror+translate")):
+        serve = inference_function(net, level)
         t0 = time.perf_counter()
         val = float(np.mean(predict(serve, splits.x_val).argmax(1) == splits.y_val))
         seconds = time.perf_counter() - t0

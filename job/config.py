@@ -75,11 +75,13 @@ class Config:
     label_smoothing: float = _f(0.0, "label smoothing of the one-hot targets")
     augment: bool = _f(False, "random crop (reflect padding) + horizontal flip in the tf.data pipeline")
     crop_padding: int = _f(4, "padding in pixels for the random-crop augmentation (maximum shift)")
-    tta: bool = _f(False, "fold flip test-time augmentation into the exported inference function")
-    tta_translate: bool = _f(
-        False,
-        "with --tta, also average the mirrored pair of the image shifted one pixel each way (reflect padding), as "
-        "airbench94 does: 3x the inference cost of flip TTA",
+    tta_level: int = _f(
+        0,
+        "test-time augmentation folded into the exported model, airbench's levels: 0 none, 1 mirror (2x the "
+        "inference cost), 2 mirror + the mirrored pair shifted one pixel each way (6x); recorded in the model's "
+        "metadata and card",
+        choices=(0, 1, 2),
+        metavar="{0,1,2}",
     )
     width: int = _f(64, "base channel width of fast_net")
     bn_momentum: float = _f(
@@ -266,6 +268,9 @@ def file_layer(path: str) -> dict[str, tuple[Any, str]]:
         raise ConfigError(f"--config {path}: not a readable JSON file ({exc})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"--config {path}: expected a JSON object of settings, found a {type(values).__name__}")
+    if {"tta", "tta_translate"} & set(values):  # a config.json from before tta_level: the same model
+        tta, translate = values.pop("tta", False), values.pop("tta_translate", False)
+        values.setdefault("tta_level", (2 if translate else 1) if tta else 0)
     unknown = sorted(set(values) - FIELD_NAMES - {"sources", "run_id"})
     if unknown:
         raise ConfigError(f"--config {path}: unknown setting(s) {', '.join(unknown)}")

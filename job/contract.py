@@ -29,13 +29,14 @@ METADATA_KEYS = {
     "run_id": "the training run that produced the model",
     "preset": "the training preset",
     "test_accuracy": "Keras accuracy on the run's held-out test split",
-    "tta": "'true' when flip test-time augmentation is folded into the graph",
+    "tta": "'true' when test-time augmentation is folded into the graph",
+    "tta_level": "'0' none, '1' mirror, '2' mirror + 1-pixel translations (airbench's levels)",
     "versions": "JSON object of producer versions (tensorflow, keras, tf2onnx, onnx, job)",
 }
 
 
 def metadata(
-    class_names: list[str], *, run_id: str, preset: str, test_accuracy: float, tta: bool, versions: dict
+    class_names: list[str], *, run_id: str, preset: str, test_accuracy: float, tta_level: int, versions: dict
 ) -> dict[str, str]:
     return {
         "contract_version": CONTRACT_VERSION,
@@ -49,7 +50,8 @@ def metadata(
         "run_id": run_id,
         "preset": preset,
         "test_accuracy": f"{test_accuracy:.6f}",
-        "tta": "true" if tta else "false",
+        "tta": "true" if tta_level else "false",
+        "tta_level": str(tta_level),
         "versions": json.dumps(versions, sort_keys=True),
     }
 

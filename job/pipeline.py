@@ -146,7 +146,7 @@ def _run_stages(cfg: Config, platform, timer: Timer, store, checkpoints, run_dir
         from job.export.inference import inference_function, predict
         from job.report.metrics import evaluate
 
-        serve = inference_function(net, tta=cfg.tta, translate=cfg.tta_translate)
+        serve = inference_function(net, cfg.tta_level)
         probs = predict(serve, splits.x_test)
         metrics = evaluate(probs, splits.y_test, splits.class_names)
     accuracy = metrics["test_accuracy"]
@@ -177,7 +177,7 @@ def _run_stages(cfg: Config, platform, timer: Timer, store, checkpoints, run_dir
             run_id=cfg.run_id,
             preset=cfg.preset,
             test_accuracy=accuracy,
-            tta=cfg.tta,
+            tta_level=cfg.tta_level,
             versions=versions(),
             savedmodel_dir=savedmodel_dir(cfg.layout),
         )

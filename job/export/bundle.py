@@ -18,7 +18,7 @@ def export_model(
     run_id: str,
     preset: str,
     test_accuracy: float,
-    tta: bool,
+    tta_level: int,
     versions: dict,
     savedmodel_dir: str = "saved_model",
 ) -> None:
@@ -27,7 +27,7 @@ def export_model(
     net.save(folder / "model.keras")
     export_savedmodel(net, serve, folder / savedmodel_dir)
     meta = contract.metadata(
-        class_names, run_id=run_id, preset=preset, test_accuracy=test_accuracy, tta=tta, versions=versions
+        class_names, run_id=run_id, preset=preset, test_accuracy=test_accuracy, tta_level=tta_level, versions=versions
     )
     try:
         export_onnx(serve, folder / "model.onnx", meta)

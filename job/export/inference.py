@@ -7,11 +7,12 @@ from job.contract import CHANNELS, IMAGE_HEIGHT, IMAGE_WIDTH, INPUT_NAME, OUTPUT
 SIGNATURE = [tf.TensorSpec((None, IMAGE_HEIGHT, IMAGE_WIDTH, CHANNELS), tf.uint8, name=INPUT_NAME)]
 
 
-def inference_function(model, tta: bool = False, translate: bool = False):
+def inference_function(model, tta_level: int = 0):
     """A tf.function over `model(x, training=False)`: the training graph (dropout, BN updates) never leaks.
-    `tta`: average with the mirrored image. `translate` (airbench94's second TTA level): also average, with equal
-    weight, the mirrored pair of the image shifted one pixel each way along both axes (reflect padding): 6
-    forward passes instead of 2."""
+    Test-time augmentation, airbench's levels: 1 averages with the mirrored image; 2 (airbench94's second level)
+    also averages, with equal weight, the mirrored pair of the image shifted one pixel each way along both axes
+    (reflect padding): 6 forward passes instead of 2."""
+    tta, translate = tta_level >= 1, tta_level >= 2
 
     def mirrored(x):
         probs = model(x, training=False)

@@ -9,6 +9,8 @@ from job.contract import OPSET
 from job.data.dataset import CIFAR10_CLASSES
 from job.storage.runs import SAVEDMODEL_DIRS
 
+TTA_LEVELS = {0: "none", 1: "mirror", 2: "mirror + 1-pixel translations"}
+
 MODEL_DESCRIPTIONS = {
     "seed_cnn": "Keras Sequential CNN (the reference recipe): Conv2D(32)-MaxPool-Conv2D(64)-MaxPool-Conv2D(64)-"
     "Flatten-Dense(64)-Dropout(0.5)-Dense(softmax)",
@@ -121,7 +123,7 @@ def render(cfg, metrics: dict) -> str:
 - Architecture: {MODEL_DESCRIPTIONS.get(cfg.model, cfg.model)}
 - Preset `{cfg.preset}`; {cfg.epochs} epochs, batch {cfg.batch_size}, optimizer {cfg.optimizer}
   (learning rate {cfg.learning_rate:g}), label smoothing {cfg.label_smoothing:g},
-  augmentation {f"random crop (pad {cfg.crop_padding}) + alternating flip" if cfg.augment else "none"}, flip TTA {"on" if cfg.tta else "off"}{" with 1-pixel translations" if cfg.tta and cfg.tta_translate else ""}, seed {cfg.seed}.
+  augmentation {f"random crop (pad {cfg.crop_padding}) + alternating flip" if cfg.augment else "none"}, test-time augmentation {TTA_LEVELS[cfg.tta_level]} (level {cfg.tta_level}), seed {cfg.seed}.
 - Files: `model.keras` (Keras), the SavedModel in `{SAVEDMODEL_DIRS[cfg.layout] if SAVEDMODEL_DIRS[cfg.layout] != "." else "the run folder itself"}`
   (TensorFlow, signature `serving_default`), `model.onnx` (ONNX opset {OPSET}; its contract: docs/model-contract.md).
 - Serving: `python -m job runs export-serving STORE {cfg.run_id} DEST` writes a Triton / KServe model repository;

@@ -275,3 +275,24 @@ def test_a_final_model_on_all_the_training_images_with_no_validation_split(tmp_p
         "published"
     ]
     assert verify_manifest(run) == []
+
+
+def test_the_tta_level_is_what_the_model_says_it_is(tiny_tar, tmp_path):
+    """One setting, airbench's levels: a level-2 export says so in its metadata and its card; the old pair of
+    booleans (which allowed a translate-only model that claimed no TTA) is gone; an old config.json maps onto it."""
+    out = tmp_path / "store"
+    proc = run_job(*train_args(tiny_tar, out, run_id="tta2", cache=tmp_path / "cache"), "--tta-level", "2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    meta = {p.key: p.value for p in __import__("onnx").load(out / "tta2" / "model.onnx").metadata_props}
+    assert (meta["tta"], meta["tta_level"]) == ("true", "2")
+    assert (
+        "test-time augmentation mirror + 1-pixel translations (level 2)" in (out / "tta2" / "MODEL_CARD.md").read_text()
+    )
+    assert json.loads((out / "tta2" / "config.json").read_text())["tta_level"] == 2
+    for flags in (["--no-tta", "--tta-translate"], ["--tta-level", "3"]):
+        refused = run_job(*train_args(tiny_tar, out, cache=tmp_path / "cache"), *flags)
+        assert refused.returncode == 2 and len(refused.stderr.splitlines()) == 1, refused.stderr
+    legacy = tmp_path / "old-config.json"
+    legacy.write_text(json.dumps({"tta": True, "tta_translate": True, "epochs": 1}))
+    shown = run_job("train", "--config", str(legacy), "--print-config")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["tta_level"] == 2, shown.stderr

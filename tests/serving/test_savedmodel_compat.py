@@ -23,7 +23,7 @@ VERSIONS = {"2.20": "SageMaker TensorFlow Serving 2.20", "2.15": "Vertex AI tf2-
 RUNS = [
     ("seed", "runs", []),
     ("fast", "sagemaker", []),
-    ("fast", "vertex", ["--tta-translate"]),
+    ("fast", "vertex", ["--tta-level", "2"]),
 ]
 TOLERANCE = 1e-5
 

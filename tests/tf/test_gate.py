@@ -19,11 +19,11 @@ def tiny_state(tiny_tar, tmp_path_factory):
     return cfg, splits, train(cfg, splits).model
 
 
-def _export(tmp_path, cfg, splits, model, tta=False, translate=False):
+def _export(tmp_path, cfg, splits, model, tta_level=0):
     from job.export.bundle import export_model
     from job.export.inference import inference_function, predict
 
-    serve = inference_function(model, tta=tta, translate=translate)
+    serve = inference_function(model, tta_level)
     export_model(
         model,
         serve,
@@ -32,7 +32,7 @@ def _export(tmp_path, cfg, splits, model, tta=False, translate=False):
         run_id="t",
         preset="seed",
         test_accuracy=0.5,
-        tta=tta,
+        tta_level=tta_level,
         versions={},
     )
     return serve, predict(serve, splits.x_test)
@@ -124,8 +124,8 @@ def test_mirror_and_translate_tta_exports_and_passes_the_gate(tiny_state, tmp_pa
     from job.export.inference import inference_function, predict
 
     cfg, splits, model = tiny_state
-    serve, probs = _export(tmp_path, cfg, splits, model, tta=True, translate=True)
+    serve, probs = _export(tmp_path, cfg, splits, model, tta_level=2)
     report, onnx_probs = verify(tmp_path, serve, splits, cfg, probs)
     assert report["onnxruntime"]["argmax_mismatches"] == 0 and report["onnxruntime"]["max_abs_diff"] <= 1e-4
-    plain = predict(inference_function(model, tta=True), splits.x_test)
+    plain = predict(inference_function(model, 1), splits.x_test)
     assert np.abs(plain - probs).max() > 0  # the translations change the average

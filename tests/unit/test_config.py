@@ -42,7 +42,7 @@ def test_preset_applies_below_every_explicit_layer():
 
 
 def test_fast_presets_share_one_recipe_and_differ_in_size_and_length():
-    recipe = ("model", "optimizer", "momentum", "bias_lr_scale", "label_smoothing", "augment", "tta", "precision")
+    recipe = ("model", "optimizer", "momentum", "bias_lr_scale", "label_smoothing", "augment", "tta_level", "precision")
     presets = {name: config.resolve({"preset": name}, env={}) for name in ("fast", "fast-long", "fast-short")}
     assert len({tuple(getattr(c, k) for k in recipe) for c in presets.values()}) == 1
     assert presets["fast"].crop_padding == presets["fast-long"].crop_padding == 2
