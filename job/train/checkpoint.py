@@ -29,6 +29,9 @@ MAX_MODEL_BYTES = 2 * 1024**3
 FINGERPRINT_KEYS = (
     "model",
     "width",
+    "activation",
+    "bn_momentum",
+    "drop_last",
     "epochs",
     "batch_size",
     "optimizer",
