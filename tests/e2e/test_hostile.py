@@ -540,8 +540,11 @@ def test_the_table_covers_every_kind_of_fault():
 # Run in the child before job.cli.main: pause at one point of the real job, say so on stderr, and let the test
 # signal it there. Nothing of the job is replaced; the pause only holds it where the signal should land.
 PAUSE = """
-import os, sys, time
+import os, signal, sys, time
 point = os.environ.pop("PAUSE_AT")
+# A process started in the background by a non-interactive shell inherits SIGINT as ignored (POSIX), and Python
+# then installs no KeyboardInterrupt handler: give the job the handler a terminal would.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 def pause():
     print("PAUSED", file=sys.stderr, flush=True)
