@@ -47,18 +47,10 @@ def add_arguments(sub) -> None:
 
 
 def _store(uri: str):
-    store = open_store(uri, _s3_options(uri))
+    store = open_store(uri)  # s3:// with boto3's own endpoint and credentials
     if not uri.startswith("s3://") and not store.location.root.is_dir():
         raise DataError(f"store {uri} is not a folder")
     return store
-
-
-def _s3_options(uri: str):
-    if not uri.startswith("s3://"):
-        return None
-    from job.storage.s3client import S3Options
-
-    return S3Options()
 
 
 def _number(value):
@@ -148,9 +140,9 @@ def cmd_verify(args) -> int:
 
 
 def cmd_export_serving(args) -> int:
-    from job.serving import export_serving, print_result
+    from job.serving import export_serving
 
-    print_result(export_serving(args.store, args.run, args.dest, args.name))
+    print(json.dumps(export_serving(args.store, args.run, args.dest, args.name)), flush=True)
     return 0
 
 

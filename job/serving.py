@@ -12,7 +12,6 @@ does). DEST is a new or empty local folder (written beside it, renamed into plac
 No TensorFlow is imported.
 """
 
-import json
 import os
 import shutil
 import tempfile
@@ -116,7 +115,3 @@ def export_serving(store_uri: str, run: str, dest: str, name: str = "cifar10") -
         "files": copied,
         "tensorflow": saved is not None,
     }
-
-
-def print_result(result: dict) -> None:
-    print(json.dumps(result), flush=True)

@@ -7,7 +7,6 @@ never trusted as proof of content: readers hash what they download (job.storage.
 
 import contextlib
 import hashlib
-import json
 import logging
 import mimetypes
 import secrets
@@ -85,16 +84,13 @@ class S3Location(Location):
     # ------------------------------------------------------------------ reading
 
     def _get(self, name: str, limit: int) -> dict | None:
-        try:
-            with self._errors(f"read {self.key(name)} from"):
-                try:
-                    obj = self.client.get_object(Bucket=self.bucket, Key=self.key(name))
-                except s3_errors()[1] as exc:
-                    if is_missing(exc):
-                        return None
-                    raise
-        except StorageError:
-            raise
+        with self._errors(f"read {self.key(name)} from"):
+            try:
+                obj = self.client.get_object(Bucket=self.bucket, Key=self.key(name))
+            except s3_errors()[1] as exc:
+                if is_missing(exc):
+                    return None
+                raise
         if obj["ContentLength"] > limit:
             obj["Body"].close()
             raise DataError(f"{self.describe(name)} is {obj['ContentLength']:,} bytes, over the {limit:,}-byte limit")
@@ -281,10 +277,3 @@ class S3Location(Location):
         raise StorageError(
             f"{self.describe(name)} kept changing under {attempts} attempts to update it; publish again to move it"
         )
-
-
-def json_or_none(raw: bytes | None):
-    try:
-        return json.loads(raw) if raw is not None else None
-    except ValueError:
-        return None
