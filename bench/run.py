@@ -15,7 +15,6 @@ never part of the tests.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import platform
@@ -26,13 +25,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.inference import time_inference
+from bench.plots import THRESHOLDS, plot
+
 RESULTS = Path(__file__).resolve().parent / "results"
-THRESHOLDS = (0.67, 0.80, 0.90, 0.94)
 ALL_PRESETS = ("seed", "fast-short", "fast", "fast-long")
 
 
 def machine() -> dict:
-    from job.runtime.resources import auto_precision, available_cpus, cpu_flags
+    from job.runtime.resources import auto_precision, available_cpus, cpu_flags, cpu_model
 
     info = {"python": platform.python_version(), "cpus_available": available_cpus(), "cpu_count": os.cpu_count()}
     flags = cpu_flags()
@@ -40,10 +41,9 @@ def machine() -> dict:
     info["fma"] = "fma" in flags
     info["amx_bf16"] = "amx_bf16" in flags
     info["auto_precision"] = auto_precision(flags)[0]
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-        info["cpu_model"] = re.search(r"model name\s*:\s*(.+)", cpuinfo).group(1).strip()
-        info["cpu_mhz"] = float(re.search(r"cpu MHz\s*:\s*([\d.]+)", cpuinfo).group(1))
+    info["cpu_model"] = cpu_model()
+    try:  # the clock, for the peak FLOP/s below (the bench's alone)
+        info["cpu_mhz"] = float(re.search(r"cpu MHz\s*:\s*([\d.]+)", Path("/proc/cpuinfo").read_text()).group(1))
     except (OSError, AttributeError):
         pass
     info["tag"] = machine_tag(info)
@@ -112,68 +112,6 @@ def throughput(preset: str, steps: int) -> dict:
     return _in_own_process("bench.throughput", "--preset", preset, "--steps", str(steps))
 
 
-def time_inference(folder: Path, quick: bool) -> dict:
-    """images/s at batch 1, 64, 256 for Keras predict, the SavedModel, ONNX Runtime float and INT8."""
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    from job.export.inference import inference_function, predict
-    from job.export.savedmodel import load_savedmodel
-    from job.runtime.ort import ort_session
-
-    x_test, y_test = np.load(folder / "x_test.npy"), np.load(folder / "y_test.npy")
-    model = keras.models.load_model(folder / "model.keras")
-    meta = ort_session(folder / "model.onnx").get_modelmeta().custom_metadata_map
-    level = int(meta.get("tta_level", "1" if meta.get("tta") == "true" else "0"))
-    saved = load_savedmodel(folder / "saved_model")
-    sessions = {
-        "onnxruntime_fp32": ort_session(folder / "model.onnx"),
-        "onnxruntime_int8": ort_session(folder / "model.int8.onnx"),
-    }
-    if (folder / "model.int8-vnni.onnx").is_file():
-        sessions["onnxruntime_int8_vnni"] = ort_session(folder / "model.int8-vnni.onnx")
-    keras_serve = inference_function(model, level)  # the Keras model with the same TTA as the export
-
-    def keras_predict(x):
-        return predict(keras_serve, x)
-
-    runners = {
-        "keras_predict": keras_predict,
-        "savedmodel": lambda x: saved(tf.constant(x))["probabilities"].numpy(),
-        **{name: functools.partial(_run_session, session) for name, session in sessions.items()},
-    }
-    out: dict = {"accuracy": {}, "images_per_second": {}}
-    for name, fn in runners.items():
-        probs = np.concatenate([fn(x_test[i : i + 256]) for i in range(0, len(x_test), 256)])
-        out["accuracy"][name] = float(np.mean(probs.argmax(1) == y_test))
-        out["images_per_second"][name] = {}
-        for batch in (1, 64, 256):
-            x = x_test[:batch]
-            fn(x)  # warm-up
-            n_images = (200 if quick else 1000) if batch == 1 else (2000 if quick else 10000)
-            reps = max(3, n_images // batch)
-            t0 = time.perf_counter()
-            for _ in range(reps):
-                fn(x)
-            out["images_per_second"][name][str(batch)] = round(reps * batch / (time.perf_counter() - t0), 1)
-    base = out["images_per_second"]["keras_predict"]
-    out["ratio_to_keras_predict"] = {
-        name: {b: round(v / base[b], 2) for b, v in per.items()} for name, per in out["images_per_second"].items()
-    }
-    fp32, int8 = out["accuracy"]["onnxruntime_fp32"], out["accuracy"]["onnxruntime_int8"]
-    out["int8_accuracy_drop"] = round(fp32 - int8, 4)
-    out["int8_speedup"] = {
-        b: round(out["images_per_second"]["onnxruntime_int8"][b] / out["images_per_second"]["onnxruntime_fp32"][b], 2)
-        for b in ("1", "64", "256")
-    }
-    return out
-
-
-def _run_session(session, x):
-    return session.run(["probabilities"], {"image": x})[0]
-
-
 def first_time_at(curve: list[dict], accuracy: float) -> float | None:
     return next((pt["seconds"] for pt in curve if pt["test_accuracy"] >= accuracy), None)
 
@@ -190,86 +128,6 @@ def speedup(seed: dict, others: list[dict]) -> dict:
     ranked = [(v["ratio"], k) for k, v in out["presets"].items() if v["ratio"]]
     out["best"] = {"preset": max(ranked)[1], "ratio": max(ranked)[0]} if ranked else None
     return out
-
-
-# airbench94's published result (KellerJordan/cifar10-airbench): 94.01% test accuracy in 9.9 epochs on the original
-# CIFAR-10 arrays. On this project's JPEG q75 data the same recipe reaches about 91.0% (docs/performance.md).
-REFERENCE = {"epochs": 9.9, "accuracy": 0.9401, "label": "airbench94 (published, original CIFAR-10)"}
-
-
-def previous_results(folder: Path, name: str, tag: str) -> list[tuple[str, dict]]:
-    """Earlier result files of the same machine tag in `folder` (bench/results keeps one file per run)."""
-    out = []
-    for path in sorted(folder.glob(f"*-{tag}.json")):
-        if path.stem != name:
-            try:
-                out.append((path.stem.split(f"-{tag}")[0], json.loads(path.read_text())))
-            except ValueError:
-                continue
-    return out
-
-
-def plot(results: dict, folder: Path, name: str) -> None:
-    """<name>-time_to_accuracy.png and <name>-inference.png beside <name>.json."""
-    from job.report.plots import pyplot
-
-    plt = pyplot()
-
-    # Accuracy per minute (this machine) and per epoch (compute, which no CPU changes), beside the reference
-    # recipe's published result and this machine's own previous results.
-    fig, (ax, ax_epoch) = plt.subplots(1, 2, figsize=(13, 5))
-    tag = results["machine"].get("tag") or name.split("-", 3)[-1]  # older files: the tag is in the name
-    previous = previous_results(folder, name, tag)
-    for rec in results["training"]:
-        pts = rec["curve"]
-        label = f"{rec['preset']} ({rec['model']}, batch {rec['batch_size']})"
-        line = ax.plot([p["seconds"] / 60 for p in pts], [p["test_accuracy"] for p in pts], "o-", label=label)
-        ax_epoch.plot(
-            [p["epoch"] for p in pts], [p["test_accuracy"] for p in pts], "o-", label=label, color=line[0].get_color()
-        )
-        for old_name, old in previous:
-            before = next((r for r in old["training"] if r["preset"] == rec["preset"]), None)
-            if before:
-                ax_epoch.plot(
-                    [p["epoch"] for p in before["curve"]],
-                    [p["test_accuracy"] for p in before["curve"]],
-                    ":",
-                    color=line[0].get_color(),
-                    alpha=0.6,
-                    label=f"{rec['preset']}, {old_name}",
-                )
-    epochs, accuracy = REFERENCE["epochs"], REFERENCE["accuracy"]
-    ax_epoch.plot([epochs], [accuracy], "k*", markersize=12, label=REFERENCE["label"])
-    for t in THRESHOLDS:
-        ax.axhline(t, color="grey", lw=0.6, ls="--")
-        ax_epoch.axhline(t, color="grey", lw=0.6, ls="--")
-    ax.set_xlabel("training wall time (minutes, this machine)")
-    ax_epoch.set_xlabel("epoch")
-    for a in (ax, ax_epoch):
-        a.set_ylabel("test accuracy (held-out split)")
-        a.grid(alpha=0.3)
-        a.legend(fontsize=7)
-    ax.set_title(f"Per minute ({results['machine'].get('cpu_model', '?')}, {tag})")
-    ax_epoch.set_title("Per epoch (compute), with the reference recipe")
-    fig.tight_layout()
-    fig.savefig(folder / f"{name}-time_to_accuracy.png", dpi=110)
-    plt.close(fig)
-
-    inf = results["inference"]["images_per_second"]
-    fig, ax = plt.subplots(figsize=(8, 5))
-    runners, batches = list(inf), ["1", "64", "256"]
-    width = 0.8 / len(runners)
-    for i, runner in enumerate(runners):
-        ax.bar([b + i * width for b in range(len(batches))], [inf[runner][b] for b in batches], width, label=runner)
-    ax.set_xticks([b + 0.4 - width / 2 for b in range(len(batches))], [f"batch {b}" for b in batches])
-    ax.set_ylabel("images / second")
-    ax.set_yscale("log")
-    ax.set_title(f"Inference throughput ({results['inference']['model']})")
-    ax.legend()
-    ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    fig.savefig(folder / f"{name}-inference.png", dpi=110)
-    plt.close(fig)
 
 
 def main(argv=None) -> None:

@@ -97,10 +97,11 @@ def train_one(preset: str, settings: list[str]) -> dict:
     from job.export.inference import inference_function, predict
     from job.train.build import inference_copy, seed_everything
     from job.train.loop import train
+    from job.train.model import Architecture
 
     seed_everything(cfg.seed, cfg.deterministic)
     result = train(cfg, splits)
-    net = inference_copy(result.model, cfg, splits.num_classes)
+    net = inference_copy(result.model, Architecture.of(cfg), splits.num_classes)
     mirror = predict(inference_function(net, 1), splits.x_val)
     plain = predict(inference_function(net, 0), splits.x_val)
     seconds = [row["seconds"] for row in result.history]

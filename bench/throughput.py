@@ -23,6 +23,7 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--steps", type=int, default=8, help="timed optimizer steps (after 3 untimed)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a config field")
+    p.add_argument("--jit", action="store_true", help="compile the train step with XLA (off in the job on CPU)")
     args = p.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -46,6 +47,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n)
     net = compile_model(cfg, 10, x)
+    net.jit_compile = args.jit  # Keras' "auto" leaves XLA off on CPU-only machines
     augment = Augmentation(cfg.crop_padding, cfg.seed, 0) if cfg.augment else None
     ds = make_dataset(x, y, 10, cfg.batch_size, shuffle_seed=cfg.seed, augment=augment)
 
@@ -64,6 +66,7 @@ def main() -> None:
     record = {
         "preset": cfg.preset,
         "overrides": args.set,
+        "jit_compile": args.jit,
         "model": cfg.model,
         "width": cfg.width,
         "batch_size": cfg.batch_size,

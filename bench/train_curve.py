@@ -48,52 +48,12 @@ def main() -> None:
     splits = data.load_splits(cfg)
     threads = configure_tensorflow(cfg.threads, cfg.inter_op_threads)
 
-    import keras
-    import numpy as np
-
-    from job.export.inference import inference_function, predict
     from job.train.build import inference_copy, seed_everything
     from job.train.loop import train
+    from job.train.model import Architecture
 
     seed_everything(cfg.seed, cfg.deterministic)
-
-    class Curve(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.points, self.paused, self.started = [], 0.0, None
-            self.idle_at_start, self.idle_paused = 0.0, 0.0
-
-        def on_train_begin(self, logs=None):
-            if self.started is None:
-                self.started = time.perf_counter()
-                self.idle_at_start = idle_cpu_seconds()
-
-        def on_epoch_end(self, epoch, logs=None):
-            t0, idle_before_eval = time.perf_counter(), idle_cpu_seconds()
-            elapsed = t0 - self.started - self.paused
-            evaluated = inference_copy(self.model, cfg, splits.num_classes)
-            probs = predict(inference_function(evaluated, cfg.tta_level), splits.x_test)
-            acc = float(np.mean(probs.argmax(1) == splits.y_test))
-            # CPU time nobody used while this process trained: with every core busy it stays near 0; where
-            # it grows, the process waited (this found a tf.data teardown stall) or the host held the CPUs back.
-            idle = idle_before_eval - self.idle_at_start - self.idle_paused
-            self.points.append(
-                {
-                    "epoch": epoch + 1,
-                    "seconds": round(elapsed, 2),
-                    "test_accuracy": acc,
-                    "idle_cpu_seconds": round(idle, 1),
-                }
-            )
-            print(
-                f"[bench {cfg.preset}] epoch {epoch + 1}: {elapsed:.1f}s train, test accuracy {acc:.4f}, "
-                f"idle CPU {idle:.1f}s",
-                flush=True,
-            )
-            self.paused += time.perf_counter() - t0
-            self.idle_paused += idle_cpu_seconds() - idle_before_eval
-
-    curve = Curve()
+    curve = test_curve(cfg, splits)
     result = train(cfg, splits, extra_callbacks=[curve])
     train_seconds = curve.points[-1]["seconds"]
     images = len(splits.y_train) * cfg.epochs
@@ -117,9 +77,52 @@ def main() -> None:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     if args.export:
-        final = inference_copy(result.model, cfg, splits.num_classes)
+        final = inference_copy(result.model, Architecture.of(cfg), splits.num_classes)
         record["exported"] = export_all(final, cfg, splits, Path(args.export))
     Path(args.out).write_text(json.dumps(record, indent=2))
+
+
+def test_curve(cfg, splits):
+    """A Keras callback that measures test accuracy (the exported model's: float32 copy, TTA level) after every
+    epoch, with the training clock and the idle-CPU count paused meanwhile; its `points` are the curve."""
+    import keras
+    import numpy as np
+
+    from job.export.inference import inference_function, predict
+    from job.train.build import inference_copy
+    from job.train.model import Architecture
+
+    class Curve(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.points, self.paused, self.started = [], 0.0, None
+            self.idle_at_start, self.idle_paused = 0.0, 0.0
+
+        def on_train_begin(self, logs=None):
+            if self.started is None:
+                self.started = time.perf_counter()
+                self.idle_at_start = idle_cpu_seconds()
+
+        def on_epoch_end(self, epoch, logs=None):
+            t0, idle_before_eval = time.perf_counter(), idle_cpu_seconds()
+            elapsed = t0 - self.started - self.paused
+            evaluated = inference_copy(self.model, Architecture.of(cfg), splits.num_classes)
+            probs = predict(inference_function(evaluated, cfg.tta_level), splits.x_test)
+            acc = float(np.mean(probs.argmax(1) == splits.y_test))
+            # CPU time nobody used while this process trained: with every core busy it stays near 0; where
+            # it grows, the process waited (this found a tf.data teardown stall) or the host held the CPUs back.
+            idle = idle_before_eval - self.idle_at_start - self.idle_paused
+            point = {"epoch": epoch + 1, "seconds": round(elapsed, 2), "test_accuracy": acc}
+            self.points.append({**point, "idle_cpu_seconds": round(idle, 1)})
+            print(
+                f"[bench {cfg.preset}] epoch {epoch + 1}: {elapsed:.1f}s train, test accuracy {acc:.4f}, "
+                f"idle CPU {idle:.1f}s",
+                flush=True,
+            )
+            self.paused += time.perf_counter() - t0
+            self.idle_paused += idle_cpu_seconds() - idle_before_eval
+
+    return Curve()
 
 
 def idle_cpu_seconds() -> float:
@@ -166,11 +169,11 @@ def export_all(model, cfg, splits, folder: Path) -> dict:
         tta_level=cfg.tta_level,
         versions={},
     )
-    from job.runtime.resources import cpu_has
+    from job.runtime.resources import VNNI, cpu_has
 
     calibration = calibration_images(splits.x_train, cfg.seed)
     quantize_int8(folder / "model.onnx", folder / "model.int8.onnx", calibration)
-    if cpu_has("avx512_vnni|avx_vnni"):  # the 8-bit-weight variant is only correct (and measurable) with VNNI
+    if cpu_has(VNNI):  # the 8-bit-weight variant is only correct (and measurable) with VNNI
         quantize_int8(folder / "model.onnx", folder / "model.int8-vnni.onnx", calibration, "vnni")
     np.save(folder / "x_test.npy", splits.x_test)
     np.save(folder / "y_test.npy", splits.y_test)

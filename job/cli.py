@@ -24,6 +24,7 @@ from job.errors import (
     exit_codes_help,
 )
 from job.runtime.events import claim_stdout, emit
+from job.runtime.logs import setup_logging
 from job.runtime.redact import redact, redact_value
 from job.runtime.telemetry import revision
 
@@ -62,6 +63,41 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", required=True, metavar="{train,publish,predict,runs}", parser_class=Parser
     )
 
+    add_train_parser(sub, epilog)
+    add_publish_parser(sub, epilog)
+
+    from job import catalog, predict
+
+    runs = sub.add_parser(
+        "runs",
+        help="list, show, download or verify the runs of a store",
+        epilog=epilog,
+        formatter_class=raw,
+        description=catalog.__doc__.split("\n\n")[1],
+    )
+    catalog.add_arguments(
+        runs.add_subparsers(
+            dest="runs_command",
+            required=True,
+            metavar="{list,show,download,verify,export-serving}",
+            parser_class=Parser,
+        )
+    )
+    predict.add_arguments(
+        sub.add_parser(
+            "predict",
+            help="classify images with a model.onnx (no TensorFlow)",
+            description=predict.__doc__.split("\n\n")[1],
+            epilog=epilog,
+            formatter_class=raw,
+        )
+    )
+    return parser
+
+
+def add_train_parser(sub, epilog: str) -> None:
+    """`job train`: every settable config field as a flag, grouped as --help shows them."""
+    raw = argparse.RawDescriptionHelpFormatter
     train = sub.add_parser(
         "train",
         help="run the whole job",
@@ -105,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
         "data source's headers and print the plan; train nothing",
     )
 
+
+def add_publish_parser(sub, epilog: str) -> None:
+    raw = argparse.RawDescriptionHelpFormatter
     publish = sub.add_parser(
         "publish",
         help="publish an existing local run folder to a store",
@@ -118,52 +157,6 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("s3_endpoint", "s3_region"):
         publish.add_argument("--" + name.replace("_", "-"), dest=name, default=None)
     publish.add_argument("--s3-path-style", dest="s3_path_style", action=argparse.BooleanOptionalAction, default=None)
-
-    from job import catalog, predict
-
-    runs = sub.add_parser(
-        "runs",
-        help="list, show, download or verify the runs of a store",
-        epilog=epilog,
-        formatter_class=raw,
-        description=catalog.__doc__.split("\n\n")[1],
-    )
-    catalog.add_arguments(
-        runs.add_subparsers(
-            dest="runs_command",
-            required=True,
-            metavar="{list,show,download,verify,export-serving}",
-            parser_class=Parser,
-        )
-    )
-    predict.add_arguments(
-        sub.add_parser(
-            "predict",
-            help="classify images with a model.onnx (no TensorFlow)",
-            description=predict.__doc__.split("\n\n")[1],
-            epilog=epilog,
-            formatter_class=raw,
-        )
-    )
-    return parser
-
-
-class _Redacting(logging.Formatter):
-    """Every log line passes job.runtime.redact: no URI password or token reaches stderr."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
-
-
-def setup_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
-    )
-    for handler in logging.getLogger().handlers:
-        handler.setFormatter(_Redacting("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"))
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # silence TensorFlow's C++ banner
-    for noisy in ("tensorflow", "absl", "tf2onnx", "botocore", "boto3", "urllib3", "matplotlib", "PIL"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def cmd_train(args, platform) -> int:
@@ -208,25 +201,21 @@ def cmd_train(args, platform) -> int:
 
 
 def cmd_publish(args, platform) -> int:
+    """A finished run folder (kept after a failed upload, or copied) through `job train`'s own publish path."""
     from pathlib import Path
 
+    from job.pipeline import publish, summary_of
     from job.storage import open_store, s3_options_from
     from job.storage.local import LocalLocation
     from job.storage.manifest import MANIFEST, parse_manifest
 
     run_dir = Path(args.run_dir)
-    manifest = parse_manifest(LocalLocation(str(run_dir), what="run folder").read(MANIFEST), str(run_dir))
+    folder = LocalLocation(str(run_dir), what="run folder")
+    manifest = parse_manifest(folder.read(MANIFEST), str(run_dir))
     run_id = manifest["run_id"] if isinstance(manifest["run_id"], str) else run_dir.name
-    cfg = config_lib.resolve(
-        {
-            "out": args.store,
-            "s3_endpoint": args.s3_endpoint,
-            "s3_region": args.s3_region,
-            "s3_path_style": args.s3_path_style,
-            "run_id": run_id,
-        },
-        os.environ,
-    )
+    options = {"out": args.store, "run_id": run_id}
+    options.update({k: getattr(args, k) for k in ("s3_endpoint", "s3_region", "s3_path_style")})
+    cfg = config_lib.resolve(options, os.environ)
     if not cfg.out.startswith("s3://") and run_dir.resolve().parent == Path(cfg.out).expanduser().resolve():
         raise ConfigError(
             f"{run_dir} is already in the store {cfg.out}; publish it to another store, or copy it out first"
@@ -235,19 +224,11 @@ def cmd_publish(args, platform) -> int:
     RUN["run_id"] = run_id
     store = open_store(cfg.out, s3_options_from(cfg))
     try:
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, ValueError):
+        metrics = json.loads(folder.read("metrics.json") or b"{}")
+    except (OSError, ValueError, JobError):  # the manifest decides what is published; the summary is best effort
         metrics = {}
-    metrics = metrics if isinstance(metrics, dict) else {}
-    summary = {
-        "run_id": run_id,
-        "store": store.uri,
-        "test_accuracy": metrics.get("test_accuracy"),
-        "onnx_test_accuracy": metrics.get("onnx_test_accuracy"),
-        "finished_at": metrics.get("finished_at"),
-    }
-    summary["uri"] = store.publish(run_dir, run_id, summary)
-    emit("run_published", **summary)
+    summary = summary_of(metrics if isinstance(metrics, dict) else {}, run_id, store.uri)
+    emit("run_published", **publish(run_dir, run_id, store, summary))
     return 0
 
 

@@ -8,15 +8,15 @@ manifest is its last file. Any failure (or signal) leaves the store untouched an
 import json
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
+from job import stages
 from job.config import Config
-from job.errors import ConfigError, JobError, QualityGateError, StorageError, exit_code_of
+from job.errors import ConfigError, JobError, StorageError, exit_code_of
 from job.runtime.telemetry import Timer, peak_rss_mb, versions
 from job.storage import open_store, s3_options_from
 from job.storage.files import out_of_space
-from job.storage.pointer import utc_now
-from job.storage.runs import savedmodel_dir
 
 log = logging.getLogger("job")
 
@@ -42,27 +42,45 @@ def run(cfg: Config, platform) -> dict:
             "published": False,
             "durations_s": timer.stages,
         }
-    store = open_store(cfg.out, s3_options_from(cfg), cfg.layout)
-    checkpoints = checkpoints_for(cfg)
     with timer.stage("store_check"):  # fail fast: before any data is read or any step is trained
-        store.probe()
-        if checkpoints:
-            checkpoints.probe()
-        baseline = None
-        if cfg.baseline:
-            from job.report.baseline import load_baseline
-
-            baseline = load_baseline(cfg.baseline, s3_options_from(cfg))
-        tracker = start_tracking(cfg, platform)
-    staging = store.staging_dir(cfg.run_id)
+        ends = open_ends(cfg, platform)
+    staging = ends.store.staging_dir(cfg.run_id)
     try:
-        return _stages_with_disk_check(cfg, platform, timer, store, checkpoints, staging, tracker, baseline)
+        return _stages_with_disk_check(cfg, platform, timer, ends, staging)
     except BaseException as exc:
-        if tracker:
-            tracker.fail(exit_code_of(exc))
+        if ends.tracker:
+            ends.tracker.fail(exit_code_of(exc))
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if ends.tracker:  # a second run in this process (tests, notebooks) must not report to this one's
+            from job.runtime.events import unsubscribe
+
+            unsubscribe(ends.tracker.on_event)
+
+
+@dataclass(frozen=True)
+class Ends:
+    """What a run reads from and writes to besides its data, each probed before any data is read."""
+
+    store: object  # job.storage.runs.RunStore
+    checkpoints: object | None  # job.train.checkpoint.Checkpoints
+    baseline: object | None  # job.report.baseline.Baseline
+    tracker: object | None  # job.report.tracking.Tracker
+
+
+def open_ends(cfg: Config, platform) -> Ends:
+    store = open_store(cfg.out, s3_options_from(cfg), cfg.layout)
+    store.probe()
+    checkpoints = checkpoints_for(cfg)
+    if checkpoints:
+        checkpoints.probe()
+    baseline = None
+    if cfg.baseline:
+        from job.report.baseline import load_baseline
+
+        baseline = load_baseline(cfg.baseline, s3_options_from(cfg))
+    return Ends(store, checkpoints, baseline, start_tracking(cfg, platform))
 
 
 def start_tracking(cfg: Config, platform):
@@ -78,11 +96,9 @@ def start_tracking(cfg: Config, platform):
     return tracker
 
 
-def _stages_with_disk_check(
-    cfg: Config, platform, timer: Timer, store, checkpoints, staging: Path, tracker, baseline
-) -> dict:
+def _stages_with_disk_check(cfg: Config, platform, timer: Timer, ends: Ends, staging: Path) -> dict:
     try:
-        return _run_stages(cfg, platform, timer, store, checkpoints, staging, tracker, baseline)
+        return _run_stages(cfg, platform, timer, ends, staging)
     except JobError:
         raise
     except Exception as exc:  # a full disk, whichever library hit it (TensorFlow has its own error types)
@@ -128,165 +144,124 @@ def checkpoints_for(cfg: Config):
     return Checkpoints(cfg.checkpoint_dir, cfg.run_id, s3_options_from(cfg))
 
 
-def _run_stages(cfg: Config, platform, timer: Timer, store, checkpoints, run_dir: Path, tracker, baseline) -> dict:
+def _run_stages(cfg: Config, platform, timer: Timer, ends: Ends, run_dir: Path) -> dict:
     splits, threads, strategy = prepare(cfg, timer, platform)
-    if baseline:  # before training: a comparison across different test splits is refused at once
+    if ends.baseline:  # before training: a comparison across different test splits is refused at once
         from job.report.baseline import check_same_test_split
 
-        check_same_test_split(baseline, splits.info["test_fingerprint"])
+        check_same_test_split(ends.baseline, splits.info["test_fingerprint"])
     with timer.stage("train"):
-        from job.train.build import inference_copy
-        from job.train.loop import train
-
-        result = train(cfg, splits, checkpoints, strategy=strategy)
-    finished_at = utc_now()  # training's end: what orders a store's runs (latest.json, `job runs list`)
-    net = inference_copy(result.model, cfg, splits.num_classes)
-
+        trained = stages.train(cfg, splits, ends.checkpoints, strategy)
     with timer.stage("evaluate"):
-        from job.export.inference import inference_function, predict
-        from job.report.metrics import evaluate
-
-        serve = inference_function(net, cfg.tta_level)
-        probs = predict(serve, splits.x_test)
-        metrics = evaluate(probs, splits.y_test, splits.class_names)
-    accuracy = metrics["test_accuracy"]
-    log.info(
-        "test: accuracy %.4f, loss %.4f on %d held-out images", accuracy, metrics["test_loss"], metrics["test_size"]
-    )
-    if accuracy < cfg.min_accuracy:
-        raise QualityGateError(
-            f"test accuracy {accuracy:.4f} is below --min-accuracy {cfg.min_accuracy}; "
-            "nothing was published (train longer, or lower the gate)"
-        )
-    if baseline:
-        from job.report.baseline import gate
-
-        metrics["baseline"] = gate(baseline, accuracy, cfg.max_regression)
-        log.info(
-            "baseline: %+.4f against %s (%.4f)", metrics["baseline"]["delta"], baseline.uri, baseline.test_accuracy
-        )
-
-    with timer.stage("export"):
-        from job.export.bundle import export_model
-
-        export_model(
-            net,
-            serve,
-            run_dir,
-            class_names=splits.class_names,
-            run_id=cfg.run_id,
-            preset=cfg.preset,
-            test_accuracy=accuracy,
+        evaluated = stages.evaluate(
+            trained.net,
+            splits,
             tta_level=cfg.tta_level,
-            versions=versions(),
-            savedmodel_dir=savedmodel_dir(cfg.layout),
+            min_accuracy=cfg.min_accuracy,
+            baseline=ends.baseline,
+            max_regression=cfg.max_regression,
         )
-
+    with timer.stage("export"):
+        stages.export(cfg, trained, evaluated, splits, run_dir)
     with timer.stage("verify"):
-        from job.export import gate
-
-        parity, onnx_test_probs = gate.verify(run_dir, serve, splits, cfg, probs, savedmodel_dir(cfg.layout))
-    log.info(
-        "parity: onnxruntime max|dprob| %.2e, savedmodel max|dprob| %.2e, onnx test accuracy %.4f",
-        parity["onnxruntime"]["max_abs_diff"],
-        parity["savedmodel"]["max_abs_diff"],
-        parity["onnx_test_accuracy"],
-    )
-
+        parity = stages.verify(cfg, evaluated, splits, run_dir)
     int8 = None
     if cfg.int8:
         with timer.stage("quantize"):
-            int8 = gate.quantize(run_dir, splits, cfg, parity["onnx_test_accuracy"], onnx_test_probs)
-            if cfg.int8_vnni:
-                int8["vnni"] = gate.quantize(
-                    run_dir, splits, cfg, parity["onnx_test_accuracy"], onnx_test_probs, "vnni"
-                )
-        log.info(
-            "int8: test accuracy %.4f (drop %.4f), argmax agreement with float %.4f, %s",
-            int8["test_accuracy"],
-            int8["accuracy_drop"],
-            int8["argmax_agreement"],
-            "published" if int8["published"] else "not published: " + int8["reason"],
-        )
-
+            int8 = stages.quantize(cfg, parity, splits, run_dir)
     with timer.stage("report"):
-        from job.report.files import write_report
+        from job.report.files import RunRecord, write_report
 
-        full = write_report(
-            run_dir,
-            cfg,
-            platform.name,
-            splits,
-            result,
-            metrics,
-            parity,
-            int8,
-            threads,
-            optimizer_steps=int(result.model.optimizer.iterations.numpy()),
-            test_probs=probs,
+        record = RunRecord(
+            platform=platform.name,
+            splits=splits,
+            history=trained.history,
+            train_seconds=trained.seconds,
+            optimizer_steps=trained.optimizer_steps,
+            resumed_from=trained.resumed_from,
+            finished_at=trained.finished_at,
+            test=evaluated.test,
+            test_probs=evaluated.probs,
+            parity=parity,
+            int8=int8,
+            baseline=evaluated.baseline,
+            threads=threads,
         )
-        full["finished_at"] = finished_at
-
-    full["durations_s"] = timer.durations()
-    full["peak_rss_mb"] = peak_rss_mb()
-    (run_dir / "metrics.json").write_text(json.dumps(full, indent=2) + "\n")
-    summary = {
-        "event": "run_complete",
-        "run_id": cfg.run_id,
-        "store": store.uri,
-        "finished_at": finished_at,
-        "test_accuracy": round(accuracy, 6),
-        "onnx_test_accuracy": round(full["onnx_test_accuracy"], 6),
-        "parity_max_abs_diff": max(
-            full["parity"]["onnxruntime"]["max_abs_diff"], full["parity"]["savedmodel"]["max_abs_diff"]
-        ),
-        "durations_s": full["durations_s"],
-        "peak_rss_mb": full["peak_rss_mb"],
-        "int8": {k: full["int8"][k] for k in ("test_accuracy", "accuracy_drop", "published")}
-        if full.get("int8")
-        else None,
-        "baseline": full.get("baseline"),
-    }
+        metrics = write_report(run_dir, cfg, record)
+    metrics = {**metrics, "durations_s": timer.durations(), "peak_rss_mb": peak_rss_mb()}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     with timer.stage("publish"):
-        summary["uri"] = publish(run_dir, cfg, store, summary, tracker, full, splits.x_test[:2])
-    summary["durations_s"] = timer.durations()
-    return summary
+        from job.storage.manifest import write_manifest
+
+        write_manifest(run_dir, cfg.run_id)
+        tracker, store = ends.tracker, ends.store
+        mlflow = tracker.finish(run_dir, metrics, splits.x_test[:2]) if tracker else None
+        published = publish(run_dir, cfg.run_id, store, summary_of(metrics, cfg.run_id, store.uri), cfg.cache_dir)
+        if tracker:
+            tracker.close()
+    return {
+        "event": "run_complete",
+        **published,
+        **({"mlflow": mlflow} if mlflow else {}),
+        "durations_s": timer.durations(),
+    }
 
 
-def publish(run_dir: Path, cfg: Config, store, summary: dict, tracker=None, metrics=None, sample=None) -> str:
-    """Manifest last, the MLflow run's results (it is marked FAILED if the store then fails), then the store's
-    all-or-nothing publish. A failed upload keeps the finished run in the cache and names the command that
-    publishes it without training again."""
-    from job.storage.manifest import write_manifest
+def summary_of(metrics: dict, run_id: str, store_uri: str) -> dict:
+    """The fields of the run's one-line summary (and of latest.json), from metrics.json's content. `job publish`
+    reads that file from a folder that may be older or damaged: what is missing or not a number is null."""
 
-    write_manifest(run_dir, cfg.run_id)
-    if tracker:
-        summary["mlflow"] = tracker.finish(run_dir, metrics, sample)
+    def number(value):
+        return round(value, 6) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    def record(value) -> dict:
+        return value if isinstance(value, dict) else {}
+
+    parity = record(metrics.get("parity"))
+    diffs = [number(record(parity.get(b)).get("max_abs_diff")) for b in ("onnxruntime", "savedmodel")]
+    int8 = metrics.get("int8")
+    return {
+        "run_id": run_id,
+        "store": store_uri,
+        "finished_at": metrics.get("finished_at") if isinstance(metrics.get("finished_at"), str) else None,
+        "test_accuracy": number(metrics.get("test_accuracy")),
+        "onnx_test_accuracy": number(metrics.get("onnx_test_accuracy")),
+        "parity_max_abs_diff": max((d for d in diffs if d is not None), default=None),
+        "durations_s": metrics.get("durations_s"),
+        "peak_rss_mb": number(metrics.get("peak_rss_mb")),
+        "int8": {k: record(int8).get(k) for k in ("test_accuracy", "accuracy_drop", "published")} if int8 else None,
+        "baseline": metrics.get("baseline"),
+    }
+
+
+def publish(run_dir: Path, run_id: str, store, summary: dict, keep_in: str | None = None) -> dict:
+    """The one publish path of `job train` and `job publish`: the store's all-or-nothing publish of a folder that
+    holds its manifest (verified against it first). Returns `summary` with the run's URI (and the upload's
+    figures, for S3) added. When `keep_in` is given (a cache folder, "" = the default one), a failed upload keeps
+    the finished run there, since its staging folder is deleted, and names the command that publishes it without
+    training again."""
     try:
         try:
-            uri = store.publish(run_dir, cfg.run_id, summary)
-            if getattr(store.location, "last_upload", None):
-                summary["upload"] = store.location.last_upload
-            if tracker:
-                tracker.close()
-            return uri
+            uri = store.publish(run_dir, run_id, summary)
         except OSError as exc:
             raise StorageError(f"publishing to {store.uri} failed ({exc})") from None
     except StorageError as exc:
-        kept = keep_unpublished(run_dir, cfg)
+        kept = keep_unpublished(run_dir, run_id, keep_in) if keep_in is not None else None
         if kept is None:
             raise
         raise StorageError(
             f"{exc}. The finished run is kept at {kept}; publish it without re-training: "
             f"python -m job publish {kept} {store.uri}"
         ) from None
+    upload = store.location.last_upload
+    return {**summary, "uri": uri, **({"upload": upload} if upload else {})}
 
 
-def keep_unpublished(run_dir: Path, cfg: Config) -> Path | None:
-    """A finished run whose upload failed is copied out of staging (which is deleted) into the cache."""
+def keep_unpublished(run_dir: Path, run_id: str, cache_dir: str) -> Path | None:
+    """A copy of a finished run whose upload failed, out of staging (which is deleted), under the cache."""
     from job.data import default_cache_dir
 
-    dest = (Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()) / "unpublished" / cfg.run_id
+    dest = (Path(cache_dir) if cache_dir else default_cache_dir()) / "unpublished" / run_id
     try:
         shutil.rmtree(dest, ignore_errors=True)
         dest.parent.mkdir(parents=True, exist_ok=True)

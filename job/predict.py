@@ -3,29 +3,21 @@
 Needs onnxruntime, numpy and pillow only (`pip install .`); never imports TensorFlow or Keras (an
 import-linter contract in pyproject.toml enforces it). MODEL is a model.onnx, a run folder holding one, or a store
 root (it follows latest.json), each also as s3:// (needs boto3: `.[s3]`). IMAGES are image files, folders
-(searched recursively), .tar / .tar.gz archives and - (standard input: one image or a tar stream). Any size and mode is accepted: images are converted to RGB and, when not
-32x32, resized with Pillow's antialiased bilinear filter (reported per image).
+(searched recursively), .tar / .tar.gz archives and - (standard input: one image or a tar stream), read and
+decoded by job.data.images: any size and mode, resized to 32x32 when needed (reported per image).
 
 Exit codes (job.errors): 0 all inputs predicted; 2 usage; 3 some inputs unreadable (the others were still
 predicted); 4 the model could not be downloaded; 8 the model is missing, not ONNX, or breaks the contract.
 """
 
-import io
 import json
 import os
 import sys
-import tarfile
 import tempfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-from job.data.entries import MAX_ENTRY_BYTES, read_file, safe_member_name
+from job.data.images import decode, iter_inputs
 from job.errors import EXIT_OK, DataError, ModelError
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
-RESIZE_FILTER = "bilinear"
-# A photo of 6000 x 4000 has 24 MP; anything beyond 50 MP is refused from its header, before decoding
-# (a 109 KB PNG can declare 30000 x 30000 pixels and decode to 2.7 GB).
-MAX_PIXELS = 50_000_000
 
 
 def add_arguments(p) -> None:
@@ -52,9 +44,9 @@ def model_files(int8: bool) -> list[str]:
     """The run's file to load, by preference: with --int8 the VNNI variant only where this CPU has VNNI."""
     if not int8:
         return ["model.onnx"]
-    from job.runtime.resources import cpu_has
+    from job.runtime.resources import VNNI, cpu_has
 
-    return (["model.int8-vnni.onnx"] if cpu_has("avx512_vnni|avx_vnni") else []) + ["model.int8.onnx"]
+    return (["model.int8-vnni.onnx"] if cpu_has(VNNI) else []) + ["model.int8.onnx"]
 
 
 MAX_MODEL_BYTES = 512 * 1024 * 1024  # model.onnx is a few MB; a store that serves more is refused unread
@@ -138,97 +130,6 @@ def load_session(path: Path, threads: int = 0):
         raise ModelError(f"{path} does not follow the model contract: {exc}") from None
 
 
-# ----------------------------------------------------------------------------- inputs
-
-
-def iter_inputs(specs: list[str]):
-    """Yield (name, bytes or None, error or None) for every image named by the specs; `-` is standard input (one
-    image, or a tar stream of images)."""
-    for spec in specs:
-        path = Path(spec)
-        try:
-            if spec == "-":
-                yield from _read_stdin()
-            elif path.is_dir():
-                files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
-                if not files:
-                    yield spec, None, "folder holds no images"
-                for f in files:
-                    yield from _read_one(f)
-            elif path.name.endswith((".tar", ".tar.gz", ".tgz")) and path.is_file():
-                yield from _iter_tar(path)
-            elif path.exists():
-                yield from _read_one(path)
-            else:
-                yield spec, None, "no such file or folder"
-        except OSError as exc:
-            yield spec, None, f"cannot read ({exc.strerror or exc})"
-
-
-def _read_stdin():
-    data = sys.stdin.buffer.read(MAX_ENTRY_BYTES + 1)
-    if len(data) > MAX_ENTRY_BYTES:
-        yield "-", None, f"standard input is over the {MAX_ENTRY_BYTES:,}-byte limit"
-        return
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
-            members = [
-                (m, tar.extractfile(m).read())
-                for m in tar
-                if m.isfile() and m.size <= MAX_ENTRY_BYTES and PurePosixPath(m.name).suffix.lower() in IMAGE_SUFFIXES
-            ]
-        for member, blob in members:
-            yield f"-:{member.name}", blob, None
-    except (tarfile.TarError, EOFError, OSError):  # not a tar: one image
-        yield "-", data, None
-
-
-def _read_one(path: Path):
-    try:
-        yield str(path), read_file(path), None
-    except DataError as exc:
-        yield str(path), None, str(exc)
-
-
-def _iter_tar(path: Path):
-    try:
-        with tarfile.open(path, "r:*") as tar:
-            for member in tar:
-                label = f"{path}:{member.name}"
-                try:
-                    safe_member_name(path, member, MAX_ENTRY_BYTES)
-                except DataError as exc:
-                    yield label, None, f"skipped: {exc}"
-                    continue
-                if member.isfile() and PurePosixPath(member.name).suffix.lower() in IMAGE_SUFFIXES:
-                    yield label, tar.extractfile(member).read(), None
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        yield str(path), None, f"unreadable archive ({exc})"
-
-
-def decode(blob: bytes):
-    """-> (uint8 [32, 32, 3], note). Raises ValueError for anything that is not a readable image."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(blob)) as im:
-            size = im.size
-            if size[0] * size[1] > MAX_PIXELS:
-                raise ValueError(f"{size[0]}x{size[1]} pixels is over the {MAX_PIXELS:,}-pixel limit")
-            im.load()
-            rgb = im.convert("RGB")
-    except UnidentifiedImageError:
-        raise ValueError("not an image (unrecognised format)") from None
-    except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"unreadable or truncated image ({exc})") from None
-    note = None
-    if size != (32, 32):
-        rgb = rgb.resize((32, 32), Image.Resampling.BILINEAR)
-        note = f"resized from {size[0]}x{size[1]} to 32x32 ({RESIZE_FILTER})"
-    return np.asarray(rgb, dtype=np.uint8), note
-
-
 # ----------------------------------------------------------------------------- main
 
 
@@ -276,7 +177,6 @@ def run(args) -> int:
         _print_predictions(session, good, args, class_names, k, run_id)
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, the predictions were not wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return DataError.exit_code if bad else EXIT_OK
     return DataError.exit_code if bad else EXIT_OK
 
 

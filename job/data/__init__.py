@@ -2,12 +2,13 @@
 
 from pathlib import Path
 
+from job.config import Config
 from job.data.dataset import CIFAR10_CLASSES, IMAGE_SIZE, Dataset, Splits
 from job.data.sources import default_cache_dir, load
 from job.data.splits import split
 
 
-def load_splits(cfg, s3_options=None) -> Splits:
+def load_splits(cfg: Config, s3_options=None) -> Splits:
     """The splits a config trains and evaluates on (the job, and every bench that must see the same images):
     `cfg.data` loaded (from the decode cache when possible), then split by `cfg`'s fractions, seed and limit."""
     dataset = load(cfg.data, Path(cfg.cache_dir) if cfg.cache_dir else None, s3_options)

@@ -57,3 +57,27 @@ def run_onnx(session, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
         for i in range(0, len(images), batch_size)
     ]
     return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
+
+
+@dataclass(frozen=True)
+class Parity:
+    """What the verification gate measured. `as_dict()` is metrics.json's "parity"."""
+
+    onnxruntime: Comparison
+    savedmodel: Comparison
+    tolerance: float
+    random_batch_sizes: list[int]
+    onnx_test_accuracy: float
+    onnx_test_probs: np.ndarray
+
+    @property
+    def max_abs_diff(self) -> float:
+        return max(self.onnxruntime.max_abs_diff, self.savedmodel.max_abs_diff)
+
+    def as_dict(self) -> dict:
+        return {
+            "onnxruntime": self.onnxruntime.as_dict(),
+            "savedmodel": self.savedmodel.as_dict(),
+            "tolerance": self.tolerance,
+            "random_batch_sizes": self.random_batch_sizes,
+        }

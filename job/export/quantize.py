@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from job.contract import INPUT_NAME
+from job.runtime.resources import VNNI
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def calibration_images(train_images: np.ndarray, seed: int, count: int = 1024) -
 # VNNI 81.72%.
 VARIANTS = {
     "portable": {"file": "model.int8.onnx", "reduce_range": True, "requires": ""},
-    "vnni": {"file": "model.int8-vnni.onnx", "reduce_range": False, "requires": "avx512_vnni|avx_vnni"},
+    "vnni": {"file": "model.int8-vnni.onnx", "reduce_range": False, "requires": VNNI},
 }
 
 

@@ -1,56 +1,75 @@
-"""The report stage: history.csv, curves.png, confusion_matrix.png, classification_report.txt, config.json and
-MODEL_CARD.md into the run folder; returns the metrics.json content (durations are added by the pipeline)."""
+"""The report stage: history.csv, curves.png, confusion_matrix.png, misclassified.png, classification_report.txt,
+config.json and MODEL_CARD.md into the run folder; returns the content of metrics.json (the pipeline adds the
+stage durations and peak memory, which include this stage, and writes it)."""
 
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from job.config import Config
+from job.data.dataset import Splits
+from job.export.parity import Parity
 from job.report.history import write_history
+from job.report.metrics import HoldoutMetrics
 from job.report.model_card import write_model_card
 from job.report.plots import plot_confusion_matrix, plot_curves, plot_misclassified
 from job.runtime.telemetry import versions
 
 
-def write_report(
-    run_dir: Path,
-    cfg,
-    platform_name: str,
-    splits,
-    result,
-    metrics: dict,
-    parity: dict,
-    int8: dict | None,
-    threads: tuple[int, int],
-    optimizer_steps: int,
-    test_probs,
-) -> dict:
-    write_history(result.history, run_dir / "history.csv")
-    plot_curves(result.history, run_dir / "curves.png")
-    plot_confusion_matrix(metrics["confusion_matrix"], splits.class_names, run_dir / "confusion_matrix.png")
+@dataclass(frozen=True)
+class RunRecord:
+    """What a finished run made, stage by stage: everything the report describes."""
+
+    platform: str
+    splits: Splits
+    history: list[dict]
+    train_seconds: float
+    optimizer_steps: int
+    resumed_from: dict | None
+    finished_at: str  # training's end: what orders a store's runs
+    test: HoldoutMetrics
+    test_probs: np.ndarray
+    parity: Parity
+    int8: dict | None
+    baseline: dict | None
+    threads: tuple[int, int]
+
+
+def write_report(run_dir: Path, cfg: Config, run: RunRecord) -> dict:
+    splits = run.splits
+    write_history(run.history, run_dir / "history.csv")
+    plot_curves(run.history, run_dir / "curves.png")
+    plot_confusion_matrix(run.test.confusion_matrix, splits.class_names, run_dir / "confusion_matrix.png")
     misclassified = plot_misclassified(
-        splits.x_test, splits.y_test, test_probs, splits.class_names, run_dir / "misclassified.png"
+        splits.x_test, splits.y_test, run.test_probs, splits.class_names, run_dir / "misclassified.png"
     )
-    (run_dir / "classification_report.txt").write_text(metrics.pop("classification_report_text"))
+    (run_dir / "classification_report.txt").write_text(run.test.report_text)
     (run_dir / "config.json").write_text(cfg.to_json())
-    full = {
+    images = len(splits.y_train) * len(run.history)
+    metrics = {
         "run_id": cfg.run_id,
         "preset": cfg.preset,
-        "platform": platform_name,
+        "platform": run.platform,
         "data": splits.info,
-        **metrics,
-        "onnx_test_accuracy": parity.pop("onnx_test_accuracy"),
-        "parity": parity,
+        **run.test.as_dict(),
+        **({"baseline": run.baseline} if run.baseline else {}),
+        "onnx_test_accuracy": run.parity.onnx_test_accuracy,
+        "parity": run.parity.as_dict(),
         "training": {
             "epochs": cfg.epochs,
-            "seconds": round(result.seconds, 3),
-            "images_per_second": round(len(splits.y_train) * len(result.history) / max(result.seconds, 1e-9), 1),
-            "optimizer_steps": optimizer_steps,
+            "seconds": round(run.train_seconds, 3),
+            "images_per_second": round(images / max(run.train_seconds, 1e-9), 1),
+            "optimizer_steps": run.optimizer_steps,
             "precision": cfg.precision,
-            "resumed_from": result.resumed_from,
-            "final": result.history[-1] if result.history else {},
+            "resumed_from": run.resumed_from,
+            "final": run.history[-1] if run.history else {},
         },
-        "threads": {"intra_op": threads[0], "inter_op": threads[1]},
-        **({"int8": int8} if int8 else {}),
+        "threads": {"intra_op": run.threads[0], "inter_op": run.threads[1]},
+        **({"int8": run.int8} if run.int8 else {}),
         "misclassified": misclassified,
         "versions": versions(),
+        "finished_at": run.finished_at,
     }
-    write_model_card(run_dir, cfg, full)
-    return full
+    write_model_card(run_dir, cfg, metrics)
+    return metrics

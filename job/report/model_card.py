@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+from job.config import Config
 from job.contract import OPSET
 from job.data.dataset import CIFAR10_CLASSES
 from job.storage.runs import SAVEDMODEL_DIRS
@@ -32,7 +33,7 @@ def top_confusions(matrix: list[list[int]], class_names: list[str], n: int = 3) 
     return [(class_names[i], class_names[j], int(m[i, j])) for i, j in order if m[i, j] > 0]
 
 
-def front_matter(cfg, metrics: dict) -> str:
+def front_matter(cfg: Config, metrics: dict) -> str:
     """The YAML header model hubs and tools read (Hugging Face's model card metadata: library_name,
     pipeline_tag, datasets, metrics and a model-index with the test results). Written by hand: block YAML of
     plain scalars, quoted where needed, so the job needs no YAML library."""
@@ -76,7 +77,7 @@ def front_matter(cfg, metrics: dict) -> str:
     return "\n".join([*lines, "---", ""])
 
 
-def render(cfg, metrics: dict) -> str:
+def render(cfg: Config, metrics: dict) -> str:
     names = metrics["data"]["class_names"]
     sizes = metrics["data"]["sizes"]
     report = metrics["classification_report"]
@@ -175,5 +176,5 @@ reference for serving and export pipelines.
     )
 
 
-def write_model_card(run_dir: Path, cfg, metrics: dict) -> None:
+def write_model_card(run_dir: Path, cfg: Config, metrics: dict) -> None:
     (run_dir / "MODEL_CARD.md").write_text(render(cfg, metrics))

@@ -1,4 +1,5 @@
-"""The run's pictures: training curves and the confusion matrix (Matplotlib, no display needed)."""
+"""The run's pictures: training curves, the confusion matrix and the misclassified test images (Matplotlib, no display
+needed)."""
 
 from pathlib import Path
 

@@ -18,6 +18,7 @@ import logging
 import os
 from pathlib import Path
 
+from job.config import Config
 from job.contract import INPUT_NAME
 from job.errors import ConfigError, StorageError
 
@@ -69,7 +70,7 @@ def probe(uri: str) -> dict:
 class Tracker:
     """One MLflow run mirroring one job run."""
 
-    def __init__(self, cfg, platform_name: str, versions: dict):
+    def __init__(self, cfg: Config, platform_name: str, versions: dict):
         self.cfg = cfg
         self.mlflow = _mlflow()
         from mlflow.tracking import MlflowClient

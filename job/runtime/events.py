@@ -19,12 +19,13 @@ _listeners: list = []  # in-process observers of every event (MLflow tracking), 
 
 
 def subscribe(listener) -> None:
-    """`listener(event, record)` for every later event; unsubscribe() removes them all."""
+    """`listener(event, record)` for every later event, until unsubscribe(listener)."""
     _listeners.append(listener)
 
 
-def unsubscribe() -> None:
-    _listeners.clear()
+def unsubscribe(listener) -> None:
+    if listener in _listeners:
+        _listeners.remove(listener)
 
 
 def claim_stdout() -> None:

@@ -63,8 +63,13 @@ def auto_precision(flags: set[str] | None = None) -> tuple[str, str]:
     return "float32", "no AMX bf16 on this CPU (bfloat16 would be emulated, about 12x slower)"
 
 
+# The CPU features under which ONNX Runtime's u8 x s8 multiply accumulates in 32 bits (no int16 saturation): what
+# a full-range INT8 model (model.int8-vnni.onnx) needs. '|' separates alternatives, as cpu_has() reads them.
+VNNI = "avx512_vnni|avx_vnni"
+
+
 def cpu_has(features: str, flags: set[str] | None = None) -> bool:
-    """`features`: alternatives separated by '|' (e.g. 'avx512_vnni|avx_vnni'), as /proc/cpuinfo names them."""
+    """`features`: alternatives separated by '|' (e.g. VNNI), as /proc/cpuinfo names them."""
     flags = cpu_flags() if flags is None else flags
     return any(f in flags for f in features.split("|"))
 

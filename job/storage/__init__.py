@@ -11,6 +11,7 @@ Every name read from a store passes job.runtime.names.confine before it becomes 
 Imports no training code (enforced by the import-linter contracts in pyproject.toml).
 """
 
+from job.config import Config
 from job.storage.local import LocalLocation
 from job.storage.runs import RunStore
 
@@ -34,7 +35,7 @@ def open_blobs(uri: str, s3_options=None):
     return open_location(uri, s3_options, "checkpoint location", "choose a writable --checkpoint-dir")
 
 
-def s3_options_from(cfg):
+def s3_options_from(cfg: Config):
     """S3 settings of a Config, or None when nothing in it is on S3 (boto3 then never loads)."""
     if not any(v.startswith("s3://") for v in (cfg.data, cfg.out, cfg.checkpoint_dir, cfg.baseline)):
         return None

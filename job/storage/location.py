@@ -12,6 +12,9 @@ class Missing(DataError):
 
 
 class Location:
+    root: Path | None = None  # the folder of a local location; None for a remote one
+    last_upload: dict | None = None  # a remote location's figures of its last publish (files, bytes, seconds)
+
     def copy_out(self, name: str, dest: Path, limit: int) -> str:  # pragma: no cover - each backend has its own
         raise NotImplementedError
 

@@ -61,12 +61,12 @@ class RunStore:
         found = local_manifest_problems(run_dir)
         if found:
             raise DataError(f"{run_dir} does not match its manifest: {found[0]}; nothing was published")
-        if getattr(self.location, "root", None) is not None:
+        local_root = self.location.root
+        if local_root is not None:
             self.location.probe()  # a local store's folder is created here, never for a refused run
         if self.layout != "runs":
             return self._publish_flat(run_dir, run_id)
         staged = None
-        local_root = getattr(self.location, "root", None)
         try:
             if local_root is not None and run_dir.parent.resolve() != local_root.resolve():
                 staged = self.staging_dir(run_id)  # `job publish` of a folder elsewhere: copy beside its destination

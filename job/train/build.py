@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from job.config import Config
 from job.train import model as model_lib
 from job.train import optim
 from job.train.optim import build_optimizer
@@ -21,18 +22,12 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def compile_model(cfg, num_classes: int, x_train: np.ndarray) -> keras.Model:
+def compile_model(cfg: Config, num_classes: int, x_train: np.ndarray) -> keras.Model:
     warn_if_emulated(cfg.precision)
     with precision_policy(cfg.precision):
         # fast_net fits its fixed first layer to the training images (never val/test).
         net = model_lib.build(
-            cfg.model,
-            num_classes,
-            cfg.width,
-            whitening_images=x_train,
-            whitening_seed=cfg.seed,
-            bn_momentum=cfg.bn_momentum,
-            activation=cfg.activation,
+            model_lib.Architecture.of(cfg), num_classes, whitening_images=x_train, whitening_seed=cfg.seed
         )
     optimizer = build_optimizer(cfg, len(x_train))
     net.compile(
@@ -52,7 +47,7 @@ def bind_statistics(net: keras.Model) -> keras.Model:
     return net
 
 
-def in_precision(net: keras.Model, cfg, num_classes: int, x_train: np.ndarray) -> keras.Model:
+def in_precision(net: keras.Model, cfg: Config, num_classes: int, x_train: np.ndarray) -> keras.Model:
     """A checkpoint written under another precision (`--precision auto` on another CPU: a preempted job that
     came back on another node type) resumes with the same weights and optimizer state in this run's precision.
     The variables are float32 under either policy, so nothing is lost."""
@@ -66,14 +61,12 @@ def in_precision(net: keras.Model, cfg, num_classes: int, x_train: np.ndarray) -
     return fresh
 
 
-def inference_copy(net: keras.Model, cfg, num_classes: int) -> keras.Model:
+def inference_copy(net: keras.Model, arch: model_lib.Architecture, num_classes: int) -> keras.Model:
     """The trained weights in a fresh, uncompiled float32 model: what is evaluated, exported and published.
     Float32, because ONNX Runtime has no bf16 convolutions on CPU and consumers expect it; uncompiled, so
     `model.keras` loads with plain Keras (the training model carries this job's optimizer class, which a
     consumer without the job's code cannot deserialize). Training state lives in checkpoints."""
     with precision_policy("float32"):
-        clone = model_lib.build(
-            cfg.model, num_classes, cfg.width, bn_momentum=cfg.bn_momentum, activation=cfg.activation
-        )
+        clone = model_lib.build(arch, num_classes)
     clone.set_weights(net.get_weights())
     return clone

@@ -13,6 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from job.config import Config
 from job.errors import CheckpointError
 from job.storage import open_blobs
 from job.storage.files import sha256_file
@@ -51,7 +52,7 @@ FINGERPRINT_KEYS = (
 )
 
 
-def fingerprint(cfg, splits) -> dict:
+def fingerprint(cfg: Config, splits) -> dict:
     fp = {k: getattr(cfg, k) for k in FINGERPRINT_KEYS}
     fp["data_sha256"] = splits.info.get("source_sha256", "")
     fp["sizes"] = splits.info.get("sizes", {})

@@ -30,12 +30,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from job.config import Config
 from job.errors import CheckpointError, Preempted
-from job.report.metrics import cross_entropy
 from job.train.build import compile_model
 from job.train.callbacks import epoch_record, report_epoch
 from job.train.checkpoint import fingerprint
-from job.train.input import training_dataset
+from job.train.input import InputSpec, training_dataset
+from job.train.loss import cross_entropy
 from job.train.optim import steps_per_epoch
 from job.train.tensorboard import EpochSummaries
 
@@ -99,7 +100,7 @@ class ClusterCheckpoint:
         log.info("checkpoint saved: %s (step %d)", self.dir, int(self.checkpoint.optimizer.iterations.numpy()))
 
 
-def train_multi_worker(cfg, splits, strategy, checkpoints=None):
+def train_multi_worker(cfg: Config, splits, strategy, checkpoints=None):
     """Returns (model, history, seconds, resumed_from)."""
     with strategy.scope():
         net = compile_model(cfg, splits.num_classes, splits.x_train)
@@ -139,7 +140,7 @@ def train_multi_worker(cfg, splits, strategy, checkpoints=None):
     try:
         for epoch in range(done // per_epoch, cfg.epochs):
             t0, skip = time.perf_counter(), (done % per_epoch if epoch == done // per_epoch else 0)
-            ds = training_dataset(cfg, splits, epoch, global_batch, skip_batches=skip)
+            ds = training_dataset(InputSpec.of(cfg), splits, epoch, global_batch, skip_batches=skip)
             total_loss, total_correct, steps, stops = 0.0, 0.0, 0, 0.0
             for images, labels in strategy.experimental_distribute_dataset(ds):
                 loss, correct, stops = train_step(images, labels, tf.constant(float(stop["requested"])))

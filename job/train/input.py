@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from job.config import Config
 from job.train.optim import drops_last_batch
 
 
@@ -81,16 +82,30 @@ def make_dataset(
     return ds.with_options(options)
 
 
-def training_dataset(cfg, splits, epoch: int, batch_size: int, skip_batches: int = 0) -> tf.data.Dataset:
+@dataclass(frozen=True)
+class InputSpec:
+    """What the training input needs of the run's config."""
+
+    seed: int
+    augment: bool
+    crop_padding: int
+    drop_last: bool
+
+    @classmethod
+    def of(cls, cfg: Config) -> "InputSpec":
+        return cls(cfg.seed, cfg.augment, cfg.crop_padding, cfg.drop_last)
+
+
+def training_dataset(spec: InputSpec, splits, epoch: int, batch_size: int, skip_batches: int = 0) -> tf.data.Dataset:
     """Epoch `epoch`'s batches: order and augmentation depend only on (seed, epoch)."""
-    augment = Augmentation(cfg.crop_padding, cfg.seed, epoch) if cfg.augment else None
+    augment = Augmentation(spec.crop_padding, spec.seed, epoch) if spec.augment else None
     return make_dataset(
         splits.x_train,
         splits.y_train,
         splits.num_classes,
         batch_size,
-        shuffle_seed=cfg.seed * 1000 + epoch,
+        shuffle_seed=spec.seed * 1000 + epoch,
         augment=augment,
         skip_batches=skip_batches,
-        drop_last=cfg.drop_last,
+        drop_last=spec.drop_last,
     )

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 
 import keras
 
+from job.config import Config
 from job.errors import CheckpointError, Preempted
 from job.train.build import compile_model, in_precision
 from job.train.callbacks import ProgressBar, StopOnSignal, epoch_record, report_epoch
 from job.train.checkpoint import fingerprint
-from job.train.input import make_dataset, training_dataset
+from job.train.input import InputSpec, make_dataset, training_dataset
 from job.train.optim import steps_per_epoch
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ class TrainResult:
     resumed_from: dict | None = None
 
 
-def train(cfg, splits, checkpoints=None, extra_callbacks=(), strategy=None) -> TrainResult:
+def train(cfg: Config, splits, checkpoints=None, extra_callbacks=(), strategy=None) -> TrainResult:
     """Train cfg.model on splits.train (splits.val for the curves); resume from `checkpoints` if any.
     With a multi-worker `strategy` the custom loop of job.train.distributed runs instead of `fit`."""
     if strategy is not None:
@@ -69,7 +70,7 @@ def train(cfg, splits, checkpoints=None, extra_callbacks=(), strategy=None) -> T
     started = time.perf_counter()
     try:
         for epoch in range(start_epoch, cfg.epochs):
-            train_ds = training_dataset(cfg, splits, epoch, cfg.batch_size, skip_batches=skip)
+            train_ds = training_dataset(InputSpec.of(cfg), splits, epoch, cfg.batch_size, skip_batches=skip)
             t0 = time.perf_counter()
             fit = net.fit(
                 train_ds,

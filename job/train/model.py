@@ -1,28 +1,39 @@
 """Network architectures. Each takes float32 images scaled to [0, 1] and returns class probabilities."""
 
 import math
+from dataclasses import dataclass
 
 import keras
 import numpy as np
 from keras import layers
 
+from job.config import Config
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What building a network needs of the run's config, and nothing more."""
+
+    name: str = "seed_cnn"
+    width: int = 64
+    bn_momentum: float = 0.6
+    activation: str = "relu"
+
+    @classmethod
+    def of(cls, cfg: Config) -> "Architecture":
+        return cls(cfg.model, cfg.width, cfg.bn_momentum, cfg.activation)
+
 
 def build(
-    name: str,
-    num_classes: int,
-    width: int = 64,
-    whitening_images: np.ndarray | None = None,
-    whitening_seed: int = 0,
-    bn_momentum: float = 0.6,
-    activation: str = "relu",
+    arch: Architecture, num_classes: int, whitening_images: np.ndarray | None = None, whitening_seed: int = 0
 ) -> keras.Model:
     """`whitening_images`: training images (uint8) that fast_net's frozen first layer is fitted to (a random
     sample of them, drawn with `whitening_seed`); other models ignore them, and the fast_net settings."""
-    if name == "seed_cnn":
+    if arch.name == "seed_cnn":
         return seed_cnn(num_classes)
-    if name == "fast_net":
-        return fast_net(num_classes, width, whitening_images, whitening_seed, bn_momentum, activation)
-    raise ValueError(f"unknown model {name!r}")
+    if arch.name == "fast_net":
+        return fast_net(num_classes, arch.width, whitening_images, whitening_seed, arch.bn_momentum, arch.activation)
+    raise ValueError(f"unknown model {arch.name!r}")
 
 
 def seed_cnn(num_classes: int = 10) -> keras.Sequential:

@@ -4,6 +4,7 @@ a triangle (one-cycle) learning rate. Both are registered Keras objects, so chec
 import keras
 import tensorflow as tf
 
+from job.config import Config
 from job.train.model import WHITEN
 
 
@@ -175,7 +176,7 @@ def steps_per_epoch(n: int, batch_size: int, drop_last: bool = False) -> int:
     return max(1, -(-n // batch_size))
 
 
-def build_optimizer(cfg, train_images: int) -> keras.optimizers.Optimizer:
+def build_optimizer(cfg: Config, train_images: int) -> keras.optimizers.Optimizer:
     """The seed recipe's Adam, or the fast recipe's BiasScaledSGD on a OneCycle schedule over the whole run."""
     if cfg.optimizer == "adam":
         return keras.optimizers.Adam(learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay or None)

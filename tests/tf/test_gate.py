@@ -38,14 +38,19 @@ def _export(tmp_path, cfg, splits, model, tta_level=0):
     return serve, predict(serve, splits.x_test)
 
 
+def _gate_settings(cfg) -> dict:
+    return {"seed": cfg.seed, "threads": cfg.threads, "tolerance": cfg.parity_tolerance}
+
+
 def test_gate_passes_for_a_faithful_export(tiny_state, tmp_path):
     from job.export.gate import verify
 
     cfg, splits, model = tiny_state
     serve, probs = _export(tmp_path, cfg, splits, model)
-    report, onnx_probs = verify(tmp_path, serve, splits, cfg, probs)
-    assert report["onnxruntime"]["argmax_agreement"] == 1.0
-    assert onnx_probs.shape == probs.shape
+    parity = verify(tmp_path, serve, splits.x_test, splits.y_test, probs, **_gate_settings(cfg))
+    assert parity.onnxruntime.argmax_agreement == 1.0 and parity.savedmodel.argmax_agreement == 1.0
+    assert parity.onnx_test_probs.shape == probs.shape
+    assert set(parity.as_dict()) == {"onnxruntime", "savedmodel", "tolerance", "random_batch_sizes"}
 
 
 def test_gate_fails_on_a_perturbed_onnx_model(tiny_state, tmp_path):
@@ -63,7 +68,7 @@ def test_gate_fails_on_a_perturbed_onnx_model(tiny_state, tmp_path):
     biggest.CopyFrom(numpy_helper.from_array((weights * -1.5).astype(weights.dtype), biggest.name))
     onnx.save(proto, tmp_path / "model.onnx")
     with pytest.raises(ParityError, match="onnxruntime disagrees"):
-        verify(tmp_path, serve, splits, cfg, probs)
+        verify(tmp_path, serve, splits.x_test, splits.y_test, probs, **_gate_settings(cfg))
 
 
 def test_gate_fails_on_a_corrupted_onnx_file(tiny_state, tmp_path):
@@ -75,7 +80,7 @@ def test_gate_fails_on_a_corrupted_onnx_file(tiny_state, tmp_path):
     raw = (tmp_path / "model.onnx").read_bytes()
     (tmp_path / "model.onnx").write_bytes(raw[: len(raw) // 3])
     with pytest.raises(ParityError, match="cannot load"):
-        verify(tmp_path, serve, splits, cfg, probs)
+        verify(tmp_path, serve, splits.x_test, splits.y_test, probs, **_gate_settings(cfg))
 
 
 def test_failed_gate_publishes_nothing(tiny_state, tmp_path, monkeypatch):
@@ -111,8 +116,11 @@ def test_int8_beyond_the_accuracy_bound_is_not_published(tiny_state, tmp_path):
 
     cfg, splits, model = tiny_state
     _, probs = _export(tmp_path, cfg, splits, model)
-    strict = type(cfg)(**{**cfg.to_dict(), "int8_max_drop": 0.0})
-    report = quantize(tmp_path, splits, strict, 1.01, probs)  # any int8 falls short of 101%
+    perfect = np.eye(probs.shape[1], dtype=np.float32)[splits.y_test]  # a float model that is always right
+    report = quantize(
+        tmp_path, splits.x_train, splits.x_test, splits.y_test, perfect, seed=cfg.seed, threads=0, max_drop=0.0
+    )
+    assert report["accuracy_drop"] > 0  # the tiny model is far from perfect
     assert not report["published"] and "exceeds" in report["reason"]
     assert not (tmp_path / "model.int8.onnx").exists()
 
@@ -125,7 +133,7 @@ def test_mirror_and_translate_tta_exports_and_passes_the_gate(tiny_state, tmp_pa
 
     cfg, splits, model = tiny_state
     serve, probs = _export(tmp_path, cfg, splits, model, tta_level=2)
-    report, onnx_probs = verify(tmp_path, serve, splits, cfg, probs)
-    assert report["onnxruntime"]["argmax_mismatches"] == 0 and report["onnxruntime"]["max_abs_diff"] <= 1e-4
+    parity = verify(tmp_path, serve, splits.x_test, splits.y_test, probs, **_gate_settings(cfg))
+    assert parity.onnxruntime.argmax_mismatches == 0 and parity.onnxruntime.max_abs_diff <= 1e-4
     plain = predict(inference_function(model, 1), splits.x_test)
     assert np.abs(plain - probs).max() > 0  # the translations change the average

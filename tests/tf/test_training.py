@@ -193,7 +193,7 @@ def test_training_precision_is_scoped_to_the_model_it_builds():
     net = build.compile_model(cfg, 10, _smooth_images(16))
     assert model_precision(net) == "mixed_bfloat16"
     assert keras.mixed_precision.global_policy().name == "float32"
-    copy = build.inference_copy(net, cfg, 10)
+    copy = build.inference_copy(net, model_lib.Architecture.of(cfg), 10)
     assert model_precision(copy) == "float32" and keras.mixed_precision.global_policy().name == "float32"
 
 
