@@ -25,7 +25,8 @@ _AIRBENCH = dict(
     # Flip test-time augmentation (level 1) folded into the exported graph: +0.6 to +1.6 points at every setting
     # measured (e.g. 81.4% -> 82.5%), at twice the inference FLOPs. Level 2 (+ translations): docs/performance.md.
     tta_level=1,
-    # bf16 only where AMX runs it natively (1.6-2x faster there; 12x slower where emulated): job.runtime.resources.
+    # bf16 only where the CPU has bf16 units (AMX: 1.6-2x faster; AVX512_BF16: 1.46x; 12x slower where emulated):
+    # job.runtime.resources.
     precision="auto",
     # airbench drops each epoch's last partial batch (a batch of 52 at full step size is a noisy step).
     drop_last=True,

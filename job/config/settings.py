@@ -124,9 +124,8 @@ class Config:
     drop_last: bool = _f(False, "drop each epoch's last partial batch (airbench does)")
     precision: str = _f(
         "float32",
-        "training precision: 'auto' = mixed_bfloat16 where the CPU has AMX bf16 units, else "
-        "float32 (bf16 without them is emulated and about 12x slower); the exports are always "
-        "float32",
+        "training precision: 'auto' = mixed_bfloat16 where the CPU has bf16 units (AMX or AVX512_BF16), else "
+        "float32 (bf16 without them is emulated and about 12x slower); the exports are always float32",
         choices=("auto", "float32", "mixed_bfloat16"),
     )
     seed: int = _f(42, "random seed for splits, shuffling and initialisation")

@@ -49,18 +49,20 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
     return set()
 
 
-# Measured with fast_net (width 64, batch 256, training steps): mixed_bfloat16 against float32 was 1.6-2x
-# faster on a Xeon with AMX, and 12x slower (9 vs 113 images/s) on an AVX2-only EPYC, where oneDNN has no
-# bf16 kernels and emulates them. CPUs with AVX512_BF16 but no AMX were not measured: float32 there.
-NATIVE_BF16_FLAG = "amx_bf16"
+# Measured with fast_net (width 64, batch 256, training steps, `python -m bench.throughput`): mixed_bfloat16 against
+# float32 was 1.6-2x faster on a Xeon with AMX, 1.46x faster on an AMD EPYC with AVX512_BF16 but no AMX (347 / 354
+# against 238 / 240 images/s, alternating, idle machine), and 12x slower (9 vs 113 images/s) on an AVX2-only EPYC,
+# where oneDNN has no bf16 kernels and emulates them.
+BF16_UNITS = {"amx_bf16": "AMX bf16 tiles", "avx512_bf16": "AVX512_BF16"}
 
 
 def auto_precision(flags: set[str] | None = None) -> tuple[str, str]:
-    """(precision, why) for `--precision auto`: mixed_bfloat16 only where the CPU has AMX bf16 tiles."""
+    """(precision, why) for `--precision auto`: mixed_bfloat16 where the CPU has bf16 units (AMX or AVX512_BF16)."""
     flags = cpu_flags() if flags is None else flags
-    if NATIVE_BF16_FLAG in flags:
-        return "mixed_bfloat16", "this CPU has AMX bf16"
-    return "float32", "no AMX bf16 on this CPU (bfloat16 would be emulated, about 12x slower)"
+    for flag, units in BF16_UNITS.items():
+        if flag in flags:
+            return "mixed_bfloat16", f"this CPU has {units}"
+    return "float32", "no bf16 units (AMX, AVX512_BF16) on this CPU: bfloat16 would be emulated, about 12x slower"
 
 
 # The CPU features under which ONNX Runtime's u8 x s8 multiply accumulates in 32 bits (no int16 saturation): what

@@ -24,8 +24,8 @@ def precision_policy(name: str):
 def warn_if_emulated(precision: str) -> None:
     if precision == "mixed_bfloat16" and auto_precision()[0] != precision:
         log.warning(
-            "precision mixed_bfloat16 on a CPU without AMX bf16: emulated, measured about 12x slower than "
-            "float32; use --precision auto"
+            "precision mixed_bfloat16 on a CPU without bf16 units (AMX, AVX512_BF16): emulated, measured about 12x "
+            "slower than float32; use --precision auto"
         )
 
 

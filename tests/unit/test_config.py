@@ -51,11 +51,16 @@ def test_fast_presets_share_one_recipe_and_differ_in_size_and_length():
     assert presets["fast-short"].width < presets["fast"].width
 
 
-def test_auto_precision_is_bf16_only_with_amx_and_is_resolved_with_its_reason(tmp_path, monkeypatch):
+def test_auto_precision_is_bf16_only_with_bf16_units_and_is_resolved_with_its_reason(tmp_path, monkeypatch):
     from job.runtime import resources
 
-    assert resources.auto_precision({"avx512f", "amx_bf16", "amx_tile"})[0] == "mixed_bfloat16"
+    assert resources.auto_precision({"avx512f", "amx_bf16", "amx_tile"}) == (
+        "mixed_bfloat16",
+        "this CPU has AMX bf16 tiles",
+    )
+    assert resources.auto_precision({"avx512f", "avx512_bf16"}) == ("mixed_bfloat16", "this CPU has AVX512_BF16")
     assert resources.auto_precision({"avx2", "fma"})[0] == "float32"
+    assert resources.auto_precision({"avx512f", "avx512_vnni"})[0] == "float32"  # AVX-512 alone has no bf16 math
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 fma\n\nprocessor\t: 1\nflags\t\t: fpu avx2 fma\n")
     assert resources.cpu_flags(cpuinfo) == {"fpu", "avx2", "fma"}
