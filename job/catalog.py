@@ -17,6 +17,7 @@ from pathlib import Path
 from job.errors import DataError
 from job.runtime.names import printable
 from job.storage import open_store
+from job.storage.pointer import json_number
 
 
 def add_arguments(sub) -> None:
@@ -53,10 +54,6 @@ def _store(uri: str):
     return store
 
 
-def _number(value):
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
 def _text(value):
     return printable(value) if isinstance(value, str) else None
 
@@ -70,8 +67,8 @@ def summary(store, run: str) -> dict:
         "run_id": run,
         "finished_at": _text(metrics.get("finished_at")),
         "preset": _text(metrics.get("preset")),
-        "test_accuracy": _number(metrics.get("test_accuracy")),
-        "onnx_test_accuracy": _number(metrics.get("onnx_test_accuracy")),
+        "test_accuracy": json_number(metrics.get("test_accuracy")),
+        "onnx_test_accuracy": json_number(metrics.get("onnx_test_accuracy")),
         "bytes": store.size(run),
         "complete": not store.problems(run),
         "location": store.location.describe(run),

@@ -17,6 +17,7 @@ from job.errors import ConfigError, JobError, StorageError, exit_code_of
 from job.runtime.telemetry import Timer, peak_rss_mb, versions
 from job.storage import open_store, s3_options_from
 from job.storage.files import out_of_space
+from job.storage.pointer import json_number
 
 log = logging.getLogger("job")
 
@@ -212,7 +213,7 @@ def summary_of(metrics: dict, run_id: str, store_uri: str) -> dict:
     reads that file from a folder that may be older or damaged: what is missing or not a number is null."""
 
     def number(value):
-        return round(value, 6) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        return None if json_number(value) is None else round(value, 6)
 
     def record(value) -> dict:
         return value if isinstance(value, dict) else {}

@@ -70,10 +70,6 @@ class Parity:
     onnx_test_accuracy: float
     onnx_test_probs: np.ndarray
 
-    @property
-    def max_abs_diff(self) -> float:
-        return max(self.onnxruntime.max_abs_diff, self.savedmodel.max_abs_diff)
-
     def as_dict(self) -> dict:
         return {
             "onnxruntime": self.onnxruntime.as_dict(),

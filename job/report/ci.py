@@ -12,6 +12,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from job.storage.pointer import json_number
+
 
 def _github(env: Mapping[str, str]) -> bool:
     return env.get("GITHUB_ACTIONS") == "true"
@@ -71,7 +73,7 @@ def openmetrics(summary: dict) -> str:
     }
     lines = []
     for name, value in values.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if json_number(value) is not None:
             lines += [f"# TYPE cifar10_{name} gauge", f"cifar10_{name} {float(value)!r}"]
     return "\n".join([*lines, "# EOF"]) + "\n"
 

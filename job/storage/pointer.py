@@ -10,6 +10,12 @@ import time
 LATEST = "latest.json"
 
 
+def json_number(value) -> int | float | None:
+    """A JSON number as itself; anything else a record read from a store may hold (a string, a bool, null, a
+    list) as None. The one check of the numbers in metrics.json and latest.json that readers show or compare."""
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
