@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from job.errors import DataError
-from job.runtime.names import printable
+from job.gates.text import printable
 from job.storage import open_store
 from job.storage.pointer import json_number
 

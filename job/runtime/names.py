@@ -37,9 +37,3 @@ def confine_run_id(run_id, what: str = "run id") -> str:
     if "/" in run_id or run_id.startswith("."):
         raise UnsafeName(f"{what} {run_id[:80]!r} is not a single visible folder name")
     return run_id
-
-
-def printable(text: str) -> str:
-    """Text read from a store, safe for a terminal: control characters (escape sequences) shown as \\xNN,
-    newlines and tabs kept."""
-    return _CONTROL.sub(lambda m: m[0] if m[0] in "\n\t" else f"\\x{ord(m[0]):02x}", text)
