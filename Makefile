@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: train test test-fast test-serving bench image test-image lock lint format clean help
+.PHONY: train test test-fast test-serving bench image image-serve test-image test-image-serve lock lint format clean help
 
 help:
 	@sed -n 's/^# //p' Makefile | head -7
@@ -48,9 +48,10 @@ train: $(STAMP)
 test: $(STAMP) $(NODE_STAMP) $(WEB_STAMP) lint test-fast
 	$(PY) -m pytest tests/tf tests/e2e $(PYTEST_ARGS)
 
-# The unit tier: no TensorFlow (unimportable here), no servers.
+# The unit tier and the fuzz tier (Hypothesis properties of the gates and parsers): no TensorFlow (unimportable
+# here), no servers. FUZZ_EXAMPLES=N runs every property N times (the default keeps the fuzz tier near 30 s).
 test-fast: $(STAMP)
-	UNIT_TIER_BLOCKS_TENSORFLOW=1 $(PY) -m pytest tests/unit $(PYTEST_ARGS)
+	UNIT_TIER_BLOCKS_TENSORFLOW=1 $(PY) -m pytest tests/unit tests/fuzz $(PYTEST_ARGS)
 
 # The serving images' TensorFlow versions, each in its own venv under .venv-serving/ (made on first use).
 test-serving: $(STAMP)
@@ -62,6 +63,16 @@ bench: $(STAMP)
 image:
 	infra/image/install-engine.sh
 	infra/image/build.sh
+
+# The model server's image (Dockerfile stage `serve`: ONNX Runtime, no TensorFlow), and its size.
+image-serve:
+	infra/image/install-engine.sh
+	IMAGE=cifar10-job:serve VARIANT=serve infra/image/build.sh
+	@engine=$$(command -v podman || command -v docker); $$engine image inspect cifar10-job:serve --format '{{.Size}}' \
+	  | awk '{printf "cifar10-job:serve is %.0f MB\n", $$1 / 1e6}'
+
+test-image-serve: $(STAMP) image-serve
+	IMAGE=localhost/cifar10-job:serve $(PY) -m pytest -s tests/image/test_serve_image.py $(PYTEST_ARGS)
 
 test-image: $(STAMP) image
 	$(PY) -m pytest -s tests/image $(PYTEST_ARGS)

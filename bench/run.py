@@ -169,6 +169,11 @@ def main(argv=None) -> None:
             train_curve(name, epochs, limit, Path(tmp) / "model" if name == export_preset else None) for name in presets
         ]
         results["inference"] = {"model": export_preset, **time_inference(Path(tmp) / "model", args.quick)}
+        from bench.serve import run as time_serving  # `job serve` under load vs raw ONNX Runtime (docs/performance.md)
+
+        quick = args.quick
+        onnx_file = str(Path(tmp) / "model" / "model.onnx")
+        results["serving"] = time_serving(onnx_file, 3 if quick else 6, 1 if quick else 3, "sagemaker", [])
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = f"{time.strftime('%Y-%m-%d')}-{results['machine']['tag']}" + ("-quick" if args.quick else "")
     write(results, RESULTS / f"{name}.json")

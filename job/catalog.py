@@ -15,9 +15,15 @@ import json
 from pathlib import Path
 
 from job.errors import DataError
-from job.gates.text import printable
+from job.gates.text import json_line, printable, shown
 from job.storage import open_store
 from job.storage.pointer import json_number
+from job.storage.signing import add_trust_arguments, load_trust, require_signature, signature_state
+
+
+def _trust(args):
+    """The reader's trust anchor: --public-key / --trust-certificate / JOB_TRUSTED_KEY (None: signing not required)."""
+    return load_trust(getattr(args, "public_key", ""), getattr(args, "trust_certificate", ""))
 
 
 def add_arguments(sub) -> None:
@@ -35,16 +41,20 @@ def add_arguments(sub) -> None:
             p.add_argument("dest", help="a folder to download into (created; must be new or empty)")
         if name == "list":
             p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+        if name in ("list", "download", "verify"):
+            add_trust_arguments(p)
     p = sub.add_parser(
         "export-serving",
         help="a run as a Triton / KServe model repository",
-        description="Write <dest>/<name>/{config.pbtxt, labels.txt, 1/model.onnx} (Triton, KServe onnx on its Triton "
-        "runtime) and <dest>/<name>-tf/1/ (TensorFlow Serving, KServe tensorflow), every file hash-verified.",
+        description="Write <dest>/triton/<name>/{config.pbtxt, labels.txt, 1/model.onnx} (a Triton model repository: "
+        "KServe onnx on its Triton runtime) and <dest>/tensorflow/<name>/1/ (TensorFlow Serving, KServe tensorflow), "
+        "every file hash-verified.",
     )
     p.add_argument("store", help="a store or run folder, local or s3://")
     p.add_argument("run", help="run id ('latest' for latest.json's)")
     p.add_argument("dest", help="a new or empty folder, or s3://bucket/prefix")
     p.add_argument("--name", default="cifar10", help="the model's name in the repository (default cifar10)")
+    add_trust_arguments(p)
 
 
 def _store(uri: str):
@@ -58,7 +68,7 @@ def _text(value):
     return printable(value) if isinstance(value, str) else None
 
 
-def summary(store, run: str) -> dict:
+def summary(store, run: str, trust=None) -> dict:
     try:
         metrics = store.read_json(run, "metrics.json") or {}
     except DataError:
@@ -71,6 +81,7 @@ def summary(store, run: str) -> dict:
         "onnx_test_accuracy": json_number(metrics.get("onnx_test_accuracy")),
         "bytes": store.size(run),
         "complete": not store.problems(run),
+        "signature": signature_state(store, run, trust),
         "location": store.location.describe(run),
     }
 
@@ -83,21 +94,27 @@ def _latest_or_none(store) -> str | None:
 
 
 def cmd_list(args) -> int:
+    trust = _trust(args)
     store = _store(args.store)
     latest = _latest_or_none(store)
-    rows = sorted((summary(store, run) for run in store.runs()), key=lambda r: r["finished_at"] or "", reverse=True)
+    rows = sorted(
+        (summary(store, run, trust) for run in store.runs()), key=lambda r: r["finished_at"] or "", reverse=True
+    )
     if args.json:
         for row in rows:
-            print(json.dumps({**row, "latest": row["run_id"] == latest}, sort_keys=True))
+            print(json_line({**row, "latest": row["run_id"] == latest}, sort_keys=True))
         return 0
-    print(f"{'run id':<34} {'finished (UTC)':<21} {'preset':<10} {'keras':>7} {'onnx':>7} {'MB':>7}  state")
+    print(
+        f"{'run id':<34} {'finished (UTC)':<21} {'preset':<10} {'keras':>7} {'onnx':>7} {'MB':>7}  {'signature':<10} state"
+    )
     for r in rows:
         acc = lambda v: f"{v:.4f}" if v is not None else "-"  # noqa: E731
         state = ("complete" if r["complete"] else "INCOMPLETE") + (" (latest)" if r["run_id"] == latest else "")
-        print(
+        row = (  # folder names and metrics text are the store's: one line each, through the text gate
             f"{r['run_id']:<34} {r['finished_at'] or '-':<21} {r['preset'] or '-':<10} "
-            f"{acc(r['test_accuracy']):>7} {acc(r['onnx_test_accuracy']):>7} {r['bytes'] / 1e6:>7.1f}  {state}"
+            f"{acc(r['test_accuracy']):>7} {acc(r['onnx_test_accuracy']):>7} {r['bytes'] / 1e6:>7.1f}  {r['signature']:<10} {state}"
         )
+        print(shown(row, 1000))
     return 0
 
 
@@ -115,20 +132,28 @@ def cmd_show(args) -> int:
 
 
 def cmd_download(args) -> int:
+    trust = _trust(args)
     store = _store(args.store)
     run = store.resolve(args.run)
+    require_signature(store, run, trust)  # before anything is written
     files = store.download(run, Path(args.dest))
-    print(json.dumps({"event": "run_downloaded", "run_id": run, "dest": args.dest, "files": files}), flush=True)
+    print(json_line({"event": "run_downloaded", "run_id": run, "dest": args.dest, "files": files}), flush=True)
     return 0
 
 
 def cmd_verify(args) -> int:
+    trust = _trust(args)
     store = _store(args.store)
     runs = [store.resolve(args.run)] if args.run else store.runs()
     bad = []
     for run in runs:
         found = store.problems(run)
-        print(json.dumps({"run_id": run, "complete": not found, "problems": found}), flush=True)
+        if trust is not None and not found:
+            try:
+                require_signature(store, run, trust)
+            except DataError as exc:
+                found = [str(exc)]
+        print(json_line({"run_id": run, "complete": not found, "problems": found}), flush=True)
         if found:
             bad.append(f"run {run} in {store.uri}: {found[0]}")
     if bad:
@@ -139,7 +164,8 @@ def cmd_verify(args) -> int:
 def cmd_export_serving(args) -> int:
     from job.serving import export_serving
 
-    print(json.dumps(export_serving(args.store, args.run, args.dest, args.name)), flush=True)
+    trust = _trust(args)
+    print(json_line(export_serving(args.store, args.run, args.dest, args.name, trust)), flush=True)
     return 0
 
 

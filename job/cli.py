@@ -23,6 +23,8 @@ from job.errors import (
     Terminated,
     exit_codes_help,
 )
+from job.gates.json_doc import load_json
+from job.gates.text import shown
 from job.runtime.events import claim_stdout, emit
 from job.runtime.logs import setup_logging
 from job.runtime.redact import redact, redact_value
@@ -35,6 +37,9 @@ GROUP_TITLES = {
     "gates": "gates and export",
     "publish": "publishing",
 }
+
+
+ERROR_LINE_LIMIT = 2000  # characters of a failure message shown; a longer one ends in `...`
 
 
 class Parser(argparse.ArgumentParser):
@@ -60,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"cifar10-job {__version__} (revision {revision()})")
     sub = parser.add_subparsers(
-        dest="command", required=True, metavar="{train,publish,predict,runs}", parser_class=Parser
+        dest="command", required=True, metavar="{train,publish,predict,runs,serve}", parser_class=Parser
     )
 
     add_train_parser(sub, epilog)
@@ -88,6 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
             "predict",
             help="classify images with a model.onnx (no TensorFlow)",
             description=predict.__doc__.split("\n\n")[1],
+            epilog=epilog,
+            formatter_class=raw,
+        )
+    )
+    import job.serve
+    from job.serve import settings as serve_settings  # the flags only: the server's libraries load on `serve`
+
+    serve_settings.add_arguments(
+        sub.add_parser(
+            "serve",
+            help="serve a model.onnx over HTTP: v2 (KServe, Triton), SageMaker, Vertex AI (no TensorFlow)",
+            description=job.serve.__doc__.split("\n\n")[0],
             epilog=epilog,
             formatter_class=raw,
         )
@@ -157,6 +174,12 @@ def add_publish_parser(sub, epilog: str) -> None:
     for name in ("s3_endpoint", "s3_region"):
         publish.add_argument("--" + name.replace("_", "-"), dest=name, default=None)
     publish.add_argument("--s3-path-style", dest="s3_path_style", action=argparse.BooleanOptionalAction, default=None)
+    for name in ("sign_key", "sign_key_password_env", "sign_certificate", "sign_chain"):  # JOB_SIGN_KEY, ...
+        field = next(f for f in config_lib.settable_fields() if f.name == name)
+        flag, env = "--" + name.replace("_", "-"), config_lib.ENV_PREFIX + name.upper()
+        publish.add_argument(
+            flag, dest=name, default=None, metavar=field.metadata["metavar"], help=f"{field.metadata['help']} [{env}]"
+        )
 
 
 def cmd_train(args, platform) -> int:
@@ -215,7 +238,13 @@ def cmd_publish(args, platform) -> int:
     run_id = manifest["run_id"] if isinstance(manifest["run_id"], str) else run_dir.name
     options = {"out": args.store, "run_id": run_id}
     options.update({k: getattr(args, k) for k in ("s3_endpoint", "s3_region", "s3_path_style")})
+    options.update(
+        {k: getattr(args, k) for k in ("sign_key", "sign_key_password_env", "sign_certificate", "sign_chain")}
+    )
     cfg = config_lib.resolve(options, os.environ)
+    from job.storage.signing import signed_copy, signer_of
+
+    signer = signer_of(cfg)  # a key that does not load: exit 2, before the store is touched
     if not cfg.out.startswith("s3://") and run_dir.resolve().parent == Path(cfg.out).expanduser().resolve():
         raise ConfigError(
             f"{run_dir} is already in the store {cfg.out}; publish it to another store, or copy it out first"
@@ -224,11 +253,18 @@ def cmd_publish(args, platform) -> int:
     RUN["run_id"] = run_id
     store = open_store(cfg.out, s3_options_from(cfg))
     try:
-        metrics = json.loads(folder.read("metrics.json") or b"{}")
-    except (OSError, ValueError, JobError):  # the manifest decides what is published; the summary is best effort
+        metrics = load_json(folder.read("metrics.json") or b"{}", f"{run_dir}/metrics.json", allow_nan=True)
+    except (OSError, JobError):  # the manifest decides what is published; the summary is best effort
         metrics = {}
     summary = summary_of(metrics if isinstance(metrics, dict) else {}, run_id, store.uri)
-    emit("run_published", **publish(run_dir, run_id, store, summary))
+    if signer is None:
+        emit("run_published", **publish(run_dir, run_id, store, summary))
+        return 0
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="publish-signed-") as tmp:  # the given folder is never changed
+        signed = signed_copy(run_dir, run_id, signer, Path(tmp))
+        emit("run_published", **publish(signed, run_id, store, summary), signed_by=signer.fingerprint)
     return 0
 
 
@@ -244,6 +280,12 @@ def cmd_predict(args, platform) -> int:
     return predict.run(args)
 
 
+def cmd_serve(args, platform) -> int:
+    from job.serve import main as serve
+
+    return serve.run(args)
+
+
 def _terminate(signum, frame):  # the training loop installs its own, checkpointing handler
     raise Terminated()
 
@@ -251,6 +293,9 @@ def _terminate(signum, frame):  # the training loop installs its own, checkpoint
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     from job.runtime import platform as platform_lib
+    from job.runtime.signals import redeliver_swallowed_signals
+
+    redeliver_swallowed_signals()
 
     command = None
     RUN.clear()
@@ -259,10 +304,12 @@ def main(argv: list[str] | None = None) -> int:
         command = args.command
         setup_logging()
         platform = platform_lib.detect() if command in ("train", "publish") else platform_lib.Platform()
-        commands = {"train": cmd_train, "publish": cmd_publish, "predict": cmd_predict, "runs": cmd_runs}
+        commands = {"train": cmd_train, "publish": cmd_publish, "predict": cmd_predict, "runs": cmd_runs, "serve": cmd_serve}
         return commands[command](args, platform)
     except JobError as exc:
-        message = redact(f"{exc.kind} error: {exc}")
+        # The one `error:` line: redacted, then through the text gate (a name with a line break, an escape
+        # sequence or a workflow command read from a store or an archive is shown escaped, on this one line).
+        message = shown(redact(f"{exc.kind} error: {exc}"), ERROR_LINE_LIMIT)
         print(f"error: {message}", file=sys.stderr, flush=True)
         if command == "train":
             platform_lib.write_failure(platform_lib.failure_file(), message)
@@ -274,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: interrupted; nothing was published", file=sys.stderr, flush=True)
         return _failed(command, EXIT_INTERRUPTED, "interrupted", "SIGINT; nothing was published")
     except Preempted as exc:
-        print(redact(f"preempted: {exc}"), file=sys.stderr, flush=True)
+        print(shown(redact(f"preempted: {exc}"), ERROR_LINE_LIMIT), file=sys.stderr, flush=True)
         return _failed(command, EXIT_PREEMPTED, "preempted", redact(str(exc)))
     except Terminated:
         print("terminated: SIGTERM; nothing was published", file=sys.stderr, flush=True)

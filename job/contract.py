@@ -9,6 +9,9 @@ Imports neither TensorFlow nor Keras: the ONNX-only predictor and downstream cod
 
 import json
 
+from job.gates.class_names import check_class_names
+from job.gates.json_doc import load_json
+
 CONTRACT_VERSION = "1"
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
@@ -56,6 +59,9 @@ def metadata(
     }
 
 
+MAX_CLASS_NAMES_BYTES = 256 * 1024  # 1000 names of 64 characters, JSON-escaped, fit easily
+
+
 class ContractError(ValueError):
     """The model file does not follow the contract."""
 
@@ -76,16 +82,21 @@ def check_session(session) -> list[str]:
         problems.append(f"no output named {OUTPUT_NAME!r}")
     elif output.type != "tensor(float)" or len(output.shape) != 2:
         problems.append(f"output {OUTPUT_NAME!r} must be float32 [N, C], is {output.type} {output.shape}")
-    try:
-        class_names = json.loads(meta["class_names"])
-        if not isinstance(class_names, list) or not class_names or not all(isinstance(c, str) for c in class_names):
-            raise ValueError
-    except (KeyError, ValueError):
-        problems.append("metadata_props has no valid 'class_names' JSON list")
-        class_names = []
+    elif not isinstance(output.shape[1], int):  # C names the columns: a symbolic width cannot be checked
+        problems.append(f"output {OUTPUT_NAME!r} must have a fixed number of columns C, is {output.shape}")
     width = output.shape[1] if output is not None and len(output.shape) == 2 else None
-    if class_names and isinstance(width, int) and width != len(class_names):
-        problems.append(f"class_names lists {len(class_names)} classes but the output has {width} columns")
+    what = "metadata_props 'class_names'"
+    try:
+        if "class_names" not in meta:
+            raise ContractError(f"{what}: missing")
+        class_names = load_json(meta["class_names"], what, error=ContractError, max_bytes=MAX_CLASS_NAMES_BYTES)
+        # the class-name gate (job.gates.class_names): printable one-line unique names, one per output column
+        class_names = check_class_names(
+            class_names, what, count=width if isinstance(width, int) else None, error=ContractError
+        )
+    except ContractError as exc:
+        problems.append(str(exc))
+        class_names = []
     if problems:
         raise ContractError("; ".join(problems))
     return class_names

@@ -68,9 +68,13 @@ class Ends:
     checkpoints: object | None  # job.train.checkpoint.Checkpoints
     baseline: object | None  # job.report.baseline.Baseline
     tracker: object | None  # job.report.tracking.Tracker
+    signer: object | None = None  # job.storage.signing.Signer (--sign-key)
 
 
 def open_ends(cfg: Config, platform) -> Ends:
+    from job.storage.signing import signer_of, trust_of
+
+    signer = signer_of(cfg)  # a key that does not load: exit 2, before the store or the data is touched
     store = open_store(cfg.out, s3_options_from(cfg), cfg.layout)
     store.probe()
     checkpoints = checkpoints_for(cfg)
@@ -80,8 +84,8 @@ def open_ends(cfg: Config, platform) -> Ends:
     if cfg.baseline:
         from job.report.baseline import load_baseline
 
-        baseline = load_baseline(cfg.baseline, s3_options_from(cfg))
-    return Ends(store, checkpoints, baseline, start_tracking(cfg, platform))
+        baseline = load_baseline(cfg.baseline, s3_options_from(cfg), trust_of(cfg))
+    return Ends(store, checkpoints, baseline, start_tracking(cfg, platform), signer)
 
 
 def start_tracking(cfg: Config, platform):
@@ -192,9 +196,7 @@ def _run_stages(cfg: Config, platform, timer: Timer, ends: Ends, run_dir: Path) 
     metrics = {**metrics, "durations_s": timer.durations(), "peak_rss_mb": peak_rss_mb()}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     with timer.stage("publish"):
-        from job.storage.manifest import write_manifest
-
-        write_manifest(run_dir, cfg.run_id)
+        seal(run_dir, cfg, platform, splits.info, ends.signer, ends.store.uri)
         tracker, store = ends.tracker, ends.store
         mlflow = tracker.finish(run_dir, metrics, splits.x_test[:2]) if tracker else None
         published = publish(run_dir, cfg.run_id, store, summary_of(metrics, cfg.run_id, store.uri), cfg.cache_dir)
@@ -206,6 +208,31 @@ def _run_stages(cfg: Config, platform, timer: Timer, ends: Ends, run_dir: Path) 
         **({"mlflow": mlflow} if mlflow else {}),
         "durations_s": timer.durations(),
     }
+
+
+def seal(run_dir: Path, cfg: Config, platform, data_info: dict, signer, store_uri: str) -> None:
+    """The run's last files: provenance.json (SLSA v1), model.sig with --sign-key, then manifest.json. A signing
+    failure keeps the finished run (manifest included, unsigned) in the cache and ends in exit 4."""
+    from job.report.provenance import write_provenance
+    from job.storage.manifest import write_manifest
+    from job.storage.signing import sign_or_keep
+
+    write_provenance(run_dir, cfg, platform, data_info)
+    if signer is None:
+        write_manifest(run_dir, cfg.run_id)
+        return
+    try:
+        sign_or_keep(run_dir, signer)
+    except StorageError as exc:
+        write_manifest(run_dir, cfg.run_id)
+        kept = keep_unpublished(run_dir, cfg.run_id, cfg.cache_dir)
+        if kept is None:
+            raise StorageError(f"{exc}; nothing was published") from None
+        raise StorageError(
+            f"{exc}; nothing was published. The finished run is kept at {kept}; sign and publish it without "
+            f"re-training: python -m job publish {kept} {store_uri} --sign-key KEY"
+        ) from None
+    write_manifest(run_dir, cfg.run_id)
 
 
 def summary_of(metrics: dict, run_id: str, store_uri: str) -> dict:

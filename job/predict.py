@@ -3,21 +3,22 @@
 Needs onnxruntime, numpy and pillow only (`pip install .`); never imports TensorFlow or Keras (an
 import-linter contract in pyproject.toml enforces it). MODEL is a model.onnx, a run folder holding one, or a store
 root (it follows latest.json), each also as s3:// (needs boto3: `.[s3]`). IMAGES are image files, folders
-(searched recursively), .tar / .tar.gz archives and - (standard input: one image or a tar stream), read and
-decoded by job.data.images: any size and mode, resized to 32x32 when needed (reported per image).
+(searched recursively), .tar / .tar.gz archives and - (standard input: one image or a tar stream), read by
+job.data.images and decoded by the image gate (job.gates.images): any size, resized to 32x32 when needed
+(reported per image). A folder, archive or tar stream holding no images is a data error (3).
 
 Exit codes (job.errors): 0 all inputs predicted; 2 usage; 3 some inputs unreadable (the others were still
 predicted); 4 the model could not be downloaded; 8 the model is missing, not ONNX, or breaks the contract.
 """
 
-import json
 import os
 import sys
 import tempfile
 from pathlib import Path
 
-from job.data.images import decode, iter_inputs
+from job.data.images import ImageRejected, decode, iter_inputs
 from job.errors import EXIT_OK, DataError, ModelError
+from job.gates.text import json_line, shown
 
 
 def add_arguments(p) -> None:
@@ -32,6 +33,9 @@ def add_arguments(p) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = CPUs available)")
+    from job.storage.signing import add_trust_arguments
+
+    add_trust_arguments(p)
 
 
 # ----------------------------------------------------------------------------- model
@@ -52,19 +56,24 @@ def model_files(int8: bool) -> list[str]:
 MAX_MODEL_BYTES = 512 * 1024 * 1024  # model.onnx is a few MB; a store that serves more is refused unread
 
 
-def resolve_model(spec: str, download_dir: Path, int8: bool = False) -> Path:
+def resolve_model(spec: str, download_dir: Path, int8: bool = False, trust=None) -> Path:
     """The model file to load. A bare model.onnx (local path or s3:// object) is used as given. A run folder
     (any layout) or a store root (through its latest.json, confined) goes through job.storage.runs: the file
     is copied into `download_dir`, hashed on the way, and returned only when it matches the run's manifest."""
     from job.errors import StorageError
 
     if spec.endswith(".onnx"):
+        if trust is not None:  # a bare file has no manifest and no model.sig: nothing a signature could cover
+            raise DataError(f"model {spec!r} is a bare .onnx file: a trusted key needs a signed run folder or store")
         return _bare_model(spec, download_dir)
     try:
         store = _open_store(spec)
         run = store.here_or_latest()
         if run is None:
             raise ModelError(f"model {spec!r} not found ({MODEL_HINT})")
+        from job.storage.signing import require_signature
+
+        require_signature(store, run, trust)  # before anything is copied or loaded
         names = [n for n in model_files(int8) if n in store.manifest(run)["files"]] or model_files(int8)[-1:]
         return store.fetch_verified(run, names[0], download_dir / names[0])
     except (FileNotFoundError, NotADirectoryError):
@@ -107,12 +116,12 @@ def _bare_model(spec: str, download_dir: Path) -> Path:
     return dest
 
 
-def load_session(path: Path, threads: int = 0):
+def load_session(path: Path, threads: int = 0, spin: bool = True):
     from job.contract import ContractError, check_session
     from job.runtime.ort import ort_session
 
     try:
-        session = ort_session(path, threads)
+        session = ort_session(path, threads, spin)
     except Exception as exc:  # onnxruntime's own exception classes
         raise ModelError(f"{path} is not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
     requires = session.get_modelmeta().custom_metadata_map.get("requires_cpu_feature")
@@ -156,20 +165,24 @@ def run(args) -> int:
         raise ConfigError("--top-k and --batch-size must be at least 1")
     if args.threads < 0:
         raise ConfigError(f"--threads {args.threads}: must be 0 (the CPUs available) or a positive number")
+    from job.storage.signing import load_trust
+
+    trust = load_trust(getattr(args, "public_key", ""), getattr(args, "trust_certificate", ""))
     with tempfile.TemporaryDirectory(prefix="predict-") as download_dir:  # removed on every path
-        session, class_names = load_session(resolve_model(args.model, Path(download_dir), args.int8), args.threads)
+        model = resolve_model(args.model, Path(download_dir), args.int8, trust)
+        session, class_names = load_session(model, args.threads)
 
     good, bad = [], 0
     for name, blob, error in iter_inputs(args.images):
         if error is None:
             try:
-                image, note = decode(blob)
+                image, note = decode(blob, name)
                 good.append((name, image, note))
                 continue
-            except ValueError as exc:
-                error = str(exc)
+            except ImageRejected as exc:  # the image gate (job.gates.images)
+                error = exc.reason
         bad += 1
-        print(f"error: data error: {name}: {error}", file=sys.stderr)
+        print(f"error: {shown(f'data error: {name}: {error}', 2000)}", file=sys.stderr)  # names are hostile
 
     k = min(args.top_k, len(class_names))
     run_id = session.get_modelmeta().custom_metadata_map.get("run_id")
@@ -185,7 +198,7 @@ def _print_predictions(session, good, args, class_names, k, run_id) -> None:
         order = probs.argsort()[::-1][:k]
         if args.json:
             print(
-                json.dumps(
+                json_line(
                     {
                         "input": name,
                         "run_id": run_id,
@@ -198,4 +211,4 @@ def _print_predictions(session, good, args, class_names, k, run_id) -> None:
             )
         else:
             ranked = ", ".join(f"{class_names[i]} {probs[i]:.3f}" for i in order)
-            print(f"{name}: {ranked}" + (f"  [{note}]" if note else ""), flush=True)
+            print(shown(f"{name}: {ranked}" + (f"  [{note}]" if note else ""), 4000), flush=True)

@@ -1,10 +1,13 @@
 """`python -m job runs export-serving STORE RUN DEST`: a run as a model repository that serving systems load.
 
-    DEST/<name>/config.pbtxt         NVIDIA Triton (and KServe's `onnx` format on its Triton runtime):
-    DEST/<name>/labels.txt             platform onnxruntime_onnx, the contract's input and output, class names
-    DEST/<name>/1/model.onnx
-    DEST/<name>-tf/1/saved_model.pb  TensorFlow Serving's layout (KServe's `tensorflow` format)
-    DEST/<name>-tf/1/variables/...
+    DEST/triton/<name>/config.pbtxt            a Triton model repository (KServe's `onnx` format on its Triton
+    DEST/triton/<name>/labels.txt                runtime): platform onnxruntime_onnx, the contract's input and
+    DEST/triton/<name>/1/model.onnx              output, class names; every top-level folder a model Triton loads
+    DEST/tensorflow/<name>/1/saved_model.pb    TensorFlow Serving's model base path (KServe's `tensorflow` format)
+    DEST/tensorflow/<name>/1/variables/...
+
+The two serving systems get separate roots: Triton loads every top-level folder of its repository and, by default
+(--exit-on-error), refuses to start when one fails, so nothing but Triton models may sit there.
 
 Everything in it is generated from the model contract (job/contract.py) and the model's own metadata,
 never typed twice; every copied file is hash-verified against the run's manifest on the way (as `runs download`
@@ -13,15 +16,19 @@ No TensorFlow is imported.
 """
 
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 
 from job.contract import CHANNELS, IMAGE_HEIGHT, IMAGE_WIDTH, INPUT_NAME, OUTPUT_NAME
 from job.errors import ConfigError, DataError, StorageError
+from job.gates.text import shown
 
 MAX_BATCH_SIZE = 64
 SAVEDMODEL_FOLDERS = ("saved_model", "1", "")  # the runs, SageMaker and Vertex layouts (job.storage.runs)
+TRITON_ROOT = "triton"  # DEST/<root>: what an InferenceService storageUri names
+TF_SERVING_ROOT = "tensorflow"
 
 
 def config_pbtxt(name: str, num_classes: int, max_batch_size: int = MAX_BATCH_SIZE) -> str:
@@ -62,35 +69,110 @@ def _class_names(model: Path) -> list[str]:
         raise ModelError(f"{model.name} does not follow the model contract: {exc}") from None
 
 
-def export_serving(store_uri: str, run: str, dest: str, name: str = "cifar10") -> dict:
-    from job.storage import open_location, open_store
+MAX_NAME = 64
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
-    if not name.replace("-", "").replace("_", "").isalnum():
-        raise ConfigError(f"--name {name!r}: use letters, digits, '-' and '_'")
+
+def check_model_name(name: str) -> str:
+    """A model's name in the repository: a folder name for Triton, TF Serving and KServe alike. ASCII letters,
+    digits, '-' and '_', starting with a letter or digit, at most MAX_NAME characters (ConfigError otherwise)."""
+    if not isinstance(name, str) or len(name) > MAX_NAME or not _MODEL_NAME.fullmatch(name):
+        raise ConfigError(
+            f"--name '{shown(name, 80)}': use 1 to {MAX_NAME} ASCII letters, digits, '-' and '_', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def _inside(child: str, parent: str) -> bool:
+    """`child` is `parent` or below it ('' is a whole bucket)."""
+    return not parent or child == parent or child.startswith(parent.rstrip("/") + "/")
+
+
+def _check_destination(store, dest: str):
+    """DEST must be new or empty, and outside the store it exports from (a repository inside a store would be
+    read as a broken run by `runs verify` / `runs list` from then on). Returns the S3 location of an s3:// DEST
+    (None for a local one)."""
+    from job.storage import open_location
+    from job.storage.runs import check_new_folder
+
+    store_root = store.location.root
+    if not dest.startswith("s3://"):
+        if store_root is not None and _inside(os.path.realpath(dest), os.path.realpath(store_root)):
+            raise ConfigError(f"{dest} is inside the store {store.uri}; export into a folder outside it")
+        check_new_folder(Path(dest), "export into a new folder")
+        return None
+    location = open_location(dest, what="serving destination")
+    same_bucket = store_root is None and store.location.bucket == location.bucket
+    if same_bucket and _inside(location.prefix, store.location.prefix):
+        raise ConfigError(f"{dest} is inside the store {store.uri}; export to a prefix outside it")
+    if not location.empty():
+        raise DataError(f"{location.uri} holds objects already; export into a new, empty prefix")
+    return location
+
+
+def _staging(parent: Path, dest: str) -> Path:
+    """A private folder beside DEST (renamed into place when complete) with the mode any new folder gets."""
+    from job.storage.files import folder_mode
+
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=parent, prefix=".export-serving-"))
+        staging.chmod(folder_mode())
+    except OSError as exc:
+        raise StorageError(f"cannot create {dest} ({exc.strerror or exc}); choose a writable folder") from None
+    return staging
+
+
+def _upload(location, staging: Path) -> None:
+    """Every file of the repository to S3, each read back and hashed; the config.pbtxt files last (a model folder
+    without one is no model to Triton). On any failure every object written is removed (best effort), so a
+    failed export leaves no partial repository."""
+    files = sorted(
+        (p for p in staging.rglob("*") if p.is_file()), key=lambda p: (p.name == "config.pbtxt", p.as_posix())
+    )
+    written = []
+    try:
+        for file in files:
+            name = file.relative_to(staging).as_posix()
+            written.append(location.key(name))
+            location.check_arrived(name, location.put_file(name, file), file.stat().st_size)
+    except BaseException as exc:
+        location.delete_keys(written, quiet=True)
+        if isinstance(exc, StorageError):
+            raise StorageError(f"{exc}; the objects this export wrote were removed") from None
+        raise
+
+
+def export_serving(store_uri: str, run: str, dest: str, name: str = "cifar10", trust=None) -> dict:
+    """`trust` (job.storage.signing.Trust): the run must be signed by it, checked before anything is written."""
+    from job.storage import open_store
+    from job.storage.signing import require_signature
+
+    check_model_name(name)
     store = open_store(store_uri, None)
     run = store.resolve(run) if run else store.here_or_latest()
+    require_signature(store, run, trust)
     files = store.manifest(run)["files"]
     saved = next((f for f in SAVEDMODEL_FOLDERS if (f"{f}/saved_model.pb" if f else "saved_model.pb") in files), None)
     local_dest = not dest.startswith("s3://")
-    if local_dest and Path(dest).exists() and (not Path(dest).is_dir() or any(Path(dest).iterdir())):
-        raise DataError(f"{dest} exists and is not an empty folder; export into a new folder")
-    parent = Path(dest).absolute().parent if local_dest else Path(tempfile.gettempdir())
-    parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=parent, prefix=".export-serving-"))
+    location = _check_destination(store, dest)
+    staging = _staging(Path(dest).absolute().parent if local_dest else Path(tempfile.gettempdir()), dest)
     try:
-        onnx_dir = staging / name / "1"
+        model_dir = staging / TRITON_ROOT / name
+        onnx_dir = model_dir / "1"
         onnx_dir.mkdir(parents=True)
         store.fetch_verified(run, "model.onnx", onnx_dir / "model.onnx")
         classes = _class_names(onnx_dir / "model.onnx")
-        (staging / name / "config.pbtxt").write_text(config_pbtxt(name, len(classes)))
-        (staging / name / "labels.txt").write_text("".join(f"{c}\n" for c in classes))
+        (model_dir / "config.pbtxt").write_text(config_pbtxt(name, len(classes)))
+        (model_dir / "labels.txt").write_text("".join(f"{c}\n" for c in classes))
         copied = 1
         if saved is not None:
             prefix = f"{saved}/" if saved else ""
             for path in sorted(files):
                 rest = path[len(prefix) :] if path.startswith(prefix) else ""
                 if rest in ("saved_model.pb", "fingerprint.pb") or rest.startswith(("variables/", "assets/")):
-                    target = staging / f"{name}-tf" / "1" / rest
+                    target = staging / TF_SERVING_ROOT / name / "1" / rest
                     target.parent.mkdir(parents=True, exist_ok=True)
                     store.fetch_verified(run, path, target)
                     copied += 1
@@ -99,9 +181,7 @@ def export_serving(store_uri: str, run: str, dest: str, name: str = "cifar10") -
                 Path(dest).rmdir()
             os.replace(staging, dest)
         else:
-            location = open_location(dest)
-            for file in sorted(p for p in staging.rglob("*") if p.is_file()):
-                location.put_file(file.relative_to(staging).as_posix(), file)
+            _upload(location, staging)
     except OSError as exc:
         raise StorageError(f"cannot write the model repository to {dest} ({exc.strerror or exc})") from None
     finally:
@@ -114,4 +194,7 @@ def export_serving(store_uri: str, run: str, dest: str, name: str = "cifar10") -
         "classes": len(classes),
         "files": copied,
         "tensorflow": saved is not None,
+        # what each InferenceService's storageUri names, relative to dest
+        "triton_repository": TRITON_ROOT,
+        "tensorflow_model": f"{TF_SERVING_ROOT}/{name}" if saved is not None else None,
     }

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -283,3 +284,16 @@ def contract_model(
         model.metadata_props.add(key=key, value=value)
     path.write_bytes(model.SerializeToString())
     return path
+
+
+# A raw control, line or paragraph separator, or bidi control: what forges a line or hides text on a terminal.
+_FORGING = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def assert_nothing_forged(proc) -> None:
+    """Nothing the process printed can forge a line: no line starts a GitHub workflow command (`::...`, except the
+    job's own `::error title=` report under GITHUB_ACTIONS), none holds the runner's legacy `##[` form, a terminal
+    escape, a carriage return or a bidi control (names read from outside reach the output only through the text gate)."""
+    for line in (proc.stdout + "\n" + proc.stderr).split("\n"):
+        assert not line.lstrip().startswith("::") or line.startswith("::error title="), ascii(line)
+        assert "##[" not in line and not _FORGING.search(line), ascii(line)

@@ -4,6 +4,10 @@
 //   graph (7) -> input (11) / output (12): ValueInfoProto {name = 1; type = 2 -> tensor_type = 1 ->
 //   {elem_type = 1; shape = 2 -> dim (1) -> {dim_value = 1; dim_param = 2}}}
 // checkContract() throws one Error naming what breaks the contract (job/contract.py says the same).
+//
+// The job's gates (job/gates/), the same rules for Node and the page: loadJson() (size and depth bounded, one
+// parser for every JSON document), checkClassNames() (1..1000 printable one-line unique names of 1..64
+// characters, one per output column) and shown() (one safe line of hostile text for a terminal or a CI log).
 
 const UINT8 = 2, FLOAT = 1;
 const text = new TextDecoder('utf-8');
@@ -57,6 +61,98 @@ function valueInfo(buf) {
   return { name, elemType, dims };
 }
 
+// ---------------------------------------------------------------------------------------------- the gates
+
+export const MAX_JSON_BYTES = 16 * 1024 * 1024;
+export const MAX_JSON_DEPTH = 32;
+export const MAX_CLASSES = 1000;
+export const MAX_CLASS_LENGTH = 64;
+const MAX_CLASS_NAMES_BYTES = 256 * 1024;
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+const LONE_SURROGATE = /\p{Cs}/u;
+
+// [nesting depth, whether a string (key or value) holds a lone surrogate], without recursion.
+function walk(value) {
+  let deepest = 0, surrogate = typeof value === 'string' && LONE_SURROGATE.test(value);
+  const stack = [[value, 1]];
+  while (stack.length) {
+    const [node, level] = stack.pop();
+    deepest = Math.max(deepest, level);
+    if (!node || typeof node !== 'object') continue;
+    if (!Array.isArray(node)) surrogate ||= Object.keys(node).some((k) => LONE_SURROGATE.test(k));
+    for (const child of Object.values(node)) {
+      if (child && typeof child === 'object') stack.push([child, level + 1]);
+      else if (typeof child === 'string') surrogate ||= LONE_SURROGATE.test(child);
+    }
+  }
+  return [deepest, surrogate];
+}
+
+// JSON from anywhere (job.gates.json_doc.load_json): a string or bytes, at most maxBytes, nested at most
+// maxDepth levels, no lone surrogate escape in a string. Throws one Error naming `what`.
+export function loadJson(raw, what, { maxBytes = MAX_JSON_BYTES, maxDepth = MAX_JSON_DEPTH } = {}) {
+  if (raw === undefined || raw === null) throw new Error(`${what}: no document`);
+  if (raw.length > maxBytes) throw new Error(`${what}: ${raw.length} bytes is over the ${maxBytes}-byte limit for this document`);
+  let value;
+  try {
+    value = JSON.parse(typeof raw === 'string' ? raw : strictUtf8.decode(raw));
+  } catch (err) {
+    if (err instanceof RangeError) throw new Error(`${what}: nested more than ${maxDepth} levels deep`);
+    throw new Error(`${what}: not valid JSON (${String(err.message).slice(0, 120)})`);
+  }
+  const [depth, surrogate] = walk(value);
+  if (depth > maxDepth) throw new Error(`${what}: nested more than ${maxDepth} levels deep`);
+  if (surrogate) throw new Error(`${what}: a string holds an unpaired surrogate escape (\\ud800-\\udfff), which is not text`);
+  return value;
+}
+
+const CONTROL = /[\x00-\x1f\x7f-\x9f\u2028\u2029\p{Cf}\p{Cs}]/u;
+const CONTROLS = /[\x00-\x1f\x7f-\x9f\u2028\u2029\p{Cf}\p{Cs}]/gu;
+
+// Hostile text as one safe line (job.gates.text.shown): controls, line breaks, format characters and lone
+// surrogates escaped, `::` and `##[` (GitHub workflow commands) broken, at most `limit` characters.
+export function shown(value, limit = 300) {
+  const textValue = typeof value === 'string' ? value : JSON.stringify(value) ?? String(value);
+  const chars = [...textValue];
+  const out = chars.slice(0, limit).join('').replace(CONTROLS, (c) => {
+    const code = c.codePointAt(0);
+    return code <= 0xff ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`;
+  });
+  return out.replaceAll('::', ':\\x3a').replaceAll('##[', '#\\x23[') + (chars.length > limit ? '...' : '');
+}
+
+function classNameProblem(name) {
+  if (typeof name !== 'string') return `${shown(name, 40)} is not a string`;
+  const length = [...name].length;
+  if (!length || length > MAX_CLASS_LENGTH) return `'${shown(name, 40)}' is empty or longer than ${MAX_CLASS_LENGTH} characters`;
+  if (CONTROL.test(name)) return `'${shown(name, 40)}' holds a control, line-break or format character`;
+  if (name !== name.trim()) return `'${shown(name, 40)}' starts or ends with white space`;
+  return null;
+}
+
+// A model's or a dataset's class names (job.gates.class_names.check_class_names): 1..1000 strings of 1..64
+// characters, printable, one line, no surrounding white space, unique after NFC and case folding, `count` of
+// them when given. Markup is allowed: every renderer shows class names as text only.
+export function checkClassNames(names, what, count = null) {
+  if (!Array.isArray(names) || !names.length) throw new Error(`${what}: class names must be a non-empty list`);
+  if (names.length > MAX_CLASSES) throw new Error(`${what}: ${names.length} class names is over the limit of ${MAX_CLASSES}`);
+  for (const name of names) {
+    const problem = classNameProblem(name);
+    if (problem) throw new Error(`${what}: class name ${problem}`);
+  }
+  const seen = new Map();
+  for (const name of names) {
+    const key = name.normalize('NFC').toUpperCase().toLowerCase();
+    if (seen.has(key)) throw new Error(`${what}: class names '${shown(seen.get(key), 40)}' and '${shown(name, 40)}' are the same name`);
+    seen.set(key, name);
+  }
+  if (count !== null && names.length !== count) throw new Error(`${what}: ${names.length} class names for ${count} model outputs`);
+  return names;
+}
+
+// ---------------------------------------------------------------------------------------------- the model
+
 // {metadata: {key: value}, inputs: [{name, elemType, dims}], outputs: [...]}
 export function readModel(bytes) {
   const buf = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
@@ -90,19 +186,18 @@ export function checkContract(model) {
   const output = model.outputs.find((o) => o.name === outputName);
   if (!output) problems.push(`no output named '${outputName}'`);
   else if (output.elemType !== FLOAT || output.dims.length !== 2) problems.push(`output '${outputName}' must be float32 [N, C]`);
+  else if (typeof output.dims[1] !== 'number') problems.push(`output '${outputName}' must have a fixed number of columns C`);
+  const width = output?.dims?.length === 2 && typeof output.dims[1] === 'number' ? output.dims[1] : null;
+  const what = "metadata_props 'class_names'";
   let classNames = null;
   try {
-    classNames = JSON.parse(model.metadata.class_names);
-    if (!Array.isArray(classNames) || !classNames.length || !classNames.every((c) => typeof c === 'string')) throw new Error();
-  } catch {
-    problems.push("metadata_props has no valid 'class_names' JSON list");
+    if (!('class_names' in model.metadata)) throw new Error(`${what}: missing`);
+    classNames = checkClassNames(loadJson(model.metadata.class_names, what, { maxBytes: MAX_CLASS_NAMES_BYTES }), what, width);
+  } catch (err) {
+    problems.push(err.message);
     classNames = null;
   }
-  const width = output?.dims?.[1];
-  if (classNames && typeof width === 'number' && width !== classNames.length) {
-    problems.push(`class_names lists ${classNames.length} classes but the output has ${width} columns`);
-  }
-  if (problems.length) throw new Error(`does not follow the model contract: ${problems.join('; ')}`);
+  if (problems.length) throw new Error(`does not follow the model contract: ${problems.map((p) => shown(p, 500)).join('; ')}`);
   return { classNames, inputName, outputName, runId: model.metadata.run_id || null };
 }
 

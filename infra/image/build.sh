@@ -3,6 +3,7 @@
 #
 #   infra/image/build.sh                  # tag cifar10-job:latest
 #   IMAGE=cifar10-job:dev VARIANT=gpu infra/image/build.sh
+#   IMAGE=cifar10-job:serve VARIANT=serve infra/image/build.sh   # the model server (make image-serve)
 #   BASE_IMAGE=python:3.11-slim-bookworm@sha256:... infra/image/build.sh
 #
 # Without BASE_IMAGE, and when the default base cannot be pulled (no registry reachable), a local
@@ -34,6 +35,7 @@ fi
 
 args=(--build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "VARIANT=$VARIANT" --build-arg "REVISION=$REVISION" --build-arg "VERSION=$VERSION"
       --build-arg "CREATED=$CREATED" -t "$IMAGE" -f Dockerfile .)
+if [ "$VARIANT" = serve ]; then args+=(--target serve); fi  # the model server's stage (make image-serve)
 start=$(date +%s)
 case "$engine" in
   docker) docker build "${args[@]}" ;;

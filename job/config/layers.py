@@ -1,13 +1,16 @@
 """The layers that set a run's settings besides the presets: a --config file, SageMaker hyperparameters and the
 environment, each value parsed to its field's type with the place it came from."""
 
-import json
 import math
 from collections.abc import Mapping
 from typing import Any
 
 from job.config.settings import ENV_PREFIX, FIELD_NAMES, TYPES
 from job.errors import ConfigError
+from job.gates.json_doc import load_json, read_json_file
+
+MAX_FILE_BYTES = 1024 * 1024  # a run's config.json is about 3 KB
+MAX_VALUE_BYTES = 64 * 1024  # one hyperparameter's value
 
 
 def parse_value(name: str, raw: Any, source: str) -> Any:
@@ -70,11 +73,11 @@ def hyperparameter_layer(hyperparameters: Mapping[str, Any]) -> dict[str, tuple[
             raise ConfigError(f"SageMaker hyperparameter {key!r} is not a known setting")
         if isinstance(value, str):
             try:
-                decoded = json.loads(value)
+                decoded = load_json(value, f"hyperparameter {key}", error=ConfigError, max_bytes=MAX_VALUE_BYTES)
                 if isinstance(decoded, (str, int, float, bool)):
                     value = decoded
-            except ValueError:
-                pass
+            except ConfigError:
+                pass  # not JSON-quoted: the string itself, parsed below to the field's type
         layer[name] = (value, f"hyperparameter {key}")
     return layer
 
@@ -82,11 +85,9 @@ def hyperparameter_layer(hyperparameters: Mapping[str, Any]) -> dict[str, tuple[
 def file_layer(path: str) -> dict[str, tuple[Any, str]]:
     """`--config FILE`: a run's own config.json (or any JSON object of settings) re-runs it. Its run id is left
     out (a re-run is a new run) and so is the record of sources; flags and the environment still override."""
-    try:
-        with open(path) as fh:
-            values = json.load(fh)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"--config {path}: not a readable JSON file ({exc})") from None
+    values = read_json_file(
+        path, f"--config {path}: not a readable JSON file", error=ConfigError, max_bytes=MAX_FILE_BYTES
+    )
     if not isinstance(values, dict):
         raise ConfigError(f"--config {path}: expected a JSON object of settings, found a {type(values).__name__}")
     if {"tta", "tta_translate"} & set(values):  # a config.json from before tta_level: the same model

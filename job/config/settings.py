@@ -124,8 +124,9 @@ class Config:
     drop_last: bool = _f(False, "drop each epoch's last partial batch (airbench does)")
     precision: str = _f(
         "float32",
-        "training precision: 'auto' = mixed_bfloat16 where the CPU has bf16 units (AMX or AVX512_BF16), else "
-        "float32 (bf16 without them is emulated and about 12x slower); the exports are always float32",
+        "training precision: 'auto' = mixed_bfloat16 on GPUs with bf16 tensor cores (compute capability >= 8.0) "
+        "or a CPU with bf16 units (AMX or AVX512_BF16), else float32 (bf16 without them is emulated and about 12x "
+        "slower); the exports are always float32",
         choices=("auto", "float32", "mixed_bfloat16"),
     )
     seed: int = _f(42, "random seed for splits, shuffling and initialisation")
@@ -175,6 +176,20 @@ class Config:
         group="gates",
         check=_within(0.0, 1.0, "must be between 0 and 1", low_open=True, high_open=True),
     )
+    public_key: str = _f(
+        "",
+        "with --baseline: require the baseline run signed by this public key (PEM) (exit 3 otherwise); "
+        "default JOB_TRUSTED_KEY",
+        group="gates",
+        metavar="PEM",
+    )
+    trust_certificate: str = _f(
+        "",
+        "with --baseline: require the baseline run signed with a certificate that chains to these CA certificates "
+        "(PEM) and is valid now",
+        group="gates",
+        metavar="CHAIN",
+    )
     int8: bool = _f(False, "also export model.int8.onnx (ONNX Runtime static QDQ quantization)", group="gates")
     int8_vnni: bool = _f(
         False,
@@ -200,6 +215,25 @@ class Config:
     mlflow_experiment: str = _f("cifar10-job", "MLflow experiment name", group="publish", metavar="NAME")
     mlflow_model_name: str = _f(
         "", "register the ONNX model in the MLflow model registry under this name", group="publish", metavar="NAME"
+    )
+    sign_key: str = _f(
+        "",
+        "sign the run: write model.sig (OpenSSF model-signing format) with this EC private key (PEM), over every "
+        "file but manifest.json",
+        group="publish",
+        metavar="PEM",
+    )
+    sign_key_password_env: str = _f(
+        "", "the environment variable holding --sign-key's password (an encrypted key)", group="publish", metavar="NAME"
+    )
+    sign_certificate: str = _f(
+        "",
+        "sign with a certificate: --sign-key's certificate (PEM), issued by your own CA; its chain in --sign-chain",
+        group="publish",
+        metavar="PEM",
+    )
+    sign_chain: str = _f(
+        "", "the CA certificates (PEM) between --sign-certificate and your root", group="publish", metavar="PEM"
     )
     layout: str = _f(
         "runs",

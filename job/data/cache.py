@@ -3,6 +3,7 @@ second run of the same data skips decoding (50,000 JPEGs: seconds -> well under 
 
 import hashlib
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ def source_sha256(path: Path) -> str:
         return sha256_file(path)
     h = hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink()):
-        h.update(file.relative_to(path).as_posix().encode() + b"\0")
+        h.update(os.fsencode(file.relative_to(path).as_posix()) + b"\0")  # a name's own bytes, UTF-8 or not
         h.update(sha256_file(file).encode())
     return h.hexdigest()
 

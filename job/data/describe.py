@@ -7,6 +7,7 @@ from pathlib import Path, PurePosixPath
 from job.data.entries import iter_folder, safe_member_name
 from job.data.sources import IMAGE_EXTENSIONS, LAYOUT_HINT, resolve_auto
 from job.errors import DataError
+from job.gates.class_names import check_class_names
 
 
 def describe(spec: str, s3_options=None) -> dict:
@@ -39,6 +40,8 @@ def describe(spec: str, s3_options=None) -> dict:
     splits = {
         split: dict(sorted((cls, n) for (s, cls), n in counts.items() if s == split)) for split in ("train", "test")
     }
+    if splits["train"]:  # the class-name gate, as a real run applies it
+        check_class_names(sorted(splits["train"]), f"{path}: train/ class folders")
     return {
         "source": str(path),
         "format": "image folder",

@@ -1,7 +1,8 @@
 """The images given to `job predict`: files, folders (searched recursively), .tar / .tar.gz archives and standard
 input (one image or a tar stream), each read with a size bound; and their decoding to the model's 32x32 RGB
-uint8 input. Any size and mode is accepted: converted to RGB and, when not 32x32, resized with Pillow's
-antialiased bilinear filter (reported per image). Nothing here imports TensorFlow."""
+uint8 input through the image gate (job.gates.images: the format from the bytes, the allowlist, the pixel bound,
+the one preprocessing rule). Any size is accepted: when not 32x32, resized with Pillow's antialiased bilinear
+filter (reported per image). Nothing here imports TensorFlow."""
 
 import io
 import sys
@@ -10,12 +11,10 @@ from pathlib import Path, PurePosixPath
 
 from job.data.entries import MAX_ENTRY_BYTES, read_file, safe_member_name
 from job.errors import DataError
+from job.gates.images import MAX_PIXELS, RESIZE_FILTER, ImageRejected, model_input  # noqa: F401 (re-exported)
 
+# Which files of a folder or tar are taken as inputs. The name only selects: the format is read from the bytes.
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
-RESIZE_FILTER = "bilinear"
-# A photo of 6000 x 4000 has 24 MP; anything beyond 50 MP is refused from its header, before decoding
-# (a 109 KB PNG can declare 30000 x 30000 pixels and decode to 2.7 GB).
-MAX_PIXELS = 50_000_000
 
 
 def iter_inputs(specs: list[str]):
@@ -54,10 +53,13 @@ def _read_stdin():
                 for m in tar
                 if m.isfile() and m.size <= MAX_ENTRY_BYTES and PurePosixPath(m.name).suffix.lower() in IMAGE_SUFFIXES
             ]
-        for member, blob in members:
-            yield f"-:{member.name}", blob, None
     except (tarfile.TarError, EOFError, OSError):  # not a tar: one image
         yield "-", data, None
+        return
+    if not members:
+        yield "-", None, "the tar stream holds no images (" + ", ".join(sorted(IMAGE_SUFFIXES)) + ")"
+    for member, blob in members:
+        yield f"-:{member.name}", blob, None
 
 
 def _read_one(path: Path):
@@ -68,6 +70,7 @@ def _read_one(path: Path):
 
 
 def _iter_tar(path: Path):
+    found = 0
     try:
         with tarfile.open(path, "r:*") as tar:
             for member in tar:
@@ -75,32 +78,20 @@ def _iter_tar(path: Path):
                 try:
                     safe_member_name(path, member, MAX_ENTRY_BYTES)
                 except DataError as exc:
+                    found += 1
                     yield label, None, f"skipped: {exc}"
                     continue
                 if member.isfile() and PurePosixPath(member.name).suffix.lower() in IMAGE_SUFFIXES:
+                    found += 1
                     yield label, tar.extractfile(member).read(), None
     except (tarfile.TarError, OSError, EOFError) as exc:
         yield str(path), None, f"unreadable archive ({exc})"
+        return
+    if not found:
+        yield str(path), None, "archive holds no images"
 
 
-def decode(blob: bytes):
-    """-> (uint8 [32, 32, 3], note). Raises ValueError for anything that is not a readable image."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(blob)) as im:
-            size = im.size
-            if size[0] * size[1] > MAX_PIXELS:
-                raise ValueError(f"{size[0]}x{size[1]} pixels is over the {MAX_PIXELS:,}-pixel limit")
-            im.load()
-            rgb = im.convert("RGB")
-    except UnidentifiedImageError:
-        raise ValueError("not an image (unrecognised format)") from None
-    except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"unreadable or truncated image ({exc})") from None
-    note = None
-    if size != (32, 32):
-        rgb = rgb.resize((32, 32), Image.Resampling.BILINEAR)
-        note = f"resized from {size[0]}x{size[1]} to 32x32 ({RESIZE_FILTER})"
-    return np.asarray(rgb, dtype=np.uint8), note
+def decode(blob: bytes, name: str = "image"):
+    """-> (uint8 [32, 32, 3], note), through the image gate. Raises ImageRejected (a DataError) for anything that
+    is not a readable image in an accepted format."""
+    return model_input(blob, name)

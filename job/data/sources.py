@@ -24,6 +24,7 @@ from job.data.dataset import CIFAR10_CLASSES, Dataset
 from job.data.decode import decode_split
 from job.data.entries import check_regular_file, iter_folder, iter_tar, read_entry
 from job.errors import DataError
+from job.gates.class_names import check_class_names
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ def load(spec: str, cache_dir: Path | None = None, s3_options=None) -> Dataset:
     digest = source_sha256(path)
     cached = read_cache(cache_dir, digest)
     if cached is not None:
+        check_class_names(cached.class_names, f"decode cache of {path}")  # a cache written before the gate existed
         cached.source, cached.from_cache = str(path), True
         return cached
     dataset = _load_path(path)
@@ -150,7 +152,14 @@ def _load_cifar_python(path: Path, entries) -> Dataset:
             raise DataError(f"{path}: malformed CIFAR batch ({exc})") from None
 
     meta = batch("batches.meta")
-    class_names = [c.decode() if isinstance(c, bytes) else str(c) for c in meta.get(b"label_names", [])]
+    if not isinstance(meta, dict):
+        raise DataError(f"{path}: batches.meta is not a valid CIFAR batch (not a dict)")
+    labels = meta.get(b"label_names", [])
+    if not isinstance(labels, (list, tuple)):
+        raise DataError(f"{path}: batches.meta label_names is not a list")
+    class_names = [c.decode("utf-8", "surrogateescape") if isinstance(c, bytes) else c for c in labels]
+    if class_names:  # the class-name gate: labels.txt lines, predict --json keys, log lines, the page
+        check_class_names(class_names, f"{path}: batches.meta label_names")
     train = [arrays(batch(f"data_batch_{i}")) for i in range(1, 6)]
     x_test, y_test = arrays(batch("test_batch")) if "test_batch" in by_name else (None, None)
     return Dataset(
@@ -200,6 +209,8 @@ def _load_image_tree(path: Path, entries) -> Dataset:
         raise DataError(
             f"{path}: found {len(class_names)} class folder(s) under train/; need at least 2. {LAYOUT_HINT}"
         )
+    # the class-name gate, before anything is decoded: labels.txt lines, predict --json keys, log lines, the page
+    check_class_names(class_names, f"{path}: train/ class folders")
     for split_name, classes in splits.items():
         for cls, items in classes.items():
             if not items:

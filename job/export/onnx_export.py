@@ -4,6 +4,7 @@ import logging
 from pathlib import Path
 
 from job.contract import INPUT_NAME, OPSET
+from job.export.onnx_graph import optimize
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,10 @@ def export_onnx(serve_fn, path: Path, metadata: dict[str, str]) -> None:
         model_proto, _ = tf2onnx.convert.from_function(serve_fn, input_signature=serve_fn.input_signature, opset=OPSET)
     finally:
         tf2onnx_logger.setLevel(previous)
+    # GELU in the form ONNX Runtime fuses, BatchNorm after a max-pool folded into the conv: same function
+    # (the parity gate checks it), opset-17 standard ops only.
+    rewrites = optimize(model_proto)
+    log.debug("ONNX graph rewrites: %s", rewrites)
     model_proto.producer_name = "cifar10-job (tf2onnx)"
     del model_proto.metadata_props[:]
     for key, value in metadata.items():

@@ -4,7 +4,7 @@ names is checked where it enters, in Python (here), Node (examples/contract/cont
 
 - a list of 1..MAX_CLASSES strings, each 1..MAX_LENGTH characters;
 - printable and on one line: no control character, no line break, no Unicode format character (bidi
-  overrides), no leading or trailing white space;
+  overrides), no lone surrogate (a folder name that is not UTF-8), no leading or trailing white space;
 - unique after Unicode NFC normalisation and case folding (two folders `cat` and `Cat` would be one key
   on a case-insensitive file system and look the same to a reader).
 Markup (`<img onerror=...>`) is allowed as text: every renderer treats class names as text only.
@@ -13,7 +13,7 @@ Markup (`<img onerror=...>`) is allowed as text: every renderer treats class nam
 import re
 import unicodedata
 
-from job.errors import DataError, JobError
+from job.errors import DataError
 from job.gates.text import shown
 
 MAX_CLASSES = 1000
@@ -26,15 +26,15 @@ def class_name_problem(name) -> str | None:
     if not isinstance(name, str):
         return f"{shown(name, 40)} is not a string"
     if not name or len(name) > MAX_LENGTH:
-        return f"{shown(name, 40)!s} is empty or longer than {MAX_LENGTH} characters"
-    if _BAD.search(name) or any(unicodedata.category(c) == "Cf" for c in name):
+        return f"'{shown(name, 40)}' is empty or longer than {MAX_LENGTH} characters"
+    if _BAD.search(name) or any(unicodedata.category(c) in ("Cf", "Cs") for c in name):
         return f"'{shown(name, 40)}' holds a control, line-break or format character"
     if name != name.strip():
         return f"'{shown(name, 40)}' starts or ends with white space"
     return None
 
 
-def check_class_names(names, what: str, *, count: int | None = None, error: type[JobError] = DataError) -> list[str]:
+def check_class_names(names, what: str, *, count: int | None = None, error: type[Exception] = DataError) -> list[str]:
     """`names` as a list when it is a valid list of class names (of `count` entries when given), else `error`."""
     if not isinstance(names, (list, tuple)) or not names:
         raise error(f"{what}: class names must be a non-empty list")

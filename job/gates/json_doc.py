@@ -5,11 +5,13 @@ hyperparameters.json and resourceconfig.json, a tracking server's answer) is par
 Bounded before and after parsing: at most `max_bytes` (a 150 MB baseline is refused from its size, not read
 into 1 GB of objects) and at most `max_depth` levels of nesting (the C parser raises RecursionError on a
 document of 100,000 `[`; code that walks a parsed document recursively would do the same later). NaN and
-Infinity, which Python's json accepts and no other JSON parser does, are refused unless `allow_nan`.
+Infinity, which Python's json accepts and no other JSON parser does, are refused unless `allow_nan`, and so is a
+string escape of a lone surrogate (`"\\ud800"`: valid JSON syntax, but no character; RFC 7493, I-JSON).
 Every failure is the caller's error type with one line naming the document.
 """
 
 import json
+import re
 from pathlib import Path
 
 from job.errors import DataError, JobError
@@ -18,15 +20,29 @@ MAX_BYTES = 16 * 1024 * 1024
 MAX_DEPTH = 32
 
 
-def _depth(value) -> int:
-    """Nesting depth of a parsed document, without recursion."""
-    deepest, stack = 0, [(value, 1)]
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _walk(value) -> tuple[int, bool]:
+    """Nesting depth of a parsed document and whether a string in it (key or value) holds a lone surrogate, without
+    recursion."""
+    deepest, surrogate, stack = 0, False, [(value, 1)]
     while stack:
         node, level = stack.pop()
         deepest = max(deepest, level)
-        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
-        stack.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
-    return deepest
+        if isinstance(node, dict):
+            surrogate = surrogate or any(_SURROGATE.search(key) for key in node)
+            children = node.values()
+        else:
+            children = node if isinstance(node, list) else ()
+        for child in children:
+            if isinstance(child, (dict, list)):
+                stack.append((child, level + 1))
+            elif isinstance(child, str) and not surrogate:
+                surrogate = bool(_SURROGATE.search(child))
+    if isinstance(value, str):
+        surrogate = bool(_SURROGATE.search(value))
+    return deepest, surrogate
 
 
 def _no_constant(name: str):
@@ -55,8 +71,11 @@ def load_json(
         raise error(f"{what}: nested more than {max_depth} levels deep") from None
     except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise error(f"{what}: not valid JSON ({str(exc)[:120]})") from None
-    if _depth(value) > max_depth:
+    depth, surrogate = _walk(value)
+    if depth > max_depth:
         raise error(f"{what}: nested more than {max_depth} levels deep")
+    if surrogate:  # `"\ud800"` parses, but names no character: no file name, key or terminal can take it (I-JSON)
+        raise error(f"{what}: a string holds an unpaired surrogate escape (\\ud800-\\udfff), which is not text")
     if expect is not None and not isinstance(value, expect):
         names = " or ".join(t.__name__ for t in (expect if isinstance(expect, tuple) else (expect,)))
         raise error(f"{what}: expected a JSON {names.replace('dict', 'object').replace('list', 'array')}")

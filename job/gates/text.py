@@ -8,17 +8,24 @@ What it neutralises, and why:
   or starts a line that GitHub Actions reads as a workflow command;
 - Unicode format characters (category Cf: bidi overrides U+202A-U+202E / U+2066-U+2069, zero-width joiners):
   text that displays in another order than it reads (Trojan Source);
+- lone surrogates (category Cs: the bytes of a file or member name that are not UTF-8): a strict stream
+  (stdout) would raise UnicodeEncodeError on them;
 - `::`: GitHub Actions' workflow commands (`::error::`, `::stop-commands::`, `::add-mask::`) start with it,
-  and runners honour them anywhere a log line begins; the second colon is escaped.
-Each is written as a visible escape (`\\x0a`, `\\u202e`, `:\\x3a`), so the reader still sees what was there.
-`shown` also bounds the length (a 1 MB name is one line of `limit` characters plus `...`).
+  and runners honour them anywhere a log line begins; the second colon is escaped. The runner's older form,
+  `##[command]`, is honoured anywhere in a line: its second `#` is escaped.
+Each is written as a visible escape (`\\x0a`, `\\u202e`, `:\\x3a`, `#\\x23[`), so the reader still sees what
+was there.
+`shown` also bounds the length (a 1 MB name is one line of `limit` characters plus `...`). `json_line` is the
+same gate for the JSON lines on stdout (events, `--json` output).
 """
 
+import json
 import re
 import unicodedata
 
 DEFAULT_LIMIT = 300
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_ESCAPED = ("Cf", "Cs")  # format characters, lone surrogates
 
 
 def _escape(char: str) -> str:
@@ -33,8 +40,8 @@ def shown(text, limit: int = DEFAULT_LIMIT) -> str:
         text = repr(text)
     cut = len(text) > limit
     text = text[:limit]
-    out = "".join(_escape(c) if _CONTROL.match(c) or unicodedata.category(c) == "Cf" else c for c in text)
-    out = out.replace("::", ":\\x3a")
+    out = "".join(_escape(c) if _CONTROL.match(c) or unicodedata.category(c) in _ESCAPED else c for c in text)
+    out = out.replace("::", ":\\x3a").replace("##[", "#\\x23[")
     return out + ("..." if cut else "")
 
 
@@ -59,3 +66,10 @@ def markdown_cell(text, limit: int = DEFAULT_LIMIT) -> str:
     ):
         out = out.replace(char, entity)
     return out
+
+
+def json_line(value, **dumps) -> str:
+    """`value` as one JSON line for stdout, where a CI runner reads it too: ASCII (every control, line break,
+    format and non-ASCII character escaped by json.dumps), and `##[` written `#\\u0023[`, which decodes to the
+    same text. (A JSON line starts with `{` or `[`, so it never starts a `::` workflow command.)"""
+    return json.dumps(value, ensure_ascii=True, **dumps).replace("##[", "#\\u0023[")

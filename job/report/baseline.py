@@ -6,12 +6,14 @@ runs layout and checked against the baseline's own manifest (a store's bytes are
 refused (exit 2) unless both runs were evaluated on the same test images (`data.test_fingerprint`).
 """
 
-import json
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from job.errors import ConfigError, DataError, QualityGateError
+from job.gates.json_doc import read_json_file
+
+MAX_METRICS_BYTES = 4 * 1024 * 1024  # a run's metrics.json is about 20 KB
 
 
 @dataclass(frozen=True)
@@ -22,7 +24,7 @@ class Baseline:
     test_fingerprint: str
 
 
-def load_baseline(uri: str, s3_options=None) -> Baseline:
+def load_baseline(uri: str, s3_options=None, trust=None) -> Baseline:
     """The baseline's identity and test metrics; read before any data is loaded (a wrong path fails at once)."""
     from job.storage import open_store
 
@@ -30,14 +32,20 @@ def load_baseline(uri: str, s3_options=None) -> Baseline:
     run = store.here_or_latest()
     if run is None:
         raise DataError(f"--baseline {uri}: neither a run folder nor a store with a latest.json")
+    from job.storage.signing import require_signature
+
+    require_signature(store, run, trust)  # with --public-key: a baseline nobody trusted signed is refused (exit 3)
+    listed = store.manifest(run)["files"].get("metrics.json")
+    if listed is not None and listed["bytes"] > MAX_METRICS_BYTES:  # refused from its size, never downloaded
+        raise DataError(
+            f"--baseline {uri}: metrics.json is {listed['bytes']:,} bytes, over the {MAX_METRICS_BYTES:,}-byte "
+            "limit for a metrics file"
+        )
     with tempfile.TemporaryDirectory(prefix="baseline-") as tmp:
         path = store.fetch_verified(run, "metrics.json", Path(tmp) / "metrics.json")
-        try:
-            metrics = json.loads(path.read_text())
-        except ValueError:
-            raise DataError(f"--baseline {uri}: metrics.json is not valid JSON") from None
-    if not isinstance(metrics, dict):
-        raise DataError(f"--baseline {uri}: metrics.json is not a JSON object")
+        metrics = read_json_file(  # NaN allowed: a diverged run's loss is written as NaN
+            path, f"--baseline {uri}: metrics.json", max_bytes=MAX_METRICS_BYTES, allow_nan=True, expect=dict
+        )
     accuracy = metrics.get("test_accuracy")
     fingerprint = (metrics.get("data") or {}).get("test_fingerprint") if isinstance(metrics.get("data"), dict) else None
     if not isinstance(accuracy, (int, float)) or isinstance(accuracy, bool) or not 0.0 <= accuracy <= 1.0:

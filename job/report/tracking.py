@@ -25,6 +25,19 @@ from job.errors import ConfigError, StorageError
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_S = "5"
+CHAMPION = "champion"  # the registered model's alias for the last version that passed the configured gates
+DIGEST_CHARS = 36  # what MLflow's tracking store keeps of a dataset digest
+
+
+def gates_passed(cfg: Config, metrics: dict) -> bool:
+    """A version is blessed only when a gate was configured (--min-accuracy above 0, or --baseline) and every
+    configured gate passed; with no gate nothing was checked, and the alias does not move."""
+    if cfg.min_accuracy <= 0 and not cfg.baseline:
+        return False
+    if cfg.min_accuracy > 0 and not metrics.get("test_accuracy", 0.0) >= cfg.min_accuracy:
+        return False
+    baseline = metrics.get("baseline")
+    return not cfg.baseline or (isinstance(baseline, dict) and baseline.get("passed") is True)
 
 
 def _mlflow():
@@ -115,6 +128,7 @@ class Tracker:
         }
         for key, value in final.items():
             self.client.log_metric(self.run_id, key, float(value))
+        self._lineage(run_dir, metrics)
         self.client.log_artifacts(self.run_id, str(run_dir), artifact_path="run")
         import onnx
         from mlflow.models import infer_signature
@@ -142,8 +156,46 @@ class Tracker:
                 "name": self.cfg.mlflow_model_name,
                 "version": str(info.registered_model_version),
             }
+            if gates_passed(self.cfg, metrics):  # a refused run (exit 6) never gets here: the alias stays where it was
+                self.client.set_registered_model_alias(
+                    self.cfg.mlflow_model_name, CHAMPION, str(info.registered_model_version)
+                )
+                logged["registered_model"]["alias"] = CHAMPION
         log.info("MLflow: %s", json.dumps(logged))
         return logged
+
+    def _lineage(self, run_dir: Path, metrics: dict) -> None:
+        """The data as MLflow 3 dataset inputs (the training data's sha256, the test split's fingerprint), and the
+        signing key's fingerprint as a tag. MLflow keeps 36 characters of a dataset digest: the whole sha256 is the
+        dataset's profile."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        from job.runtime.redact import redact
+        from job.storage.signing import signature_fingerprint
+
+        data = metrics.get("data") if isinstance(metrics.get("data"), dict) else {}
+        uri = redact(str(data.get("source", "")))
+        source_type = "s3" if uri.startswith("s3://") else "local" if uri.startswith("/") else "code"
+        inputs = []
+        for name, context, digest, kind in (
+            ("training-data", "training", str(data.get("source_sha256", "")), "sha256"),
+            ("test-split", "test", str(data.get("test_fingerprint", "")), "test_fingerprint"),
+        ):
+            if not digest:
+                continue
+            dataset = Dataset(
+                name=name,
+                digest=digest[:DIGEST_CHARS],
+                source_type=source_type,
+                source=json.dumps({"uri": uri}),
+                profile=json.dumps({kind: digest, "sizes": data.get("sizes")}),
+            )
+            inputs.append(DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)]))
+        if inputs:
+            self.client.log_inputs(self.run_id, datasets=inputs)
+        fingerprint = signature_fingerprint(run_dir)
+        if fingerprint:
+            self.client.set_tag(self.run_id, "cifar10_job.signing_key_sha256", fingerprint)
 
     def close(self) -> None:
         self.client.set_terminated(self.run_id, "FINISHED")

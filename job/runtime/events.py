@@ -7,11 +7,11 @@ the real stdout is kept for events and file descriptor 1 is pointed at stderr. A
 -1`) never changes the job's outcome: events after that are dropped.
 """
 
-import json
 import os
 import sys
 import time
 
+from job.gates.text import json_line
 from job.runtime.redact import RedactingWriter, redact_value
 
 _stream = None
@@ -48,7 +48,7 @@ def emit(event: str, **fields) -> None:
     """One JSON line: {"event": ..., "time": ..., **fields}. Silently dropped once the reader is gone."""
     global _stream
     record = {"event": event, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **fields}
-    line = json.dumps(redact_value(record), sort_keys=True, default=str) + "\n"
+    line = json_line(redact_value(record), sort_keys=True, default=str) + "\n"  # the text gate's JSON form
     stream = _stream or sys.stdout
     try:
         stream.write(line)

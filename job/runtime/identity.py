@@ -3,8 +3,9 @@ the checkpoint its predecessor wrote. Each platform keeps one value across attem
 
 - SageMaker: TRAINING_JOB_NAME, the CreateTrainingJob name (spot interruptions restart the same job)
   https://docs.aws.amazon.com/sagemaker/latest/dg/your-algorithms-training-algo-running-container.html
-- Vertex AI: CLOUD_ML_JOB_ID, the CustomJob's id (what Google's aiplatform SDK reads)
-  https://cloud.google.com/vertex-ai/docs/training/code-requirements#environment-variables
+- Vertex AI: CLOUD_ML_JOB_ID, the CustomJob's id, which Vertex sets in every replica: what Google's aiplatform SDK
+  reads as the training job's name (googleapis/python-aiplatform,
+  google/cloud/aiplatform/training_utils/environment_variables.py: `cloud_ml_job_id`)
 - AWS Batch: AWS_BATCH_JOB_ID; an array child's is `<parent id>:<index>`; AWS_BATCH_JOB_ATTEMPT counts
   attempts from 1 https://docs.aws.amazon.com/batch/latest/userguide/job_env_vars.html
 - Kubernetes Job: the Job's name, which infra/k8s/job.yaml passes as JOB_RUN_ID from the

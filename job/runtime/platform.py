@@ -13,7 +13,6 @@ that platform's TensorFlow serving loads it:
   folder, AIP_MODEL_DIR (https://cloud.google.com/vertex-ai/docs/training/exporting-model-artifacts).
 """
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,8 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from job.errors import ConfigError
+from job.gates.json_doc import read_json_file
 from job.runtime.cluster import indexed_cluster, parse_tf_config, sagemaker_cluster
 from job.runtime.identity import attempt, platform_run_id
+
+MAX_HYPERPARAMETERS_BYTES = 1024 * 1024  # SageMaker caps a job's hyperparameters far below this
 
 
 @dataclass
@@ -110,10 +112,9 @@ def _detect(env: Mapping[str, str]) -> Platform:
         defaults["log_dir"] = str(opt_ml / "output" / "tensorboard")
         hyperparameters = {}
         if hp_file.is_file():
-            try:
-                hyperparameters = json.loads(hp_file.read_text())
-            except (OSError, ValueError) as exc:
-                raise ConfigError(f"{hp_file} is not readable JSON ({exc})") from None
+            hyperparameters = read_json_file(
+                hp_file, f"{hp_file} is not readable JSON", error=ConfigError, max_bytes=MAX_HYPERPARAMETERS_BYTES
+            )
             if not isinstance(hyperparameters, dict):
                 raise ConfigError(
                     f"{hp_file} must hold a JSON object of name: value, not a {type(hyperparameters).__name__}"

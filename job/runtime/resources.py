@@ -56,8 +56,45 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
 BF16_UNITS = {"amx_bf16": "AMX bf16 tiles", "avx512_bf16": "AVX512_BF16"}
 
 
-def auto_precision(flags: set[str] | None = None) -> tuple[str, str]:
-    """(precision, why) for `--precision auto`: mixed_bfloat16 where the CPU has bf16 units (AMX or AVX512_BF16)."""
+def gpu_compute_capabilities() -> list[tuple[int, int]]:
+    """The compute capabilities of the NVIDIA GPUs TensorFlow would train on: none with the tensorflow-cpu wheel
+    (the CPU image) or with CUDA_VISIBLE_DEVICES empty or -1; else what `nvidia-smi` reports (the NVIDIA container
+    toolkit mounts it with the driver). Without TensorFlow: config resolution runs before it loads."""
+    import importlib.metadata
+    import re
+    import shutil
+    import subprocess
+
+    try:
+        importlib.metadata.version("tensorflow-cpu")
+        return []
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "0").strip() in ("", "-1"):
+        return []
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return []
+    try:
+        proc = subprocess.run(
+            [exe, "--query-gpu=compute_cap", "--format=csv,noheader"], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.SubprocessError):
+        return []
+    caps = [re.fullmatch(r"\s*(\d{1,2})\.(\d{1,2})\s*", line) for line in proc.stdout.splitlines()[:64]]
+    return [(int(m[1]), int(m[2])) for m in caps if m] if proc.returncode == 0 else []
+
+
+def auto_precision(flags: set[str] | None = None, gpus: list[tuple[int, int]] | None = None) -> tuple[str, str]:
+    """(precision, why) for `--precision auto`: on GPUs, mixed_bfloat16 where every one has bf16 tensor cores
+    (compute capability 8.0 or newer: A100, A10G, L4, H100), else float32 (float16 would need loss scaling);
+    on the CPU, mixed_bfloat16 where it has bf16 units (AMX or AVX512_BF16). Given `flags` alone, only the CPU."""
+    gpus = (gpu_compute_capabilities() if flags is None else []) if gpus is None else gpus
+    if gpus:
+        low = min(gpus)
+        if low >= (8, 0):
+            return "mixed_bfloat16", f"GPU compute capability {low[0]}.{low[1]}: bf16 tensor cores"
+        return "float32", f"GPU compute capability {low[0]}.{low[1]} has no bf16 tensor cores"
     flags = cpu_flags() if flags is None else flags
     for flag, units in BF16_UNITS.items():
         if flag in flags:

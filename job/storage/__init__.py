@@ -7,6 +7,7 @@ Every name read from a store passes job.runtime.names.confine before it becomes 
     manifest.py  manifest.json: written last, parsed with every path confined, the one verifier
     pointer.py   latest.json's record and ordering;  files.py  atomic writes, sha256, full-disk check
     s3client.py  the boto3 client and one-line error explanations;  s3download.py  S3 data sources
+    signing.py   model.sig: sign a run folder (--sign-key), require a trusted signature (--public-key) on read
 
 Imports no training code (enforced by the import-linter contracts in pyproject.toml).
 """

@@ -39,6 +39,14 @@ def atomic_path(dest: Path, mode: int = 0o644) -> Iterator[Path]:
         Path(tmp).unlink(missing_ok=True)
 
 
+def folder_mode() -> int:
+    """The mode a plain mkdir gives a new folder here (0o777 less the umask, 0o755 typically): for folders that
+    tempfile.mkdtemp made private (0o700) before they are renamed into place as a user's folder."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return 0o777 & ~mask
+
+
 def atomic_write_bytes(dest: Path, data: bytes, mode: int = 0o644) -> None:
     with atomic_path(dest, mode) as tmp:
         tmp.write_bytes(data)

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from job.errors import DataError
+from job.gates.json_doc import load_json
 from job.runtime.names import UnsafeName, confine
 from job.storage.files import sha256_file
 
@@ -41,10 +42,7 @@ def parse_manifest(raw: bytes | None, where: str) -> dict:
     every path confined; DataError naming what is wrong."""
     if raw is None:
         raise DataError(f"{where}: no manifest.json; the run is incomplete")
-    try:
-        manifest = json.loads(raw)
-    except ValueError as exc:
-        raise DataError(f"{where}/{MANIFEST} is not valid JSON ({exc})") from None
+    manifest = load_json(raw, f"{where}/{MANIFEST}")
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
         raise DataError(f"{where}/{MANIFEST} is not a manifest (expected an object with a 'files' list)")
     files = {}

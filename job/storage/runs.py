@@ -16,12 +16,16 @@ import tempfile
 from pathlib import Path
 
 from job.errors import DataError, StorageError
+from job.gates.json_doc import load_json
 from job.runtime.names import confine, confine_run_id
 from job.runtime.signals import deferred_signals
+from job.storage.files import folder_mode
 from job.storage.manifest import MANIFEST, parse_manifest, problems, run_files
 from job.storage.pointer import LATEST, latest_record, should_replace
 
 log = logging.getLogger(__name__)
+
+MAX_POINTER_BYTES = 64 * 1024  # latest.json is a few hundred bytes
 
 # Where each layout puts the SavedModel inside the run folder; the other files sit beside it.
 SAVEDMODEL_DIRS = {"runs": "saved_model", "sagemaker": "1", "vertex": "."}
@@ -40,6 +44,18 @@ def local_manifest_problems(run_dir: Path) -> list[str]:
         return problems(folder, "", parse_manifest(folder.read(MANIFEST), str(run_dir)))
     except DataError as exc:
         return [str(exc)]
+
+
+def check_new_folder(dest: Path, hint: str) -> None:
+    """`dest` is new or an empty real folder (not a link to one, not a file): DataError otherwise, StorageError
+    where it cannot even be looked at."""
+    try:
+        if dest.is_symlink():
+            raise DataError(f"{dest} is a symbolic link; {hint}")
+        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+            raise DataError(f"{dest} exists and is not an empty folder; {hint}")
+    except OSError as exc:
+        raise StorageError(f"cannot look at {dest} ({exc.strerror or exc}); choose a folder you can write") from None
 
 
 class RunStore:
@@ -85,9 +101,9 @@ class RunStore:
     def _move_pointer(self, record: dict) -> None:
         def decide(current: bytes | None) -> bytes | None:
             try:
-                pointer = json.loads(current) if current is not None else None
-            except ValueError:
-                pointer = None  # a damaged pointer is replaced
+                pointer = load_json(current, LATEST) if current is not None else None
+            except DataError:
+                pointer = None  # a damaged (or oversized, or too deeply nested) pointer is replaced
             if not should_replace(pointer, record):
                 log.info("latest.json stays at %s (finished later than %s)", pointer.get("run_id"), record["run_id"])
                 return None
@@ -128,10 +144,7 @@ class RunStore:
         raw = self.location.read(LATEST)
         if raw is None:
             return None
-        try:
-            pointer = json.loads(raw)
-        except ValueError:
-            raise DataError(f"{self.location.describe(LATEST)} is not valid JSON") from None
+        pointer = load_json(raw, self.location.describe(LATEST), max_bytes=MAX_POINTER_BYTES)
         if not isinstance(pointer, dict) or not isinstance(pointer.get("run_id"), str):
             raise DataError(f"{self.location.describe(LATEST)} has no 'run_id' string")
         return confine_run_id(pointer["run_id"], f"{self.location.describe(LATEST)}: run_id")
@@ -161,17 +174,12 @@ class RunStore:
         return self.location.read(self._name(run, name))
 
     def read_json(self, run: str, name: str, kind: type = dict):
-        """A JSON file of a run, of the given top-level type; None where it is missing."""
+        """A JSON file of a run (through the JSON gate; NaN allowed: a diverged run's metrics hold it), of the given
+        top-level type; None where it is missing."""
         raw = self.read(run, name)
         if raw is None:
             return None
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            raise DataError(f"{self.location.describe(self._name(run, name))} is not valid JSON") from None
-        if not isinstance(value, kind):
-            raise DataError(f"{self.location.describe(self._name(run, name))} is not a JSON {kind.__name__}")
-        return value
+        return load_json(raw, self.location.describe(self._name(run, name)), allow_nan=True, expect=kind)
 
     def manifest(self, run: str) -> dict:
         return parse_manifest(self.read(run, MANIFEST), self.location.describe(run))
@@ -191,13 +199,13 @@ class RunStore:
         """Every file of the run into `dest` (new or empty), each hashed as it streams and compared with the
         manifest; written into a hidden staging folder beside `dest`, renamed only when every file matched.
         Nothing is left behind on failure. Returns the number of files."""
-        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-            raise DataError(f"{dest} exists and is not an empty folder; download into a new folder")
+        check_new_folder(dest, "download into a new folder")
         manifest = self.manifest(run)
         parent = dest.absolute().parent
         try:
             parent.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{dest.name}.partial-"))
+            staging.chmod(folder_mode())  # mkdtemp's 0o700 would become the user's folder: follow the umask
         except OSError as exc:
             raise StorageError(f"cannot create {dest} ({exc.strerror or exc}); choose a writable folder") from None
         try:

@@ -3,10 +3,16 @@
 One key function, one "is it missing" test, one pagination. Every name passes job.runtime.names.confine before
 it becomes a key, and every key listed from the store is confined before it becomes a name. Object metadata is
 never trusted as proof of content: readers hash what they download (job.storage.runs).
+
+Uploads prove what arrived: every PUT (and every part of a multipart upload) carries Content-MD5, which the
+server checks before it stores anything, and a published run is read back and hashed before it is marked
+complete. A body that arrives shorter than its Content-Length is fetched again (bounded), never used.
 """
 
+import base64
 import contextlib
 import hashlib
+import io
 import logging
 import mimetypes
 import secrets
@@ -16,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from job.errors import DataError, StorageError
+from job.gates.text import shown
 from job.runtime.names import UnsafeName, confine
 from job.runtime.signals import deferred_signals
 from job.storage.files import sha256_file
@@ -32,6 +39,21 @@ from job.storage.s3client import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class CutShort(Exception):
+    """A response body that ended before its Content-Length (a dropped connection, a proxy cutting it)."""
+
+
+def _streaming_errors() -> tuple[type[BaseException], ...]:
+    from botocore.exceptions import ConnectionClosedError, IncompleteReadError, ReadTimeoutError, ResponseStreamingError
+    from urllib3.exceptions import HTTPError
+
+    return (ConnectionClosedError, IncompleteReadError, ReadTimeoutError, ResponseStreamingError, HTTPError)
+
+
+def _md5_b64(data: bytes) -> str:
+    return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
 
 
 def is_missing(exc: Exception) -> bool:
@@ -96,27 +118,64 @@ class S3Location(Location):
             raise DataError(f"{self.describe(name)} is {obj['ContentLength']:,} bytes, over the {limit:,}-byte limit")
         return obj
 
-    def read(self, name: str, limit: int = MAX_READ) -> bytes | None:
-        obj = self._get(name, limit)
-        if obj is None:
-            return None
-        with self._errors(f"read {self.key(name)} from"):
-            return obj["Body"].read(limit + 1)[:limit]
-
-    def copy_out(self, name: str, dest: Path, limit: int) -> str:
-        """Download `name` to `dest` (a new file), hashing as it streams; returns the sha256."""
-        obj = self._get(name, limit)
-        if obj is None:
-            raise Missing(f"{self.describe(name)} is missing")
+    def _body(self, name: str, obj: dict, out, limit: int) -> str:
+        """Stream a GET's body into `out`, hashing it; CutShort when fewer bytes than its Content-Length arrive."""
         h, size = hashlib.sha256(), 0
-        with self._errors(f"read {self.key(name)} from"), open(dest, "xb") as out:
+        try:
             for block in iter(lambda: obj["Body"].read(1 << 20), b""):
                 size += len(block)
                 if size > limit:
                     raise DataError(f"{self.describe(name)} is over the {limit:,}-byte limit")
                 h.update(block)
                 out.write(block)
+        except _streaming_errors() as exc:
+            raise CutShort(f"{type(exc).__name__} after {size:,} bytes") from None
+        finally:
+            obj["Body"].close()
+        if size != obj["ContentLength"]:
+            raise CutShort(f"{size:,} of {obj['ContentLength']:,} bytes")
         return h.hexdigest()
+
+    def _fetch(self, name: str, limit: int, open_sink: Callable[[], object]) -> tuple[object, str] | None:
+        """GET `name` into a fresh sink (None: missing). A body cut short is fetched again, up to the retry
+        count (--s3-retries), then a StorageError: a partial body is never returned as the object."""
+        attempts = max(self.options.retries, 1)
+        for attempt in range(1, attempts + 1):
+            obj = self._get(name, limit)
+            if obj is None:
+                return None
+            with self._errors(f"read {self.key(name)} from"), open_sink() as sink:
+                try:
+                    return sink, self._body(name, obj, sink, limit)
+                except CutShort as cut:
+                    problem = str(cut)
+            log.warning("%s: body cut short (%s), attempt %d of %d", self.describe(name), problem, attempt, attempts)
+            if attempt < attempts:
+                time.sleep(min(0.1 * 2**attempt, 2.0))
+        raise StorageError(
+            f"{self.what}: {shown(self.describe(name))}: the body was cut short on each of {attempts} attempts "
+            f"(last: {problem}); check the network or proxy to {self.client.meta.endpoint_url}, or raise --s3-retries"
+        )
+
+    def read(self, name: str, limit: int = MAX_READ) -> bytes | None:
+        got = self._fetch(name, limit, _Buffer)
+        return None if got is None else got[0].data
+
+    def copy_out(self, name: str, dest: Path, limit: int) -> str:
+        """Download `name` to `dest` (a new file), hashing as it streams; returns the sha256. A body cut short
+        is fetched again (bounded); `dest` then holds only the complete body."""
+
+        def sink():
+            if tries:  # a cut-short attempt before: start again from an empty file
+                Path(dest).unlink(missing_ok=True)
+            tries.append(1)
+            return open(dest, "xb")
+
+        tries: list[int] = []
+        got = self._fetch(name, limit, sink)
+        if got is None:
+            raise Missing(f"{self.describe(name)} is missing")
+        return got[1]
 
     def hash(self, name: str, limit: int) -> str | None:
         with tempfile.TemporaryDirectory(prefix="job-hash-") as tmp:
@@ -146,8 +205,9 @@ class S3Location(Location):
                 rel = obj["Key"][len(base) :]
                 try:
                     out[f"{prefix}/{confine(rel)}" if prefix else confine(rel)] = obj["Size"]
-                except UnsafeName:
-                    out[f"{prefix}/<unsafe key {obj['Key']!r}>" if prefix else f"<unsafe key {obj['Key']!r}>"] = -1
+                except UnsafeName:  # the marker reaches messages: through the text gate
+                    marker = f"<unsafe key {shown(repr(obj['Key']), 200)}>"
+                    out[f"{prefix}/{marker}" if prefix else marker] = -1
         return out
 
     def folders(self) -> list[str]:
@@ -158,6 +218,13 @@ class S3Location(Location):
             for p in page.get("CommonPrefixes", [])
         )
         return sorted(n for n in names if n and not n.startswith(".") and "/" not in n)
+
+    def empty(self) -> bool:
+        """No object at all under the prefix (one listing request of one key)."""
+        base = self.key() + "/" if self.prefix else ""
+        with self._errors(f"list {base or '/'} in"):
+            page = self.client.list_objects_v2(Bucket=self.bucket, Prefix=base, MaxKeys=1)
+        return not page.get("Contents")
 
     # ------------------------------------------------------------------ writing
 
@@ -174,23 +241,54 @@ class S3Location(Location):
 
     def write(self, name: str, data: bytes, **conditions) -> None:
         with self._errors(f"write {self.key(name)} to"):
-            self.client.put_object(Bucket=self.bucket, Key=self.key(name), Body=data, **conditions)
+            self.client.put_object(
+                Bucket=self.bucket, Key=self.key(name), Body=data, ContentMD5=_md5_b64(data), **conditions
+            )
 
-    def put_file(self, name: str, src: Path) -> None:
-        """Upload with its content type and sha256 (a hint for people; readers hash the content themselves)."""
-        from boto3.s3.transfer import TransferConfig
-
+    def put_file(self, name: str, src: Path) -> str:
+        """Upload with its content type and sha256 (a hint for people; readers hash the content themselves).
+        Every request carries Content-MD5 of its bytes, so the server refuses bytes changed on the way (one
+        PUT, or above MULTIPART_THRESHOLD one per part). Returns the sha256 of what was sent."""
         ctype = CONTENT_TYPES.get(src.suffix) or mimetypes.guess_type(src.name)[0] or "application/octet-stream"
-        config = TransferConfig(
-            multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD, use_threads=True
-        )
-        with self._errors(f"write {self.key(name)} to"):
-            self.client.upload_file(
-                str(src),
-                self.bucket,
-                self.key(name),
-                ExtraArgs={"ContentType": ctype, "Metadata": {"sha256": sha256_file(src)}},
-                Config=config,
+        digest, key = sha256_file(src), self.key(name)
+        args = {"Bucket": self.bucket, "Key": key, "ContentType": ctype, "Metadata": {"sha256": digest}}
+        with self._errors(f"write {key} to"):
+            if src.stat().st_size <= MULTIPART_THRESHOLD:
+                data = src.read_bytes()
+                self.client.put_object(Body=data, ContentMD5=_md5_b64(data), **args)
+                return digest
+            upload = self.client.create_multipart_upload(**args)["UploadId"]
+            try:
+                parts = []
+                with src.open("rb") as fh:
+                    for number, data in enumerate(iter(lambda: fh.read(MULTIPART_THRESHOLD), b""), start=1):
+                        part = self.client.upload_part(
+                            Bucket=self.bucket, Key=key, UploadId=upload, PartNumber=number, Body=data,
+                            ContentMD5=_md5_b64(data),
+                        )  # fmt: skip
+                        parts.append({"PartNumber": number, "ETag": part["ETag"]})
+                self.client.complete_multipart_upload(
+                    Bucket=self.bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": parts}
+                )
+            except BaseException:
+                with contextlib.suppress(*s3_errors()):
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload)
+                raise
+        return digest
+
+    def check_arrived(self, name: str, sha256: str, size: int) -> None:
+        """Read `name` back and hash it: StorageError unless the store holds exactly the bytes that were sent
+        (a server or proxy that answered 200 to other bytes, or to none)."""
+        try:
+            found = self.hash(name, size)
+            what = "nothing" if found is None else "other bytes"
+        except DataError:  # larger than what was sent
+            found, what = None, "a larger object"
+        if found != sha256:
+            raise StorageError(
+                f"{self.what}: {shown(self.describe(name))} did not arrive intact: read back, the store holds "
+                f"{what} where {size:,} bytes (sha256 {sha256[:12]}...) were sent and acknowledged; check the "
+                f"endpoint {self.client.meta.endpoint_url} and anything between (a proxy), then publish again"
             )
 
     def delete(self, name: str) -> None:
@@ -213,6 +311,7 @@ class S3Location(Location):
     def publish_tree(self, staged: Path, name: str, commit: Callable[[], None], last: str) -> str:
         """Upload every file of `staged` under `name/`, the file `last` (the manifest) after all others, then
         `commit()`; an earlier folder of that name is first un-completed (its `last` removed) and removed.
+        Every object is read back and hashed before `last` is written, and `last` itself before `commit()`.
         On any failure the objects written are removed (`last` first) and nothing else changed."""
         run_prefix, written = self.key(name), []
         files = sorted(p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file())
@@ -223,12 +322,20 @@ class S3Location(Location):
                 log.info("replacing the %d objects of an earlier run %s", len(previous), self.describe(name))
                 self.delete_keys([k for k in previous if k.endswith("/" + last)])
                 self.delete_keys(previous)
+            sent = {}
             for rel in [f for f in files if f != last]:
-                self.put_file(f"{name}/{rel}", staged / rel)
                 written.append(f"{run_prefix}/{rel}")
+                sent[rel] = self.put_file(f"{name}/{rel}", staged / rel)
+            t0 = time.perf_counter()
+            for rel, digest in sent.items():  # read back before the run can look complete
+                self.check_arrived(f"{name}/{rel}", digest, (staged / rel).stat().st_size)
+            checked = time.perf_counter() - t0
             with deferred_signals():  # the commit: `last` marks the folder complete, then commit() (the pointer)
                 written.append(f"{run_prefix}/{last}")
-                self.put_file(f"{name}/{last}", staged / last)
+                digest = self.put_file(f"{name}/{last}", staged / last)
+                t0 = time.perf_counter()
+                self.check_arrived(f"{name}/{last}", digest, (staged / last).stat().st_size)
+                checked += time.perf_counter() - t0
                 commit()
         except BaseException:
             # `last` first, so that a partially removed run never looks complete
@@ -242,6 +349,7 @@ class S3Location(Location):
             "seconds": round(seconds, 3),
             "mb_per_s": round(total / 1e6 / max(seconds, 1e-9), 2),
             "requests": self.requests - requests0,
+            "verify_seconds": round(checked, 3),
         }
         log.info("published %d objects (%.1f MB) to %s in %.2fs", len(files), total / 1e6, self.describe(name), seconds)
         return self.describe(name)
@@ -252,18 +360,32 @@ class S3Location(Location):
         between: read again. Stores without conditional writes (501) get a plain write, logged."""
         from botocore.exceptions import ClientError
 
+        cut = None
         for _ in range(attempts):
             obj = self._get(name, MAX_READ)
             etag = obj["ETag"] if obj else None
-            with self._errors(f"read {self.key(name)} from"):
-                current = obj["Body"].read() if obj else None
+            current = None
+            if obj:
+                with self._errors(f"read {self.key(name)} from"), _Buffer() as sink:
+                    try:
+                        self._body(name, obj, sink, MAX_READ)
+                    except CutShort as exc:  # never taken for a damaged pointer (which would be replaced)
+                        cut = exc
+                        log.warning("%s: body cut short (%s); reading it again", self.describe(name), cut)
+                        continue
+                    current, cut = sink.data, None
             new = decide(current)
             if new is None:
                 return
             condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
             try:
                 self.client.put_object(
-                    Bucket=self.bucket, Key=self.key(name), Body=new, ContentType="application/json", **condition
+                    Bucket=self.bucket,
+                    Key=self.key(name),
+                    Body=new,
+                    ContentMD5=_md5_b64(new),
+                    ContentType="application/json",
+                    **condition,
                 )
                 return
             except ClientError as exc:
@@ -274,6 +396,21 @@ class S3Location(Location):
                     return
                 if status not in (409, 412):
                     raise self.fail(exc, f"write {self.key(name)} to") from None
+        if cut is not None:
+            raise StorageError(
+                f"{self.what}: {shown(self.describe(name))}: the body was cut short on {attempts} attempts to read it "
+                f"(last: {cut}); check the network or proxy to {self.client.meta.endpoint_url}"
+            )
         raise StorageError(
             f"{self.describe(name)} kept changing under {attempts} attempts to update it; publish again to move it"
         )
+
+
+class _Buffer(io.BytesIO):
+    """A byte sink that keeps its content after the `with` block closes it."""
+
+    data = b""
+
+    def close(self) -> None:
+        self.data = self.getvalue()
+        super().close()

@@ -3,13 +3,15 @@
 Credentials come only from boto3's default chain (environment, shared profile, instance / IRSA roles)
 and are never logged or written anywhere. The endpoint comes from --s3-endpoint or boto3's own
 AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL. Flexible checksums are sent only when required: several
-S3-compatible servers reject the CRC headers that boto3 >= 1.36 sends by default.
+S3-compatible servers reject the CRC headers that boto3 >= 1.36 sends by default. Uploads carry Content-MD5
+instead (job.storage.s3.S3Location.put_file), which every S3-compatible server verifies.
 """
 
 import os
 from dataclasses import dataclass
 
 from job.errors import StorageError
+from job.gates.text import shown
 
 CONTENT_TYPES = {
     ".json": "application/json",
@@ -109,8 +111,13 @@ def explain(exc: Exception, client, bucket: str, action: str) -> str:
                 f"cannot {action} {where}: access denied ({code}); check the credentials and the bucket "
                 "policy (s3:PutObject, s3:GetObject, s3:DeleteObject, s3:ListBucket)"
             )
-        return f"cannot {action} {where}: {code or status} ({exc})"
-    return f"cannot {action} {where}: {type(exc).__name__}: {exc}"
+        if code in ("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch", "BadChecksum"):
+            return (
+                f"cannot {action} {where}: the store refused the bytes it received ({code}: they changed on the "
+                "way); check the network or proxy to the endpoint, then try again"
+            )
+        return f"cannot {action} {where}: {shown(code or status)} ({shown(str(exc))})"
+    return f"cannot {action} {where}: {type(exc).__name__}: {shown(str(exc))}"
 
 
 def s3_errors():

@@ -3,6 +3,7 @@ people on stderr, the `epoch` event on stdout, and the per-epoch record that bec
 
 import contextlib
 import sys
+import time
 
 import keras
 
@@ -44,10 +45,22 @@ class ProgressBar(keras.callbacks.Callback):
             self.bar.update(batch + 1, [(k, float(v)) for k, v in (logs or {}).items()])
 
 
+def metrics_line(record: dict, now: float | None = None) -> str:
+    """The epoch's metrics as `<RFC 3339 UTC time> epoch=N name=value ...`, at full precision (the values of
+    history.csv): the form Katib's default StdOut collector reads (its regex takes `name=value` pairs, and a leading
+    RFC 3339 time becomes the observation's timestamp) and the SageMaker tuning job's MetricDefinitions match."""
+    now = time.time() if now is None else now
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+    pairs = " ".join(f"{k}={float(v)!r}" for k, v in record.items() if k not in ("epoch", "seconds", "learning_rate"))
+    return f"{stamp} epoch={record['epoch']} {pairs}"
+
+
 def report_epoch(record: dict, epochs: int) -> None:
-    """One line for people on stderr (the format MetricDefinitions in infra/aws parse), one `epoch` event."""
+    """Two lines for people and log scrapers on stderr: `Epoch N/M - ...` (what the training job's MetricDefinitions
+    in infra/aws parse) and metrics_line (Katib, the SageMaker tuning job); one `epoch` event on stdout."""
     metrics = " - ".join(f"{k}: {v:.4f}" for k, v in record.items() if k not in ("epoch", "seconds", "learning_rate"))
     print(f"Epoch {record['epoch']}/{epochs} - {record['seconds']:.1f}s - {metrics}", file=sys.stderr, flush=True)
+    print(metrics_line(record), file=sys.stderr, flush=True)
     emit("epoch", epochs=epochs, **record)
     hptuning.report(record)
 

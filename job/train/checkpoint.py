@@ -15,6 +15,7 @@ from pathlib import Path
 
 from job.config import Config
 from job.errors import CheckpointError
+from job.gates.json_doc import load_json
 from job.storage import open_blobs
 from job.storage.files import sha256_file
 
@@ -103,12 +104,9 @@ class Checkpoints:
         raw = self.blobs.read("state.json")
         if raw is None:
             return None
-        try:
-            state = json.loads(raw)
-            if not isinstance(state, dict):
-                raise ValueError("not an object")
-            return state
-        except ValueError as exc:
+        try:  # the JSON gate; NaN allowed: a diverged epoch's loss is recorded as NaN in the history
+            return load_json(raw, "state.json", error=CheckpointError, allow_nan=True, expect=dict)
+        except CheckpointError as exc:
             if not must_parse:
                 return None
             raise CheckpointError(

@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from job.config import Config
 from job.errors import CheckpointError, Preempted
+from job.gates.json_doc import load_json
 from job.train.build import compile_model
 from job.train.callbacks import epoch_record, report_epoch
 from job.train.checkpoint import fingerprint
@@ -80,8 +81,8 @@ class ClusterCheckpoint:
             return None
         try:
             stored = tf.train.load_checkpoint(latest).get_tensor("fingerprint/.ATTRIBUTES/VARIABLE_VALUE")
-            theirs = json.loads(stored)
-        except (tf.errors.OpError, ValueError) as exc:
+            theirs = load_json(stored, "its fingerprint", error=CheckpointError, expect=dict)
+        except (tf.errors.OpError, ValueError, CheckpointError) as exc:
             raise CheckpointError(f"checkpoint {self.dir} is corrupt ({exc}); delete it to start over") from None
         if theirs != json.loads(json.dumps(self.fp, sort_keys=True)):
             diff = sorted(k for k in set(self.fp) | set(theirs) if self.fp.get(k) != theirs.get(k))
@@ -90,7 +91,12 @@ class ClusterCheckpoint:
                 f"{', '.join(diff)}); use another --run-id or --checkpoint-dir"
             )
         self.checkpoint.restore(latest).assert_existing_objects_matched()
-        return json.loads(self.history.numpy())
+        history = load_json(  # NaN allowed: a diverged epoch's loss is recorded as NaN
+            self.history.numpy(), f"checkpoint {self.dir}: history", error=CheckpointError, allow_nan=True, expect=list
+        )
+        if not all(isinstance(record, dict) for record in history):
+            raise CheckpointError(f"checkpoint {self.dir}: history is not a list of epoch records; delete it")
+        return history
 
     def save(self, history: list[dict]) -> None:
         self.history.assign(json.dumps(history))

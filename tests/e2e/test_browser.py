@@ -69,6 +69,14 @@ def served(trained_run, tmp_path_factory):
         path = files / f"big-{i}.{'png' if i % 2 else 'jpg'}"
         big.save(path)
         resized.append(path)
+    server, base = _http_server(root)
+    yield {"base": base, "root": root, "jpegs": jpegs, "resized": resized, "model": files / "model.onnx"}
+    server.terminate()
+    server.wait(timeout=10)
+
+
+def _http_server(root):
+    """A static server of `root` (the page beside its contract reader) on 127.0.0.1: (process, base URL)."""
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(root)],
@@ -82,9 +90,7 @@ def served(trained_run, tmp_path_factory):
             break
         except OSError:
             time.sleep(0.1)
-    yield {"base": base, "root": root, "jpegs": jpegs, "resized": resized, "model": files / "model.onnx"}
-    server.terminate()
-    server.wait(timeout=10)
+    return server, base
 
 
 def _browser(served, paths):
@@ -156,5 +162,154 @@ def test_a_model_that_breaks_the_contract_is_refused_in_the_page(served, tmp_pat
         cwd=WEB,
     )
     (result,) = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert "class_names lists 3 classes but the output has 2 columns" in result["error"]
+    assert "3 class names for 2 model outputs" in result["error"]
     assert io  # the page reports the one-line reason instead of predicting
+
+
+# ------------------------------------------------------------------------------------------- hostile models
+# A model loads from any URL (?model=, CORS): its class names are the page's only model-supplied text.
+
+MARKUP = ['<img src=x onerror="window.__injected=1">', '<svg onload="window.__injected=2">', "a & <b>bold</b>"]
+
+
+@pytest.fixture(scope="module")
+def page_only(tmp_path_factory):
+    """The page served with a folder for test models and one 32x32 JPEG; no trained model needed."""
+    _require(os.path.exists(CHROMIUM), f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    _require((WEB / "node_modules" / "playwright-core").is_dir(), "examples/web/node_modules missing (npm ci)")
+    _require(shutil.which("node") is not None, "node is not installed")
+    root = tmp_path_factory.mktemp("www-hostile")
+    (root / "web").symlink_to(WEB)
+    (root / "contract").symlink_to(ROOT / "examples" / "contract")
+    (root / "files").mkdir()
+    Image.fromarray(class_image(2, np.random.default_rng(0))).save(root / "files" / "cat.jpg", quality=90)
+    server, base = _http_server(root)
+    yield {"base": base, "root": root}
+    server.terminate()
+    server.wait(timeout=10)
+
+
+def _web_model(path, **knobs):
+    """helpers.contract_model at an IR version that onnxruntime-web reads (it reads up to 13)."""
+    import onnx
+
+    from helpers import contract_model
+
+    model = onnx.load(contract_model(path, **knobs))
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def _page_result(page_only, model, shot) -> dict:
+    """The page driven once by the real Chromium with ?model=<model>&image=cat.jpg: its one result line."""
+    base = page_only["base"]
+    proc = subprocess.run(
+        ["node", str(WEB / "run-in-chromium.mjs"), f"{base}/web/index.html", f"{base}/files/{model.name}", str(shot)]
+        + [f"{base}/files/cat.jpg"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=WEB,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (result,) = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return result
+
+
+def test_class_names_that_are_markup_are_shown_as_text_and_run_nothing(page_only, tmp_path):
+    model = _web_model(page_only["root"] / "files" / "markup.onnx", classes=3, class_names=MARKUP)
+    result = _page_result(page_only, model, tmp_path / "markup.png")
+    page = result["page"]
+    print(f"markup class names in the page: {page}")
+    assert "error" not in result, result
+    assert sorted(page["names"]) == sorted(MARKUP)  # the bars show the very characters, as text
+    assert set(result["probabilities"]) == set(MARKUP)
+    assert page["injected"] is None  # no onerror / onload handler ran
+    assert page["img"] == page["svg"] == page["iframe"] == page["inline_script"] == 0  # no element was injected
+
+
+@pytest.mark.parametrize(
+    "names,says",
+    [
+        (["cat", "dog\nerror: forged"], "control, line-break or format character"),
+        (["cat", "Cat"], "are the same name"),
+        (["cat", "dog\u202egnp.exe"], "control, line-break or format character"),
+        (["cat", " dog"], "white space"),
+        (["cat", "x" * 65], "longer than 64"),
+        (["cat", 7], "not a string"),
+    ],
+    ids=["line break", "duplicate by case", "bidi override", "leading space", "65 characters", "a number"],
+)
+def test_class_names_the_job_refuses_are_refused_in_the_page(page_only, tmp_path, names, says):
+    model = _web_model(page_only["root"] / "files" / f"bad-{tmp_path.name}.onnx", classes=2, class_names=names)
+    result = _page_result(page_only, model, tmp_path / "bad.png")
+    assert says in result.get("error", ""), result
+    assert "does not follow the model contract" in result["error"]
+    assert result["page"]["names"] == [] and result["page"]["injected"] is None
+
+
+def _rule_images(folder) -> dict:
+    """The images where decoders disagree unless one rule is applied: EXIF orientation, transparency, a palette
+    with a transparent entry, 16 bits. 32x32 (nothing resized: the comparison is exact) and one larger of each."""
+    from hostile_images import png_16bit
+
+    folder.mkdir()
+    rng = np.random.default_rng(21)
+    paths = {}
+    for size, tag in (((32, 32), "32"), ((56, 40), "big")):
+        base = np.concatenate([class_image(c, rng, size) for c in (2, 7)], axis=1)[:, : size[0]]
+        exif = Image.Exif()
+        exif[0x0112] = 6  # stored sideways: upright after a quarter turn clockwise
+        paths[f"rotated-exif-{tag}.jpg"] = lambda p, b=base, e=exif: Image.fromarray(b).save(
+            p, quality=95, exif=e.tobytes()
+        )
+        alpha = np.tile(np.linspace(0, 255, size[0], dtype=np.uint8), (size[1], 1))
+        rgba = np.dstack([base, alpha])
+        rgba[: size[1] // 4, :, :3] = rng.integers(0, 256, (size[1] // 4, size[0], 3))  # colour under alpha 0 too
+        rgba[: size[1] // 4, :, 3] = 0
+        paths[f"transparent-{tag}.png"] = lambda p, a=rgba: Image.fromarray(a, "RGBA").save(p)
+        palette = Image.fromarray(base).quantize(32)
+        paths[f"palette-{tag}.png"] = lambda p, im=palette: im.save(p, transparency=0)
+    paths["sixteen-bit-32.png"] = lambda p: p.write_bytes(png_16bit(seed=4))
+    out = {}
+    for name, save in paths.items():
+        save(folder / name)
+        out[name] = folder / name
+    return out
+
+
+def test_page_node_and_predictor_apply_the_one_preprocessing_rule(served):
+    """EXIF orientation, transparency over white, palette transparency, 16-bit: the page (real Chromium), the Node
+    consumer and `job predict --json` give the same probabilities (32x32: within 1e-4; larger images, where each
+    resizes with its own bilinear filter: within 0.02 and the same top class)."""
+    images = _rule_images(served["root"] / "files" / "rule")
+    paths = list(images.values())
+    browser, _ = _browser(served, paths)
+    python = _python(served, paths)
+    rows = {"page": browser}
+    node_dir = ROOT / "examples" / "node"
+    if (node_dir / "node_modules" / "sharp").is_dir():
+        proc = subprocess.run(
+            ["node", str(node_dir / "classify.mjs"), str(served["model"]), *map(str, paths)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr
+        rows["node"] = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    else:
+        _require(False, "examples/node/node_modules missing (npm ci)")
+    worst = {}
+    for consumer, results in rows.items():
+        for path, other, mine in zip(paths, results, python, strict=True):
+            dp = max(abs(other["probabilities"][c] - v) for c, v in mine["probabilities"].items())
+            key = (consumer, "32" if "-32." in path.name else "resized")
+            worst[key] = max(worst.get(key, 0.0), dp)
+            assert other["top"][0]["class"] == mine["top"][0]["class"], (consumer, path.name)
+    print(
+        "one preprocessing rule, max |dp| against job predict: "
+        + ", ".join(f"{k[0]} {k[1]} {v:.2e}" for k, v in worst.items())
+    )
+    assert all(v <= 1e-4 for (_, kind), v in worst.items() if kind == "32")
+    assert all(v <= 0.02 for v in worst.values())

@@ -10,6 +10,7 @@ import gzip
 import io
 import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -21,11 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from forked import run_forked
+from hostile_images import HOSTILE, HOSTILE_PREDICT_ONLY, ghostscript_spy
 from PIL import Image
 
 from helpers import (
     ROOT,
     add_tar_member,
+    assert_nothing_forged,
     bad_tree,
     class_image,
     job_env,
@@ -37,6 +41,7 @@ from helpers import (
     train_args,
     tree_snapshot,
 )
+from job.storage.manifest import write_manifest
 
 BIG_MEMBER_BYTES = 2 * 1024**3
 
@@ -439,7 +444,336 @@ PREDICT = [
     Case("predict: --top-k 0", 2, lambda c: (["predict", str(c.tmp), str(c.tmp), "--top-k", "0"], {}), "top-k"),
 ]
 
-ALL = DATA + CONFIG + PLATFORM + CHECKPOINTS + STORAGE + PUBLISH + PREDICT
+# ------------------------------------------------------------------------------------------- images (the image gate)
+
+# Each hostile image (tests/hostile_images.py) enters once through `job predict` and once through training data, named
+# with an image extension: refused from its bytes with exit 3 and one line naming the file. A `gs` first on PATH
+# leaves a marker if Pillow ever hands a file to Ghostscript; every row checks it never did.
+REASONS = {
+    "postscript.jpg": "(PostScript, refused unopened",
+    "eps-binary-header.png": "(EPS with a binary header, refused unopened",
+    "document.jpg": "(PDF, refused unopened",
+    "drawing.png": "(SVG or XML, refused unopened",
+    "bare-svg.jpg": "(SVG or XML, refused unopened",
+    "icon.png": "(ICO/CUR, refused unopened",
+    "layers.jpg": "(Photoshop PSD, refused unopened",
+    "jpeg2000.jpg": "(JPEG 2000, refused unopened",
+    "html.png": "(HTML, refused unopened",
+    "postscript-then-jpeg.jpg": "(PostScript, refused unopened",
+    "png-then-postscript.png": "not a readable image (starts like PNG",
+    "jpeg-magic-then-postscript.jpg": "not a readable image (malformed JPEG header",
+    "truncated.png": "not a readable image (unreadable or truncated PNG",
+    "truncated.jpg": "not a readable image (unreadable or truncated JPEG",
+    "header-only.png": "not a readable image",
+    "truncated-16bit.png": "not a readable image (unreadable or truncated PNG",
+    "zero-width.png": "not a readable image",
+    "bomb-16bit.png": "8000x8000 pixels exceeds limit of 50,000,000 pixels; refused before decoding",
+    "just-over-50mp.png": "7072x7072 pixels exceeds limit of 50,000,000 pixels",
+    "huge-dimensions.png": "declares 10,000,000,000 pixels, exceeds limit",
+    "bomb-header.jpg": "declares 4,225,000,000 pixels, exceeds limit",
+    "bomb.gif": "declares 4,294,836,225 pixels, exceeds limit of 50,000,000 pixels",
+    "bomb.bmp": "declares 10,000,000,000 pixels, exceeds limit of 50,000,000 pixels",
+    "bomb.tif": "declares 10,000,000,000 pixels, exceeds limit of 50,000,000 pixels",
+}
+BOMBS = {"bomb-16bit.png", "just-over-50mp.png", "huge-dimensions.png", "bomb-header.jpg", "bomb.gif", "bomb.bmp"}
+
+
+def _with_ghostscript_spy(build):
+    def wrapped(c):
+        args, extra = build(c)
+        folder, _ = ghostscript_spy(c.tmp / "gs-spy")
+        return args, {**extra, "PATH": f"{folder}:{os.environ['PATH']}"}
+
+    return wrapped
+
+
+def _ghostscript_never_ran(c):
+    assert not (c.tmp / "gs-spy" / "ghostscript-ran").exists(), "Ghostscript ran"
+
+
+def _hostile_image_in_tree(name: str, content: Callable[[], bytes]):
+    def make(c):
+        tree = make_image_tree(c.tmp / "tree", classes=2, per_class=2)
+        (tree / "train" / "airplane" / name).write_bytes(content())
+        return tree
+
+    return data(make)
+
+
+def _image_case(path: str, name: str, build, says: str) -> Case:
+    rss = (400 if path == "predict" else 300) if name in BOMBS else None
+    says = f"not an image in an accepted format {says}" if says.startswith("(") else says
+    return Case(
+        f"image via {path}: {name}",
+        3,
+        _with_ghostscript_spy(build),
+        f"{name}: {says}",
+        max_rss_mb=rss,
+        check=_ghostscript_never_ran,
+    )
+
+
+IMAGES = [
+    *[_image_case("predict", n, _predict(_file(n, make())), REASONS[n]) for n, make in HOSTILE.items()],
+    *[_image_case("predict", n, _predict(_file(n, make())), REASONS[n]) for n, make in HOSTILE_PREDICT_ONLY.items()],
+    *[_image_case("training", n, _hostile_image_in_tree(n, make), REASONS[n]) for n, make in HOSTILE.items()],
+    *[  # formats `job predict` takes but training data (PNG and JPEG) does not, named .png
+        _image_case("training", f"{n}.png", _hostile_image_in_tree(f"{n}.png", make), f"({fmt}, refused unopened")
+        for (n, make), fmt in zip(HOSTILE_PREDICT_ONLY.items(), ("GIF", "BMP", "TIFF"), strict=True)
+    ],
+    Case(
+        "image via predict: a tar holding no images",
+        3,
+        _predict(lambda c: make_tar(_notes_only(c), c.tmp / "notes.tar")),
+        "notes.tar: archive holds no images",
+    ),
+]
+
+
+def _notes_only(c):
+    (c.tmp / "notes" / "sub").mkdir(parents=True)
+    (c.tmp / "notes" / "sub" / "readme.txt").write_text("no images here")
+    return c.tmp / "notes"
+
+
+# ------------------------------------------------------------------------------------------- the gates
+# Class names (job.gates.class_names) where a dataset is read, JSON (job.gates.json_doc) wherever a document enters,
+# text (job.gates.text) wherever a name reaches stderr. Every row of the table also asserts that nothing forged a line.
+
+DEEP_JSON = "[" * 100_000  # Python's C parser raises RecursionError on it; the gate answers with one line
+
+
+def _class_folders(*names: str | bytes, archive: bool = False):
+    """An image tree whose train/ holds `names` as class folders (2 images each), as a folder or a .tar."""
+
+    def make(c):
+        tree = make_image_tree(c.tmp / "tree", classes=2, per_class=2)
+        for i, name in enumerate(names):
+            folder = os.path.join(os.fsencode(tree / "train"), os.fsencode(name))
+            os.mkdir(folder)
+            for j in range(2):
+                Image.fromarray(class_image(i % 10, np.random.default_rng(j))).save(
+                    os.fsdecode(os.path.join(folder, f"{j}.png".encode()))
+                )
+        return make_tar(tree, c.tmp / "d.tar") if archive else tree
+
+    return data(make)
+
+
+def _cifar_labels(labels):
+    """A cifar-10-batches-py folder whose batches.meta holds `labels` as label_names."""
+
+    def make(c):
+        folder = make_cifar_python(c.tmp / "src", per_batch=4)
+        with open(folder / "batches.meta", "wb") as fh:
+            pickle.dump({b"label_names": labels, b"num_vis": 3072}, fh)
+        return folder
+
+    return data(make)
+
+
+def _hostile_member(name: str):
+    """A tar whose one extra member (a broken .png) has a hostile name: the error line names it, escaped."""
+
+    def make(c):
+        tar = make_tar(make_image_tree(c.tmp / "tree", classes=2, per_class=2), c.tmp / "d.tar")
+        add_tar_member(tar, name, b"not a png")
+        return tar
+
+    return data(make)
+
+
+def _config_file(content: bytes | str, **flags):
+    def build(c):
+        path = c.tmp / "config.json"
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+        return [*c.train(c.tiny_tar, **flags), "--config", str(path)], {}
+
+    return build
+
+
+def _baseline(damage: str):
+    """--baseline a run folder whose metrics.json (or manifest) is hostile; refused before any data is read."""
+
+    def build(c):
+        run = make_run_dir(c.tmp, "base")
+        if damage == "metrics 150 MB":
+            with open(run / "metrics.json", "wb") as fh:  # sparse: 150 MB on paper, a few blocks on disk
+                fh.write(b'{"test_accuracy": 0.5, "pad": "')
+                fh.truncate(150 * 1024 * 1024)
+            write_manifest(run, "r1")
+        elif damage == "metrics 150 MB, manifest says 30 bytes":
+            write_manifest(run, "r1")
+            with open(run / "metrics.json", "ab") as fh:
+                fh.truncate(150 * 1024 * 1024)
+        elif damage == "manifest nested":
+            (run / "manifest.json").write_text(DEEP_JSON)
+        else:
+            (run / "metrics.json").write_text(DEEP_JSON)  # "metrics nested"
+            write_manifest(run, "r1")
+        return c.train(c.tiny_tar, baseline=run), {}
+
+    return build
+
+
+def _baseline_store_pointer(c):
+    store = c.tmp / "base-store"
+    make_run_dir(store, "r1")
+    (store / "latest.json").write_text("[" * 60_000)
+    return c.train(c.tiny_tar, baseline=store), {}
+
+
+def _publish_deep(what: str):
+    def build(c):
+        run = make_run_dir(c.tmp, "run")
+        (run / "manifest.json").write_text(
+            DEEP_JSON if what == "deep" else json.dumps({"run_id": "r1", "files": [], "x": _nested(40)})
+        )
+        return ["publish", str(run), str(c.out)], {}
+
+    return build
+
+
+def _nested(levels: int):
+    value: object = 1
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
+def _predict_named(name: str):
+    """`predict` of a real model on one file (not an image) whose name is hostile."""
+
+    def build(c):
+        path = c.tmp / name
+        path.write_bytes(b"not an image")
+        return ["predict", str(c.checkpoint.parent / "run"), str(path)], {}
+
+    return build
+
+
+GATES = [
+    # class folders of an image tree (folder or tar) -> exit 3 before anything is decoded
+    Case("class folder with a line break", 3, _class_folders("dog\nerror: data error: forged"), "line-break"),
+    Case("class folder with a line break, in a tar", 3, _class_folders("dog\nx", archive=True), "line-break"),
+    Case(
+        "class folder with a line break, --dry-run",
+        3,
+        lambda c: (lambda a: ([*a[0], "--dry-run"], a[1]))(_class_folders("dog\nx")(c)),
+        "line-break",
+    ),
+    Case("class folder with an escape sequence", 3, _class_folders("\x1b[2Jdog"), "line-break"),
+    Case("class folder with a carriage return, in a tar", 3, _class_folders("dog\rx", archive=True), "line-break"),
+    Case("class folder with a bidi override", 3, _class_folders("dog\u202egnp.exe"), "format character"),
+    Case("class folder with a zero-width space", 3, _class_folders("d\u200bog"), "format character"),
+    Case("class folder name not UTF-8", 3, _class_folders(b"dog\xff"), "format character"),
+    Case("class folders equal but for case", 3, _class_folders("Airplane"), "are the same name"),
+    Case("class folders equal after NFC", 3, _class_folders("caf\u00e9", "cafe\u0301"), "are the same name"),
+    Case("class folder with a trailing space", 3, _class_folders("dog "), "white space"),
+    Case("class folder of 65 characters", 3, _class_folders("d" * 65), "longer than 64"),
+    # label_names of a cifar-10-batches-py set
+    Case(
+        "CIFAR label_names with a line break",
+        3,
+        _cifar_labels([b"cat\nerror: forged", *[f"c{i}".encode() for i in range(9)]]),
+        "line-break",
+    ),
+    Case(
+        "CIFAR label_names duplicated",
+        3,
+        _cifar_labels([b"cat", b"cat", *[f"c{i}".encode() for i in range(8)]]),
+        "same name",
+    ),
+    Case(
+        "CIFAR label_names not UTF-8", 3, _cifar_labels([b"\xff\xfe", *[f"c{i}".encode() for i in range(9)]]), "format"
+    ),
+    Case("CIFAR label_names numbers", 3, _cifar_labels(list(range(10))), "not a string"),
+    Case("CIFAR label_names not a list", 3, _cifar_labels("airplane"), "not a list"),
+    # names that reach the error line
+    Case(
+        "tar member name with an escape and a line break",
+        3,
+        _hostile_member("train/airplane/x\x1b[2J\nerror: forged.png"),
+        "\\x1b[2J\\x0aerror",
+    ),
+    Case(
+        "tar member name a workflow command",
+        3,
+        _hostile_member("train/airplane/::stop-commands::tok.png"),
+        ":\\x3astop-commands",
+    ),
+    Case(
+        "tar member name a legacy workflow command",
+        3,
+        _hostile_member("train/airplane/##[error]x.png"),
+        "#\\x23[error]",
+    ),
+    Case("predict: image name with a line break", 3, _predict_named("x\nerror: forged.png"), "x\\x0aerror: forged"),
+    Case("predict: image name with an OSC 8 link", 3, _predict_named("x\x1b]8;;evil\x07y.png"), "\\x1b]8"),
+    # --config FILE -> exit 2
+    Case("--config nested 100,000 deep", 2, _config_file(DEEP_JSON), "nested more than"),
+    Case(
+        "--config valid but 40 levels deep", 2, _config_file(json.dumps({"epochs": _nested(40)})), "nested more than 32"
+    ),
+    Case("--config with NaN", 2, _config_file('{"learning_rate": NaN}'), "not valid JSON"),
+    Case("--config over 1 MiB", 2, _config_file(json.dumps({"pad": "x" * 1_100_000})), "over the 1,048,576-byte limit"),
+    Case("--config /dev/zero", 2, lambda c: ([*c.train(c.tiny_tar), "--config", "/dev/zero"], {}), "over the"),
+    Case("--config not UTF-8", 2, _config_file(b'{"preset": "\xff"}'), "not valid JSON"),
+    # SageMaker's hyperparameters.json -> exit 2
+    Case(
+        "SageMaker: hyperparameters.json nested 100,000 deep",
+        2,
+        _sagemaker(DEEP_JSON),
+        "nested more than",
+        check=_failure_file_written,
+    ),
+    Case(
+        "SageMaker: hyperparameters.json over 1 MiB",
+        2,
+        _sagemaker(json.dumps({"x": "y" * 1_100_000})),
+        "over the",
+        check=_failure_file_written,
+    ),
+    Case(
+        "SageMaker: a hyperparameter value nested deep",
+        2,
+        _sagemaker(json.dumps({"epochs": "[" * 5000})),
+        "epochs",
+        check=_failure_file_written,
+    ),
+    # --baseline -> exit 3, before any data is read
+    Case("--baseline metrics.json nested 100,000 deep", 3, _baseline("metrics nested"), "nested more than"),
+    Case(
+        "--baseline metrics.json of 150 MB",
+        3,
+        _baseline("metrics 150 MB"),
+        "over the 4,194,304-byte limit",
+        max_rss_mb=300,
+    ),
+    Case(
+        "--baseline metrics.json of 150 MB, manifest says less",
+        3,
+        _baseline("metrics 150 MB, manifest says 30 bytes"),
+        "metrics.json",
+        max_rss_mb=300,
+    ),
+    Case("--baseline manifest nested 100,000 deep", 3, _baseline("manifest nested"), "nested more than"),
+    Case("--baseline latest.json nested 60,000 deep", 3, _baseline_store_pointer, "nested more than"),
+    # `job publish` of a run folder whose manifest is hostile -> exit 3
+    Case("publish: manifest nested 100,000 deep", 3, _publish_deep("deep"), "nested more than"),
+    Case("publish: manifest valid but 40 levels deep", 3, _publish_deep("40"), "nested more than 32"),
+    # a checkpoint's state.json -> exit 7
+    Case("checkpoint: state.json nested 100,000 deep", 7, _tampered(lambda s, t: DEEP_JSON), "corrupt"),
+    Case(
+        "checkpoint: state.json over 16 MiB",
+        7,
+        _tampered(lambda s, t: {**s, "pad": "x" * (17 * 1024 * 1024)}),
+        "corrupt",
+    ),
+]
+
+
+ALL = DATA + CONFIG + PLATFORM + CHECKPOINTS + STORAGE + PUBLISH + PREDICT + IMAGES + GATES
 
 
 # ------------------------------------------------------------------------------------------- fixtures
@@ -519,10 +853,14 @@ def _assert_one_error_line(proc, case):
 def test_hostile_input_ends_in_its_documented_state(case, ctx, shared):
     args, extra_env = case.build(ctx)
     before = tree_snapshot(ctx.out)
-    proc, peak_mb = run_measured([sys.executable, "-m", "job", *args], env=extra_env, timeout=120)
+    if case.max_rss_mb:  # a memory bound needs a fresh interpreter's own peak
+        proc, peak_mb = run_measured([sys.executable, "-m", "job", *args], env=extra_env, timeout=120)
+    else:
+        proc, peak_mb = run_forked(args, env=job_env(**extra_env), cwd=ROOT, timeout=120)
     print(f"{case.name}: exit {proc.returncode}, peak RSS {peak_mb:.0f} MiB")
     assert proc.returncode == case.code, proc.stderr[-3000:]
     _assert_one_error_line(proc, case)
+    assert_nothing_forged(proc)
     assert tree_snapshot(ctx.out) == before  # nothing new, nothing changed, no staging left behind
     if case.max_rss_mb:
         assert peak_mb < case.max_rss_mb

@@ -12,16 +12,16 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from forked import run_forked
 from PIL import Image
 
-from helpers import CLASSES, ROOT, class_image, contract_model, job_env, tree_snapshot
+from helpers import CLASSES, ROOT, assert_nothing_forged, class_image, contract_model, job_env, tree_snapshot
 from job.storage.manifest import write_manifest
 
 CANARY = "c4nary-5ecret-93f1"
@@ -779,6 +779,450 @@ SECRETS = [
     ),
 ]
 
+# ------------------------------------------------------------------------------------ what arrives (S3 faults)
+
+_PROXIES: list = []  # fault proxies started by the rows below; closed after each test
+
+
+def _proxy(c: Ctx, **faults) -> str:
+    """A FaultProxy in front of the test server; its endpoint."""
+    from s3_server import FaultProxy
+
+    proxy = FaultProxy(c.env["AWS_ENDPOINT_URL"], **faults)
+    _PROXIES.append(proxy)
+    return proxy.endpoint
+
+
+def _publish_via(**faults):
+    """`publish` of a new run to the store through a proxy injecting `faults` (2 retries)."""
+
+    def build(c: Ctx) -> list[str]:
+        c.env["JOB_S3_RETRIES"] = "2"
+        return [*_publish_with(lambda r: write_manifest(r, "new-run"))(c), "--s3-endpoint", _proxy(c, **faults)]
+
+    return build
+
+
+def _read_via(reader: str, **faults):
+    """A reader of the store whose every request goes through a proxy injecting `faults`."""
+    run = cmd(*READERS[reader])
+
+    def build(c: Ctx) -> list[str]:
+        c.env["AWS_ENDPOINT_URL"] = _proxy(c, **faults)
+        return run(c)
+
+    return build
+
+
+S3 = ("s3",)
+CUT = {"truncate_get": 1000}  # every object GET: the full Content-Length announced, half the body sent
+UPLOADS = [
+    Case(
+        "publish: model.onnx corrupted in transit (one byte)",
+        4,
+        _publish_via(corrupt_put=1, match="new-run/model.onnx"),
+        "did not arrive intact",
+        S3,
+    ),
+    Case(
+        "publish: manifest.json corrupted in transit",
+        4,
+        _publish_via(corrupt_put=1, match="new-run/manifest.json"),
+        "did not arrive intact",
+        S3,
+    ),
+    Case(
+        "publish: corrupted in transit, ETag of the bytes sent answered",
+        4,
+        _publish_via(corrupt_put=1, keep_etag=True, match="new-run/metrics.json"),
+        "did not arrive intact",
+        S3,
+    ),
+    Case(
+        "publish: PUT answered 200 with an ETag, nothing stored",
+        4,
+        _publish_via(fake_put=1, match="new-run/model.int8.onnx"),
+        "did not arrive intact",
+        S3,
+    ),
+    Case(
+        "publish: read-back body cut short every time",
+        4,
+        _publish_via(truncate_get=1000, match="new-run/"),
+        "cut short",
+        S3,
+    ),
+    Case(
+        "publish: read-back body one byte short, Content-Length to match",
+        4,
+        _publish_via(short_get=1, match="new-run/model.onnx"),
+        "did not arrive intact",
+        S3,
+    ),
+    Case(
+        "publish: latest.json read cut short every time",
+        4,
+        _publish_via(truncate_get=1000, match="latest.json"),
+        "cut short",
+        S3,
+    ),
+    *[
+        Case(f"GET bodies cut short every time [{r}]", 4, _read_via(r, **CUT), "cut short", S3)
+        for r in ("verify", "download", "predict-run", "predict-store", "export-serving")
+    ],
+    *[
+        Case(
+            f"model.onnx GET one byte short, Content-Length to match [{r}]",
+            3,
+            _read_via(r, short_get=1000, match="good/model.onnx"),
+            "model.onnx",
+            S3,
+        )
+        for r in ("verify", "download", "predict-run", "export-serving")
+    ],
+]
+
+# ------------------------------------------------------------------------------------ export-serving destinations
+
+
+def _export(dest: Callable[[Ctx], str], *extra: str, prepare: Callable[[Ctx], object] | None = None):
+    def build(c: Ctx) -> list[str]:
+        if prepare:
+            prepare(c)
+        return ["runs", "export-serving", c.uri, RUN, dest(c), *extra]
+
+    return build
+
+
+def _s3_dest(c: Ctx) -> str:
+    return f"s3://{c.bucket}/serving"
+
+
+def _empty_folder(c: Ctx) -> Path:
+    (c.tmp / "empty").mkdir(exist_ok=True)
+    return c.tmp / "empty"
+
+
+def _export_via(**faults):
+    """export-serving to s3://bucket/serving with every request through a proxy injecting `faults`."""
+
+    def build(c: Ctx) -> list[str]:
+        c.env["AWS_ENDPOINT_URL"] = _proxy(c, **faults)
+        return ["runs", "export-serving", c.uri, RUN, _s3_dest(c)]
+
+    return build
+
+
+EXPORTS = [
+    Case(
+        "export-serving: destination under a file",
+        4,
+        _export(lambda c: str(c.tmp / "afile" / "repo"), prepare=_dest_under_file),
+        "cannot create",
+    ),
+    Case(
+        "export-serving: destination a symlink to an empty folder",
+        3,
+        _export(lambda c: (c.tmp / "link").symlink_to(_empty_folder(c)) or str(c.tmp / "link")),
+        "symbolic link",
+    ),
+    Case(
+        "export-serving: destination an existing file", 3, _export(lambda c: c.dest, prepare=_dest_file), "not an empty"
+    ),
+    Case(
+        "export-serving: destination a non-empty folder",
+        3,
+        _export(lambda c: c.dest, prepare=_dest_full),
+        "not an empty",
+    ),
+    Case("export-serving: destination is the store", 2, _export(lambda c: c.uri), "inside the store"),
+    Case("export-serving: destination inside the store", 2, _export(lambda c: f"{c.uri}/serving"), "inside the store"),
+    Case(
+        "export-serving: destination inside the run folder",
+        2,
+        _export(lambda c: f"{c.uri}/{RUN}/repo"),
+        "inside the store",
+        LOCAL,
+    ),
+    Case(
+        "export-serving: destination a symlink into the store",
+        2,
+        _export(lambda c: (c.tmp / "link").symlink_to(c.uri) or str(c.tmp / "link" / "repo")),
+        "inside the store",
+        LOCAL,
+    ),
+    Case(
+        "export-serving: S3 destination holds a stale model version",
+        3,
+        _export(_s3_dest, prepare=lambda c: c.client.put_object(Bucket=c.bucket, Key="serving/cifar10/2/x", Body=b"x")),
+        "holds objects already",
+        S3,
+    ),
+    Case(
+        "export-serving: S3 upload corrupted in transit",
+        4,
+        _export_via(corrupt_put=1, match="/serving/"),
+        "did not arrive intact",
+        S3,
+    ),
+    Case(
+        "export-serving: S3 PUT of config.pbtxt answered 200, nothing stored",
+        4,
+        _export_via(fake_put=1, match="config.pbtxt"),
+        "were removed",
+        S3,
+    ),
+    Case(
+        "export-serving: S3 read-back cut short every time",
+        4,
+        _export_via(truncate_get=1000, match="/serving/"),
+        "cut short",
+        S3,
+    ),
+    *[
+        Case(f"export-serving: --name {label}", 2, _export(lambda c: c.dest, "--name", name), "--name", LOCAL)
+        for label, name in {
+            "65 characters": "m" * 65,
+            "10,000 characters": "m" * 10_000,
+            "with a slash": "a/b",
+            "'..'": "..",
+            "hidden": ".hidden",
+            "non-ASCII letters": "modèle",
+            "empty": "",
+            "with a newline and a workflow command": "x\n::error::forged",
+            "with an escape sequence": "x\x1b[2J",
+        }.items()
+    ],
+    Case(
+        "download into a symlink to an empty folder",
+        3,
+        lambda c: [
+            "runs",
+            "download",
+            c.uri,
+            RUN,
+            (c.tmp / "link").symlink_to(_empty_folder(c)) or str(c.tmp / "link"),
+        ],
+        "symbolic link",
+    ),
+]
+
+# ------------------------------------------------------------------------------------ the gates: JSON, class names, text
+# Every JSON document passes one loader (size and depth bounded, no NaN), every list of class names one check, every
+# text shown to a person one gate (job/gates/). Each row breaks one of them through one surface.
+
+DEEP = b"[" * 100_000  # Python's C parser raises RecursionError on it; the gate answers with one line
+DEEP_CLOSED = b"[" * 100_000 + b"]" * 100_000
+DEEP_POINTER = b"[" * 60_000  # under latest.json's 64 KiB bound, so the depth bound answers
+
+
+def _nested(levels: int):
+    value: object = "x"
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
+def _raw(name: str, data: bytes):
+    return lambda c: c.put(name, data)
+
+
+POINTER_READERS = {
+    "predict": ("predict", "{store}", "{image}"),
+    "show": ("runs", "show", "{store}", "latest"),
+    "download": ("runs", "download", "{store}", "latest", "{dest}"),
+    "verify": ("runs", "verify", "{store}", "latest"),
+}
+JSON_GATE = [
+    *[
+        Case(
+            f"latest.json nested 60,000 deep [{r}]", 3, then(_raw("latest.json", DEEP_POINTER), *a), "nested more than"
+        )
+        for r, a in POINTER_READERS.items()
+    ],
+    Case(
+        "latest.json 30,000 closed brackets [show]",
+        3,
+        then(_raw("latest.json", b"[" * 30_000 + b"]" * 30_000), *POINTER_READERS["show"]),
+        "nested more than",
+    ),
+    Case(
+        "latest.json valid but 33 levels deep [predict]",
+        3,
+        then(lambda c: c.pointer({"run_id": RUN, "x": _nested(32)}), *POINTER_READERS["predict"]),
+        "nested more than 32",
+    ),
+    Case(
+        "latest.json with NaN [show]",
+        3,
+        then(_raw("latest.json", b'{"run_id": "good", "test_accuracy": NaN}'), *POINTER_READERS["show"]),
+        "not valid JSON",
+    ),
+    Case(
+        "latest.json over 64 KiB [predict]",
+        3,
+        then(lambda c: c.pointer({"run_id": RUN, "pad": "x" * 70_000}), *POINTER_READERS["predict"]),
+        "over the 65,536-byte limit",
+    ),
+    Case(
+        "latest.json not UTF-8 [show]",
+        3,
+        then(_raw("latest.json", b'{"run_id": "\xff\xfe"}'), *POINTER_READERS["show"]),
+        "not valid JSON",
+    ),
+    *for_readers(
+        "manifest nested 100,000 deep",
+        _raw(f"{RUN}/manifest.json", DEEP),
+        "nested more than",
+        ("verify", "download", "predict-run", "export-serving"),
+    ),
+    *for_readers(
+        "manifest 100,000 closed brackets", _raw(f"{RUN}/manifest.json", DEEP_CLOSED), "nested more than", ("verify",)
+    ),
+    *for_readers(
+        "manifest valid but 40 levels deep",
+        lambda c: c.manifest(lambda m: m.update(x=_nested(40))),
+        "nested more than 32",
+        ("verify", "predict-run"),
+    ),
+    *for_readers("manifest bytes NaN", _raw(f"{RUN}/manifest.json", b'{"files": [{"bytes": NaN}]}'), "not valid JSON"),
+    *for_readers(
+        "manifest over 16 MiB",
+        lambda c: c.manifest(lambda m: m.update(pad="x" * (17 * 1024 * 1024))),
+        "over the 16,777,216-byte limit",
+        ("verify",),
+        backends=LOCAL,
+    ),
+    Case(
+        "metrics.json nested 100,000 deep [show]",
+        3,
+        then(_raw(f"{RUN}/metrics.json", DEEP), "runs", "show", "{store}", RUN),
+        "nested more than",
+    ),
+    Case(
+        "metrics.json a list [show]",
+        3,
+        then(_raw(f"{RUN}/metrics.json", b"[1]"), "runs", "show", "{store}", RUN),
+        "expected a JSON object",
+    ),
+]
+
+# A model's class names: labels.txt lines (export-serving), `predict --json` keys, log lines, the page. Each row is a
+# 3-output contract model whose metadata breaks one rule of the class-name gate.
+CLASS_NAMES = {
+    "a line break (forges an error line)": (["cat", "dog\nerror: data error: forged", "eel"], "line-break"),
+    "a carriage return": (["cat", "dog\rforged", "eel"], "line-break"),
+    "an escape sequence": (["cat", "\x1b[2Jdog", "eel"], "line-break"),
+    "a C1 control (CSI)": (["cat", "dog\x9b2J", "eel"], "line-break"),
+    "U+2028": (["cat", "dog\u2028eel", "fox"], "line-break"),
+    "a NUL": (["cat", "dog\x00", "eel"], "line-break"),
+    "a bidi override": (["cat", "dog\u202egnp.exe", "eel"], "format character"),
+    "a zero-width joiner": (["cat", "d\u200dog", "eel"], "format character"),
+    "a duplicate": (["cat", "cat", "eel"], "are the same name"),
+    "a duplicate by case": (["cat", "CAT", "eel"], "are the same name"),
+    "a duplicate after NFC": (["caf\u00e9", "cafe\u0301", "eel"], "are the same name"),
+    "leading white space": ([" cat", "dog", "eel"], "white space"),
+    "an empty name": (["", "dog", "eel"], "empty"),
+    "65 characters": (["c" * 65, "dog", "eel"], "longer than 64"),
+    "1001 names": ([f"c{i}" for i in range(1001)], "over the limit of 1000"),
+    "nested 100,000 deep": (DEEP_CLOSED.decode(), "nested more than"),
+    "NaN": ('[NaN, "dog", "eel"]', "not valid JSON"),
+    "an object": ('{"0": "cat"}', "non-empty list"),
+    "a 300 KB document": (json.dumps(["cat", "dog", "eel" + "x" * 300_000]), "over the"),
+    "2 names for 3 outputs": (["cat", "dog"], "2 class names for 3 model outputs"),
+}
+CLASS_NAME_EXPORTS = ("a line break (forges an error line)", "a duplicate", "nested 100,000 deep")
+CLASS_NAME_CASES = [
+    *[
+        Case(
+            f"class names: {label} [predict]", 8, then(_contract(classes=3, class_names=n), *READERS["predict-run"]), s
+        )
+        for label, (n, s) in CLASS_NAMES.items()
+    ],
+    *[
+        Case(
+            f"class names: {label} [node-run]",
+            8,
+            then(_contract(classes=3, class_names=n), *NODE["node-run"]),
+            s,
+            LOCAL,
+        )
+        for label, (n, s) in CLASS_NAMES.items()
+    ],
+    *[
+        Case(
+            f"class names: {label} [export-serving]",
+            8,
+            then(_contract(classes=3, class_names=CLASS_NAMES[label][0]), *READERS["export-serving"]),
+            CLASS_NAMES[label][1],
+        )
+        for label in CLASS_NAME_EXPORTS
+    ],
+]
+
+# Text that reaches a terminal or a CI log: names read from a store or given on the command line, with line breaks,
+# escape sequences and workflow commands. The row asserts its one error line; every row of the table asserts that
+# nothing forged a line (test below: no workflow command, no escape sequence, no raw control in any output).
+TEXT_GATE = [
+    Case(
+        "latest.json run_id a workflow command [show]",
+        3,
+        then(lambda c: c.pointer({"run_id": "::stop-commands::tok3n"}), *POINTER_READERS["show"]),
+        "holds no run",
+    ),
+    Case(
+        "latest.json run_id a legacy workflow command [predict]",
+        3,
+        then(lambda c: c.pointer({"run_id": "##[error]forged"}), *POINTER_READERS["predict"]),
+        "no manifest",
+    ),
+    Case("run id a workflow command [show]", 3, cmd("runs", "show", "{store}", "::error::forged"), "holds no run"),
+    Case(
+        "run id with a line break and an escape [download]",
+        3,
+        cmd("runs", "download", "{store}", "x\x1b[2J\nerror: forged", "{dest}"),
+        "control character",
+    ),
+    Case(
+        "store path with an escape sequence [runs list]",
+        3,
+        lambda c: ["runs", "list", str(c.tmp / "no\x1b]8;;http://evil\x07where")],
+        "not a folder",
+        LOCAL,
+    ),
+    Case(
+        "store path with a line break [runs verify]",
+        3,
+        lambda c: ["runs", "verify", str(c.tmp / "no\nerror: storage error: forged")],
+        "not a folder",
+        LOCAL,
+    ),
+    Case(
+        "image name with a line break and a workflow command [predict]",
+        3,
+        lambda c: ["predict", c.run_uri(), str(c.tmp / "x\n::error::forged.png")],
+        ":\\x3aerror:\\x3aforged",  # the one error line, the name escaped
+    ),
+    Case(
+        "image name with a bidi override [predict]",
+        3,
+        lambda c: ["predict", c.run_uri(), str(c.tmp / "cat\u202egnp.exe")],
+        "\\u202e",
+    ),
+    Case(
+        "manifest path a workflow command [verify]",
+        3,
+        then(
+            lambda c: c.manifest(
+                lambda m: m["files"].append({"path": "::error::forged", "bytes": 1, "sha256": "0" * 64})
+            ),
+            *READERS["verify"],
+        ),
+        "listed but missing",
+    ),
+]
+
+
 ALL = (
     MANIFEST_PATHS
     + MANIFEST_SHAPES
@@ -792,11 +1236,23 @@ ALL = (
     + FLAGS
     + ENDPOINTS
     + SECRETS
+    + UPLOADS
+    + EXPORTS
+    + JSON_GATE
+    + CLASS_NAME_CASES
+    + TEXT_GATE
 )
 PARAMS = [pytest.param(case, backend, id=f"{case.name} ({backend})") for case in ALL for backend in case.backends]
 
 
 # ------------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(autouse=True)
+def _close_proxies():
+    yield
+    while _PROXIES:
+        _PROXIES.pop().close()
 
 
 @pytest.fixture(scope="module")
@@ -842,18 +1298,14 @@ def test_a_hostile_store_ends_in_its_documented_state(case, backend, ctx):
         if not (NODE_DIR / "node_modules").is_dir() or not shutil.which("node"):
             pytest.skip("the Node.js consumer is not installed (npm ci in examples/node)")
         command = ["node", str(NODE_DIR / "classify.mjs"), *args[1:]]
-    else:
-        command = [sys.executable, "-m", "job", *args]
     before = ctx.snapshot()
-    proc = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        env=job_env(**{**ctx.env, **(case.env or {})}),
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        timeout=60,
-    )
+    env = job_env(**{**ctx.env, **(case.env or {})})
+    if args[0] == "node":
+        proc = subprocess.run(
+            command, capture_output=True, text=True, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, timeout=60
+        )
+    else:
+        proc, _ = run_forked(args, env=env, cwd=ROOT, timeout=60)
     print(f"{case.name} ({backend}): exit {proc.returncode}")
     assert proc.returncode == case.code, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
@@ -862,6 +1314,31 @@ def test_a_hostile_store_ends_in_its_documented_state(case, backend, ctx):
     assert case.says in errors[0], errors[0]
     assert ctx.snapshot() == before  # nothing written anywhere, no partial download, the store unchanged
     assert CANARY not in proc.stdout + proc.stderr
+    assert_nothing_forged(proc)
+
+
+@pytest.mark.parametrize("backend", ["local"])
+def test_predict_prints_hostile_class_names_escaped(backend, ctx):
+    """Class names that are allowed but dangerous to print (workflow commands, markup) and an image named with a line
+    break: the text lines are escaped one by one, the --json lines decode to the exact names."""
+    names = ["::error::forged", "##[error]forged", "<b>bold</b>"]
+    _contract(classes=3, class_names=names)(ctx)
+    image = ctx.tmp / "x\n::stop-commands::tok.png"
+    shutil.copy(ctx.image, image)
+    text, _ = run_forked(["predict", ctx.run_uri(), str(image), "--top-k", "3"], env=job_env(), cwd=ROOT, timeout=60)
+    as_json, _ = run_forked(["predict", ctx.run_uri(), str(image), "--json"], env=job_env(), cwd=ROOT, timeout=60)
+    assert text.returncode == as_json.returncode == 0, text.stderr + as_json.stderr
+    assert len(text.stdout.splitlines()) == 1 and len(as_json.stdout.splitlines()) == 1
+    assert (
+        ":\\x3aerror:\\x3aforged" in text.stdout
+        and "#\\x23[error]forged" in text.stdout
+        and "<b>bold</b>" in text.stdout
+    )
+    assert "x\\x0a:\\x3astop-commands:\\x3atok.png" in text.stdout
+    record = json.loads(as_json.stdout)
+    assert set(record["probabilities"]) == set(names) and record["input"] == str(image)
+    assert_nothing_forged(text)
+    assert_nothing_forged(as_json)
 
 
 def test_the_store_table_holds_every_class_of_fault():

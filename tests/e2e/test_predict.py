@@ -243,6 +243,26 @@ def test_images_from_standard_input(trained_run, images, tmp_path):
         tar.add(images / "img1.png", arcname="b.png")
     many = run((tmp_path / "s.tar").read_bytes())
     assert [r["input"] for r in json_lines(many.stdout.decode())] == ["-:a.png", "-:b.png"]
+    (tmp_path / "notes.txt").write_text("no images")
+    with tarfile.open(tmp_path / "none.tar", "w") as tar:  # a tar stream holding no images: a data error, like a folder
+        tar.add(tmp_path / "notes.txt", arcname="notes.txt")
+    none = run((tmp_path / "none.tar").read_bytes())
+    errors = [line for line in none.stderr.decode().splitlines() if line.startswith("error:")]
+    assert none.returncode == 3 and none.stdout == b"" and b"Traceback" not in none.stderr, none.stderr
+    assert len(errors) == 1 and errors[0].startswith("error: data error: -: the tar stream holds no images"), errors
+
+
+def test_a_16_bit_png_predicts_like_its_8_bit_twin(trained_run, tmp_path):
+    """A 16-bit grey PNG (Pillow mode I;16): the image gate keeps the high byte of each sample, so `job predict`
+    gives exactly its 8-bit twin's probabilities (before the gate it decoded as all white)."""
+    grey8 = class_image(3, np.random.default_rng(5))[..., 1]
+    Image.fromarray(grey8).save(tmp_path / "eight.png")
+    Image.fromarray((grey8.astype(np.uint16) << 8) | 0x7F).save(tmp_path / "sixteen.png")
+    assert Image.open(tmp_path / "sixteen.png").mode == "I;16"
+    proc = predict(str(trained_run["dir"]), str(tmp_path / "eight.png"), str(tmp_path / "sixteen.png"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    eight, sixteen = json_lines(proc.stdout)
+    assert eight["probabilities"] == sixteen["probabilities"]
 
 
 def test_a_closed_stdout_ends_the_predictor_quietly(trained_run, images):

@@ -82,6 +82,8 @@ def test_summary_line_is_machine_readable(s3_run):
     summary = json.loads(s3_run["proc"].stdout.strip().splitlines()[-1])
     assert summary["store"] == "s3://runs/team/cifar" and summary["uri"] == "s3://runs/team/cifar/s3-1"
     assert summary["upload"]["objects"] >= 12 and summary["upload"]["requests"] >= summary["upload"]["objects"]
+    assert 0 < summary["upload"]["verify_seconds"] < summary["upload"]["seconds"]  # the read-back, inside the upload
+    print("upload:", summary["upload"])
     assert {"test_accuracy", "onnx_test_accuracy", "parity_max_abs_diff", "durations_s"} <= set(summary)
 
 
@@ -283,3 +285,171 @@ def test_failed_upload_after_training_keeps_the_run_for_publish(bucket, s3_env, 
     again = run_job("publish", str(kept), f"s3://{bucket}/p", env=s3_env)
     assert again.returncode == 0, again.stderr
     assert "p/kept-1/manifest.json" in keys(make_client(), bucket)
+
+
+# ---------------------------------------------------------------- what arrived: uploads read back, GETs retried
+
+
+def _error_lines(proc) -> list[str]:
+    return [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+
+
+def test_a_corrupted_upload_never_leaves_latest_on_a_run_verify_rejects(bucket, s3_env, s3_endpoint, tmp_path):
+    """One byte flipped in transit (moto, unlike S3, stores a body whose Content-MD5 does not match): the
+    read-back refuses it, nothing of the run stays, latest.json stays on the run that verifies."""
+    store = f"s3://{bucket}/p"
+    open_store(store).publish(_local_run(tmp_path / "good"), "good", {"finished_at": "2026-01-01T00:00:00Z"})
+    latest_before = make_client().get_object(Bucket=bucket, Key="p/latest.json")["Body"].read()
+    for faults in ({"corrupt_put": 1, "match": "r2/model.onnx"}, {"corrupt_put": 1, "match": "r2/manifest.json"}):
+        proxy = FaultProxy(s3_endpoint, **faults)
+        try:
+            run = _local_run(tmp_path / faults["match"].replace("/", "-"), "r2")
+            proc = run_job("publish", str(run), store, "--s3-endpoint", proxy.endpoint, env=s3_env)
+        finally:
+            proxy.close()
+        assert proxy.injected == 1
+        assert proc.returncode == 4, proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr and len(_error_lines(proc)) == 1, proc.stderr[-2000:]
+        assert "did not arrive intact" in _error_lines(proc)[0] and faults["match"] in _error_lines(proc)[0]
+        assert keys(make_client(), bucket, "p/r2/") == []
+        assert make_client().get_object(Bucket=bucket, Key="p/latest.json")["Body"].read() == latest_before
+        verify = run_job("runs", "verify", store, "latest", env=s3_env)
+        assert verify.returncode == 0, verify.stderr[-2000:]
+
+
+def test_every_put_carries_content_md5(bucket, s3_env, s3_endpoint, tmp_path):
+    """Content-MD5 on every object PUT and every part (what S3, MinIO and Ceph check before storing)."""
+    import base64
+    import hashlib
+
+    from botocore.awsrequest import AWSPreparedRequest
+
+    run = tmp_path / "big"
+    run.mkdir()
+    (run / "model.keras").write_bytes(bytes(range(256)) * (36 * 1024 + 7))  # 9 MiB + : two parts
+    (run / "metrics.json").write_text("{}")
+    write_manifest(run, "big")
+    store = open_store(f"s3://{bucket}/p")
+    seen: list[tuple[str, bool]] = []
+
+    def check(request: AWSPreparedRequest, **_):
+        if request.method == "PUT" and request.body and "latest.json" not in request.url:
+            body = request.body if isinstance(request.body, bytes) else request.body.read()
+            md5 = base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()
+            sent = request.headers.get("Content-MD5")
+            sent = sent.decode() if isinstance(sent, bytes) else sent
+            seen.append((request.url.split("?")[0].rsplit("/", 1)[-1], sent == md5))
+            if hasattr(request.body, "seek"):
+                request.body.seek(0)
+
+    store.location.client.meta.events.register("before-send.s3", check)
+    store.publish(run, "big", {})
+    assert seen and all(ok for _, ok in seen), seen
+    assert [name for name, _ in seen].count("model.keras") == 2  # one per part
+    assert "-" in make_client().head_object(Bucket=bucket, Key="p/big/model.keras")["ETag"]
+    assert store.location.last_upload["verify_seconds"] > 0
+
+
+def test_a_corrupted_part_of_a_multipart_upload_is_refused(bucket, s3_env, s3_endpoint, tmp_path):
+    run = tmp_path / "big"
+    run.mkdir()
+    (run / "model.keras").write_bytes(b"\1" * (9 * 1024 * 1024))
+    write_manifest(run, "big")
+    proxy = FaultProxy(s3_endpoint, corrupt_put=1, match="big/model.keras")
+    try:
+        with pytest.raises(StorageError, match="did not arrive intact"):
+            open_store(f"s3://{bucket}/p", S3Options(endpoint=proxy.endpoint, retries=2)).publish(run, "big", {})
+    finally:
+        proxy.close()
+    assert proxy.injected == 1 and keys(make_client(), bucket) == []
+
+
+def test_a_truncated_get_is_retried_and_succeeds(bucket, s3_env, s3_endpoint, tmp_path):
+    store = f"s3://{bucket}/p"
+    open_store(store).publish(_local_run(tmp_path / "good"), "good", {})
+    for reader in (["runs", "verify", store, "good"], ["runs", "download", store, "good", str(tmp_path / "dl")]):
+        proxy = FaultProxy(s3_endpoint, truncate_get=1)  # the first object GET: half its body, then a close
+        try:
+            proc = run_job(*reader, env={**s3_env, "AWS_ENDPOINT_URL": proxy.endpoint})
+        finally:
+            proxy.close()
+        assert proxy.injected == 1
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "cut short" in proc.stderr  # logged, then fetched again
+    assert verify_manifest(tmp_path / "dl") == []
+    proxy = FaultProxy(s3_endpoint, truncate_get=1, match="r2/")  # the publish's own read-back
+    try:
+        store_ = open_store(store, S3Options(endpoint=proxy.endpoint, retries=3))
+        store_.publish(_local_run(tmp_path / "r2", "r2"), "r2", {})
+    finally:
+        proxy.close()
+    assert proxy.injected == 1 and "p/r2/manifest.json" in keys(make_client(), bucket)
+
+
+def test_persistent_truncation_is_a_storage_error(bucket, s3_env, s3_endpoint, tmp_path):
+    store = f"s3://{bucket}/p"
+    open_store(store).publish(_local_run(tmp_path / "good"), "good", {})
+    proxy = FaultProxy(s3_endpoint, truncate_get=1000)
+    try:
+        proc = run_job("runs", "verify", store, "good", env={**s3_env, "AWS_ENDPOINT_URL": proxy.endpoint})
+    finally:
+        proxy.close()
+    assert proc.returncode == 4, proc.stderr[-2000:]
+    assert len(_error_lines(proc)) == 1 and "cut short on each of 5 attempts" in _error_lines(proc)[0]
+    assert proxy.injected == 5  # bounded: the default retry count
+
+
+# ---------------------------------------------------------------- export-serving and download destinations
+
+
+def _contract_run(tmp_path) -> Path:
+    from helpers import CLASSES, contract_model
+
+    run = tmp_path / "src" / "good"
+    run.mkdir(parents=True)
+    contract_model(run / "model.onnx", classes=3, class_names=CLASSES[:3])
+    (run / "metrics.json").write_text("{}")
+    write_manifest(run, "good")
+    return run
+
+
+def test_export_serving_to_s3_writes_a_complete_repository(bucket, s3_env, s3_endpoint, tmp_path):
+    store = f"s3://{bucket}/runs"
+    open_store(store).publish(_contract_run(tmp_path), "good", {})
+    proc = run_job("runs", "export-serving", store, "good", f"s3://{bucket}/serving", env=s3_env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    written = keys(make_client(), bucket, "serving/")
+    assert any(k.endswith("/config.pbtxt") for k in written) and any(k.endswith("/1/model.onnx") for k in written)
+    again = run_job("runs", "export-serving", store, "good", f"s3://{bucket}/serving", env=s3_env)
+    assert again.returncode == 3 and "holds objects already" in again.stderr  # never mixed with an older export
+    proxy = FaultProxy(s3_endpoint, fake_put=1, match="config.pbtxt")  # the last object: all others were written
+    try:
+        env = {**s3_env, "AWS_ENDPOINT_URL": proxy.endpoint}
+        failed = run_job("runs", "export-serving", store, "good", f"s3://{bucket}/serving2", env=env)
+    finally:
+        proxy.close()
+    assert failed.returncode == 4 and "were removed" in failed.stderr, failed.stderr[-2000:]
+    assert keys(make_client(), bucket, "serving2/") == []
+
+
+def test_folders_made_by_download_and_export_follow_the_umask(tmp_path):
+    """Not mkdtemp's 0700: a downloaded run or a model repository is a folder like any other (umask 022 -> 0755);
+    files keep their own modes (0644)."""
+    store = tmp_path / "store"
+    open_store(str(store)).publish(_contract_run(tmp_path), "good", {})
+    code = (
+        "import os, sys; os.umask(0o022); from job.cli import main; "
+        "sys.exit(main(['runs', sys.argv[1], sys.argv[2], 'good', sys.argv[3]]))"
+    )
+    import subprocess
+    import sys
+
+    from helpers import ROOT, job_env
+
+    for command, dest in (("download", tmp_path / "dl"), ("export-serving", tmp_path / "repo")):
+        argv = [sys.executable, "-c", code, command, str(store), str(dest)]
+        proc = subprocess.run(argv, capture_output=True, text=True, env=job_env(), cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        for path in [dest, *dest.rglob("*")]:
+            mode = path.stat().st_mode & 0o777
+            assert mode == (0o755 if path.is_dir() else 0o644), (path, oct(mode))

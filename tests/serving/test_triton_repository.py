@@ -1,14 +1,21 @@
 """A model repository written by `job runs export-serving` from a real run, read the way Triton and KServe read
-it: config.pbtxt parsed with Triton's own ModelConfig protobuf (shipped in tritonclient, in its own venv), every
-tensor's name, type and shape compared with the ONNX graph, the copied model.onnx hashed against the run's
-manifest, and an Open Inference Protocol request built from the contract checked against the config."""
+it: config.pbtxt parsed with Triton's own ModelConfig protobuf (shipped in tritonclient, in its own venv), Triton's
+loading rules run over every top-level folder of the repository (tests/serving/model_repositories.py), both
+InferenceServices resolved to the folders they name, every tensor's name, type and shape compared with the ONNX
+graph, the copied files hashed against the run's manifest, and an Open Inference Protocol request built from the
+contract checked against the config. One run per layout the SavedModel can be in (runs, SageMaker, Vertex)."""
 
 import json
+import re
+import shutil
 import subprocess
+from functools import cache
 
+import k8s_manifests as k8s
 import numpy as np
 import onnx
 import pytest
+from model_repositories import tf_serving_problems, triton_repository_problems
 from venvs import compat_venv
 
 from helpers import ROOT, make_image_tree, make_tar, run_job, train_args
@@ -26,23 +33,89 @@ ONNX_TO_TRITON = {onnx.TensorProto.UINT8: "TYPE_UINT8", onnx.TensorProto.FLOAT: 
 V2_TO_TRITON = {"UINT8": "TYPE_UINT8", "FP32": "TYPE_FP32"}
 
 
+SAVEDMODEL_IN = {"runs": "saved_model/", "sagemaker": "1/", "vertex": ""}  # where each layout's run holds it
+
+
+@cache
+def parse_config(path) -> dict:
+    """config.pbtxt through Triton's own ModelConfig protobuf: a file Triton cannot parse fails here."""
+    python = compat_venv(ROOT / "infra" / "serving" / "tritonclient.txt")
+    parsed = subprocess.run([str(python), "-c", PARSE, str(path)], capture_output=True, text=True)
+    assert parsed.returncode == 0, parsed.stderr[-2000:]
+    return json.loads(parsed.stdout)
+
+
 @pytest.fixture(scope="module")
-def repository(tmp_path_factory):
-    base = tmp_path_factory.mktemp("triton")
-    data = make_tar(make_image_tree(base / "tree", per_class=12), base / "tiny.tar.gz")
-    run = run_job(*train_args(data, base / "store", run_id="r1", cache=base / "cache"))
+def tiny_data(tmp_path_factory):
+    base = tmp_path_factory.mktemp("triton-data")
+    return {"tar": make_tar(make_image_tree(base / "tree", per_class=12), base / "tiny.tar.gz"), "cache": base / "c"}
+
+
+@pytest.fixture(scope="module", params=sorted(SAVEDMODEL_IN))
+def repository(request, tiny_data, tmp_path_factory):
+    layout = request.param
+    base = tmp_path_factory.mktemp(f"triton-{layout}")
+    out = base / "store"
+    args = train_args(tiny_data["tar"], out, run_id="r1", cache=tiny_data["cache"], layout=layout)
+    run = run_job(*args)
     assert run.returncode == 0, run.stderr[-3000:]
-    proc = run_job("runs", "export-serving", str(base / "store"), "latest", str(base / "repo"))
+    # a flat run folder (SageMaker / Vertex model directory) is itself the run: no run id
+    proc = run_job("runs", "export-serving", str(out), "latest" if layout == "runs" else "", str(base / "repo"))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return {"repo": base / "repo", "run": base / "store" / "r1", "event": json.loads(proc.stdout)}
+    run_dir = out / "r1" if layout == "runs" else out
+    return {"repo": base / "repo", "run": run_dir, "layout": layout, "event": json.loads(proc.stdout.splitlines()[-1])}
+
+
+def test_triton_loads_every_top_level_folder_of_the_repository(repository):
+    """Triton tries every top-level folder and, with its default --exit-on-error, refuses to start when one fails:
+    the Triton root holds only models it loads, and the SavedModel sits apart, where TensorFlow Serving loads it."""
+    repo = repository["repo"]
+    assert sorted(p.name for p in repo.iterdir()) == ["tensorflow", "triton"]
+    event = repository["event"]
+    assert event["triton_repository"] == "triton" and event["tensorflow_model"] == "tensorflow/cifar10"
+    assert triton_repository_problems(repo / "triton", parse_config) == []
+    assert [p.name for p in (repo / "triton").iterdir()] == ["cifar10"]
+    assert (repo / "triton" / "cifar10" / "config.pbtxt").is_file()  # no auto-complete guesswork
+    assert tf_serving_problems(repo / "tensorflow" / "cifar10") == []
+    assert sorted(p.name for p in (repo / "tensorflow" / "cifar10").iterdir()) == ["1"]
+
+
+def test_the_rules_refuse_a_savedmodel_beside_the_onnx_model(repository, tmp_path):
+    """The layout Triton refused: a SavedModel folder without config.pbtxt, not in model.savedmodel/, at the top."""
+    bad = tmp_path / "repo"
+    shutil.copytree(repository["repo"] / "triton", bad)
+    shutil.copytree(repository["repo"] / "tensorflow" / "cifar10", bad / "cifar10-tf")
+    assert triton_repository_problems(bad, parse_config) == [
+        "cifar10-tf: no config.pbtxt and no model file Triton recognises"
+    ]
+    (bad / "cifar10-tf" / "config.pbtxt").write_text('platform: "tensorflow_savedmodel"\nmax_batch_size: 8\n')
+    assert triton_repository_problems(bad, parse_config) == [
+        "cifar10-tf: version 1 has no model.savedmodel/saved_model.pb"
+    ]
+    shutil.rmtree(bad / "cifar10-tf")
+    assert triton_repository_problems(bad, parse_config) == []
+
+
+def test_both_inference_services_point_at_folders_that_hold_only_loadable_models(repository):
+    """storageUri resolved against the repository that the manifest's own export command writes."""
+    onnx_isvc, tf_isvc = (
+        k8s.docs(ROOT / "infra" / "kserve" / f"inferenceservice-{f}.yaml")[0] for f in ("onnx", "tensorflow")
+    )
+    text = (ROOT / "infra" / "kserve" / "inferenceservice-onnx.yaml").read_text()
+    dest = re.search(r"runs export-serving \S+ \S+ (s3://\S+)", text).group(1).rstrip("/") + "/"
+
+    def local(isvc):
+        uri = isvc["spec"]["predictor"]["model"]["storageUri"]
+        assert uri.startswith(dest), (uri, dest)
+        return repository["repo"] / uri[len(dest) :]
+
+    assert triton_repository_problems(local(onnx_isvc), parse_config) == []
+    assert tf_serving_problems(local(tf_isvc)) == []
 
 
 def test_triton_parses_the_config_and_it_matches_the_onnx_graph(repository):
-    python = compat_venv(ROOT / "infra" / "serving" / "tritonclient.txt")
-    model_dir = repository["repo"] / "cifar10"
-    parsed = subprocess.run([str(python), "-c", PARSE, str(model_dir / "config.pbtxt")], capture_output=True, text=True)
-    assert parsed.returncode == 0, parsed.stderr[-2000:]
-    config = json.loads(parsed.stdout)
+    model_dir = repository["repo"] / "triton" / "cifar10"
+    config = parse_config(model_dir / "config.pbtxt")
     assert (
         config["name"] == "cifar10" and config["platform"] == "onnxruntime_onnx" and int(config["max_batch_size"]) > 0
     )
@@ -69,10 +142,10 @@ def test_triton_parses_the_config_and_it_matches_the_onnx_graph(repository):
 def test_what_the_repository_serves_is_what_the_run_published(repository):
     manifest = {f["path"]: f["sha256"] for f in json.loads((repository["run"] / "manifest.json").read_text())["files"]}
     repo = repository["repo"]
-    assert sha256_file(repo / "cifar10" / "1" / "model.onnx") == manifest["model.onnx"]
-    for file in (repo / "cifar10-tf" / "1").rglob("*"):
-        if file.is_file():
-            assert (
-                sha256_file(file) == manifest[f"saved_model/{file.relative_to(repo / 'cifar10-tf' / '1').as_posix()}"]
-            )
-    assert (repo / "cifar10-tf" / "1" / "saved_model.pb").is_file()
+    assert sha256_file(repo / "triton" / "cifar10" / "1" / "model.onnx") == manifest["model.onnx"]
+    version = repo / "tensorflow" / "cifar10" / "1"
+    prefix = SAVEDMODEL_IN[repository["layout"]]
+    copied = [f for f in version.rglob("*") if f.is_file()]
+    for file in copied:
+        assert sha256_file(file) == manifest[f"{prefix}{file.relative_to(version).as_posix()}"]
+    assert (version / "saved_model.pb") in copied

@@ -154,7 +154,25 @@ def _container_args() -> dict[str, list[str]]:
     tfjob = yaml.safe_load((INFRA / "kubeflow" / "tfjob.yaml").read_text())["spec"]["tfReplicaSpecs"]
     vertex = yaml.safe_load((INFRA / "vertex" / "custom-job.yaml").read_text())["workerPoolSpecs"][0]
     batch = json.loads((INFRA / "aws" / "batch-job-definition.json").read_text())["containerProperties"]
+    gpu = {
+        f"k8s-{path.stem}": yaml.safe_load(path.read_text())["spec"]["template"]["spec"]["containers"][0]["args"]
+        for path in sorted((INFRA / "k8s").glob("job-gpu-*.yaml"))
+    }
+    gpu["vertex-gpu"] = yaml.safe_load((INFRA / "vertex" / "custom-job-gpu.yaml").read_text())["workerPoolSpecs"][0][
+        "containerSpec"
+    ]["args"]
+    gpu["batch-gpu"] = json.loads((INFRA / "aws" / "batch-job-definition-gpu.json").read_text())["containerProperties"][
+        "command"
+    ]
+    (katib,) = k8s.docs(INFRA / "katib" / "experiment.yaml")
+    trial = katib["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]
+    assert trial["command"] == ["python", "-m", "job"]  # the image's ENTRYPOINT, spelled out for Katib's wrapper
+    gpu["katib-trial"] = [
+        a.replace("${trialParameters.learningRate}", "0.001").replace("${trialParameters.momentum}", "0.9")
+        for a in trial["args"]
+    ]
     return {
+        **gpu,
         "k8s": job["args"],
         "k8s-indexed": indexed["args"],
         "jobset": jobset["template"]["spec"]["containers"][0]["args"],
@@ -206,7 +224,8 @@ def test_kubernetes_manifests_against_the_real_schema(version):
     have: its pod templates are validated as core/v1 PodTemplates instead."""
     import kubernetes_validate
 
-    kubernetes_validate.validate(yaml.safe_load((INFRA / "k8s" / "job.yaml").read_text()), version, strict=True)
+    for path in [INFRA / "k8s" / "job.yaml", *sorted((INFRA / "k8s").glob("job-gpu-*.yaml"))]:
+        kubernetes_validate.validate(yaml.safe_load(path.read_text()), version, strict=True)
     tfjob = yaml.safe_load((INFRA / "kubeflow" / "tfjob.yaml").read_text())
     for role, spec in tfjob["spec"]["tfReplicaSpecs"].items():
         template = {
@@ -305,4 +324,12 @@ def test_kserve_inference_services_validate_and_point_at_an_exported_repository(
     assert model["protocolVersion"] == "v2"
     tf_model = tf_isvc["spec"]["predictor"]["model"]
     assert tf_model["modelFormat"]["name"] == "tensorflow"
-    assert tf_model["storageUri"] == model["storageUri"] + "/cifar10-tf"  # the same repository
+    # the same export: Triton's root holds only Triton models, TF Serving's base path only numbered versions
+    assert model["storageUri"].endswith("/triton")
+    assert tf_model["storageUri"] == model["storageUri"].removesuffix("/triton") + "/tensorflow/cifar10"
+    # KServe's default TensorFlow runtime (2.6) cannot load a TF 2.21 SavedModel: a version make test-serving proves
+    proven = {
+        re.search(r"tensorflow-cpu==(\d+\.\d+)", f.read_text()).group(1) for f in (INFRA / "serving").glob("tf-*.txt")
+    }
+    assert proven == {"2.15", "2.20"}
+    assert ".".join(tf_model["runtimeVersion"].split(".")[:2]) in proven
