@@ -23,7 +23,7 @@ COPY pyproject.toml README.md ./
 COPY job ./job
 RUN /opt/venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation . \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib \
- && if [ "$VARIANT" = serve ]; then /opt/venv/bin/pip uninstall -q -y pip \
+ && if [ "$VARIANT" = serve ]; then /opt/venv/bin/pip uninstall -q -y wheel setuptools pip \
       && find /opt/venv -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {} +; fi
 
 # The model server (`make image-serve`): `docker build --target serve --build-arg VARIANT=serve`. No TensorFlow;

@@ -1,4 +1,4 @@
-"""Command line: `python -m job {train,publish,predict}`.
+"""Command line: `python -m job {train,publish,predict,runs,serve}`.
 
 Kept free of TensorFlow imports: `--help`, config errors, fail-fast storage checks and the ONNX-only
 predictor answer at once. Every failure ends in one line `error: <kind> error: ...` and its exit code
@@ -304,7 +304,13 @@ def main(argv: list[str] | None = None) -> int:
         command = args.command
         setup_logging()
         platform = platform_lib.detect() if command in ("train", "publish") else platform_lib.Platform()
-        commands = {"train": cmd_train, "publish": cmd_publish, "predict": cmd_predict, "runs": cmd_runs, "serve": cmd_serve}
+        commands = {
+            "train": cmd_train,
+            "publish": cmd_publish,
+            "predict": cmd_predict,
+            "runs": cmd_runs,
+            "serve": cmd_serve,
+        }
         return commands[command](args, platform)
     except JobError as exc:
         # The one `error:` line: redacted, then through the text gate (a name with a line break, an escape

@@ -80,6 +80,9 @@ def open_ends(cfg: Config, platform) -> Ends:
     checkpoints = checkpoints_for(cfg)
     if checkpoints:
         checkpoints.probe()
+    from job.report.outputs import probe_outputs
+
+    probe_outputs(cfg)  # TensorBoard, CI reports: unwritable means exit 4 now, not a lost training later
     baseline = None
     if cfg.baseline:
         from job.report.baseline import load_baseline

@@ -1,5 +1,6 @@
 """`train --dry-run`: everything a run would check before training, and what it would do; no training, no
-TensorFlow. Fails exactly as the run would (exit 2 for config, 3 for data, 4 for storage or tracking)."""
+TensorFlow. Fails exactly as the run would (exit 2 for config, 3 for data, 4 for storage, tracking, TensorBoard or
+CI report files), the --baseline included (read and verified, as the run reads it before the data)."""
 
 from job.config import Config
 from job.data.describe import describe
@@ -16,6 +17,16 @@ def plan(cfg: Config, platform) -> dict:
 
         checkpoints = Checkpoints(cfg.checkpoint_dir, cfg.run_id, s3_options_from(cfg))
         checkpoints.probe()
+    from job.report.outputs import probe_outputs
+
+    outputs = probe_outputs(cfg)  # TensorBoard folder, CI report files
+    baseline = None
+    if cfg.baseline:  # read and verified as the run reads it: a missing or untrusted baseline fails here too
+        from job.report.baseline import load_baseline
+        from job.storage.signing import trust_of
+
+        found = load_baseline(cfg.baseline, s3_options_from(cfg), trust_of(cfg))
+        baseline = {"uri": found.uri, "run_id": found.run_id, "test_accuracy": found.test_accuracy}
     tracking = None
     if cfg.mlflow:
         from job.report.tracking import probe
@@ -42,6 +53,8 @@ def plan(cfg: Config, platform) -> dict:
         },
         "checkpoints": checkpoints.location if checkpoints else None,
         "mlflow": tracking,
+        "baseline": baseline,
+        "outputs": outputs,
     }
 
 

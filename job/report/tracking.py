@@ -7,7 +7,11 @@
   metrics and the parity figures;
 - artifacts: the published run folder; the ONNX model as an MLflow model (onnx flavor, with its signature and an
   input example), registered under --mlflow-model-name when given;
-- the MLflow run ends FINISHED, or FAILED / KILLED (a signal) with the job's exit code as a tag.
+- the MLflow run ends FINISHED, or FAILED / KILLED (a signal) with the job's exit code as a tag;
+- a server that fails after the probe (errors, resets, no answer) never fails or holds up the run: MLflow's HTTP
+  retries and timeouts are bounded (`HTTP_BOUNDS`: a request that hangs costs at most 3 x 10 s plus 3 s of
+  backoff), every call runs with a deadline (`CALL_DEADLINE_S`), and the first call that fails is a warning plus
+  an `output_failed` event and ends the tracking of this run: the run is still published, its exit code its own.
 
 Needs the `mlflow` extra (`pip install ".[mlflow]"`); the default image does not include it.
 """
@@ -16,15 +20,43 @@ import contextlib
 import json
 import logging
 import os
+import time
 from pathlib import Path
 
 from job.config import Config
 from job.contract import INPUT_NAME
 from job.errors import ConfigError, StorageError
+from job.gates.text import shown
+from job.report.outputs import bounded, output_failed
 
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_S = "5"
+PROBE_DEADLINE_S = 15.0  # the probe's own wall-clock bound (a server that trickles bytes defeats socket timeouts)
+# MLflow's defaults retry a failing server for minutes (7 retries, backoff factor 2, 120 s timeout, and any
+# Retry-After the server asks for). The job's bounds, applied as a ceiling over values set in the environment:
+HTTP_BOUNDS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": 2,
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": 10,
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": 1,
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": 0,
+    "MLFLOW_ARTIFACT_UPLOAD_DOWNLOAD_TIMEOUT": 30,
+}
+CALL_DEADLINE_S = 50.0  # one tracking call (the final upload included); the first to fail ends the tracking
+
+
+def bound_http(env=None) -> None:
+    """Cap MLflow's HTTP retries, timeouts and backoff (read by MLflow at each request), and ignore Retry-After."""
+    env = os.environ if env is None else env
+    for key, ceiling in HTTP_BOUNDS.items():
+        try:
+            value = min(float(env.get(key, ceiling)), ceiling)
+        except ValueError:
+            value = ceiling
+        env[key] = str(int(value)) if key != "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER" else str(value)
+    env["MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER"] = "false"
+
+
 CHAMPION = "champion"  # the registered model's alias for the last version that passed the configured gates
 DIGEST_CHARS = 36  # what MLflow's tracking store keeps of a dataset digest
 
@@ -51,6 +83,7 @@ def _mlflow():
 @contextlib.contextmanager
 def _quick_requests():
     """MLflow retries a dead server for minutes by default; a probe should answer in seconds."""
+    bound_http()
     saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
     os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT=PROBE_TIMEOUT_S)
     try:
@@ -68,15 +101,13 @@ def probe(uri: str) -> dict:
     mlflow = _mlflow()
     from mlflow.tracking import MlflowClient
 
-    try:
-        with _quick_requests():
-            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
-    except Exception as exc:  # MlflowException, requests' ConnectionError, ...: all mean "not reachable"
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    with _quick_requests():  # MlflowException, requests' ConnectionError, no answer...: all mean "not reachable"
+        _, reason = bounded(lambda: MlflowClient(tracking_uri=uri).search_experiments(max_results=1), PROBE_DEADLINE_S)
+    if reason:
         raise StorageError(
-            f"MLflow tracking server {uri} cannot be reached ({reason}); start it, fix --mlflow / "
+            f"MLflow tracking server {shown(uri)} cannot be reached ({reason}); start it, fix --mlflow / "
             "MLFLOW_TRACKING_URI, or unset it"
-        ) from None
+        )
     return {"uri": uri, "mlflow": mlflow.__version__}
 
 
@@ -86,6 +117,32 @@ class Tracker:
     def __init__(self, cfg: Config, platform_name: str, versions: dict):
         self.cfg = cfg
         self.mlflow = _mlflow()
+        self.run_id: str | None = None
+        self.failed: str | None = None  # why tracking stopped; every later call is skipped
+        bound_http()
+        self._call("start", self._start, platform_name, versions)
+
+    def _call(self, stage: str, fn, *args):
+        """`fn(*args)` with CALL_DEADLINE_S; a failure or a timeout: a warning, an `output_failed` event, and the
+        end of this run's tracking. Returns fn's result, or None."""
+        if self.failed:
+            return None
+        t0 = time.monotonic()
+        result, reason = bounded(lambda: fn(*args), CALL_DEADLINE_S)
+        if reason is None:
+            return result
+        self.failed = f"{stage}: {reason}"
+        seconds = round(time.monotonic() - t0, 1)
+        output_failed(
+            "MLflow tracking",
+            f"{shown(self.cfg.mlflow)} failed at {stage} after {seconds} s ({reason}); the run goes on untracked",
+            stage=stage,
+            seconds=seconds,
+        )
+        return None
+
+    def _start(self, platform_name: str, versions: dict) -> None:
+        cfg = self.cfg
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(tracking_uri=cfg.mlflow)
@@ -99,7 +156,10 @@ class Tracker:
             "cifar10_job.revision": versions.get("revision", ""),
             "mlflow.runName": cfg.run_id,
         }
-        self.run_id = self.client.create_run(experiment_id, tags=tags).info.run_id
+        run_id = self.client.create_run(experiment_id, tags=tags).info.run_id
+        if not isinstance(run_id, str) or not run_id:
+            raise ValueError("the server answered create-run without a run id")
+        self.run_id = run_id
         params = {k: str(v)[:6000] for k, v in cfg.to_dict().items() if k != "sources"}
         from mlflow.entities import Param
 
@@ -107,16 +167,22 @@ class Tracker:
         log.info("MLflow run %s in experiment %s at %s", self.run_id, cfg.mlflow_experiment, cfg.mlflow)
 
     def on_event(self, event: str, record: dict) -> None:
-        if event != "epoch":
-            return
+        if event == "epoch" and not self.failed:
+            self._call(f"epoch {record.get('epoch')}", self._log_epoch, record)
+
+    def _log_epoch(self, record: dict) -> None:
         metrics = {k: v for k, v in record.items() if isinstance(v, float) and k not in ("seconds",)}
         from mlflow.entities import Metric
 
         step, now = int(record["epoch"]), int(__import__("time").time() * 1000)
         self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
 
-    def finish(self, run_dir: Path, metrics: dict, sample_images) -> dict:
-        """Test metrics, the run folder, the ONNX model (registered when asked); returns what was logged."""
+    def finish(self, run_dir: Path, metrics: dict, sample_images) -> dict | None:
+        """Test metrics, the run folder, the ONNX model (registered when asked); returns what was logged, or None
+        when the tracking failed (then or earlier)."""
+        return self._call("finish", self._finish, run_dir, metrics, sample_images)
+
+    def _finish(self, run_dir: Path, metrics: dict, sample_images) -> dict:
         mlflow = self.mlflow
         final = {
             "test_accuracy": metrics["test_accuracy"],
@@ -149,6 +215,8 @@ class Tracker:
                 signature=infer_signature(example, probs),
                 registered_model_name=self.cfg.mlflow_model_name or None,
                 onnx_execution_providers=["CPUExecutionProvider"],
+                # named, not inferred: inference loads the model in a subprocess (minutes on a loaded machine)
+                pip_requirements=mlflow.onnx.get_default_pip_requirements(),
             )
         logged = {"mlflow_run_id": self.run_id, "model_uri": info.model_uri, "tracking_uri": self.cfg.mlflow}
         if self.cfg.mlflow_model_name:
@@ -198,12 +266,16 @@ class Tracker:
             self.client.set_tag(self.run_id, "cifar10_job.signing_key_sha256", fingerprint)
 
     def close(self) -> None:
-        self.client.set_terminated(self.run_id, "FINISHED")
+        self._call("close", lambda: self.client.set_terminated(self.run_id, "FINISHED"))
 
     def fail(self, exit_code: int) -> None:
         """Best effort: the run is ending anyway; its exit code is what matters."""
-        try:
-            self.client.set_tag(self.run_id, "cifar10_job.exit_code", str(exit_code))
-            self.client.set_terminated(self.run_id, "KILLED" if exit_code in (130, 143) else "FAILED")
-        except Exception as exc:
-            log.warning("could not mark MLflow run %s as failed (%s)", self.run_id, exc)
+        if self.failed or not self.run_id:
+            return
+        _, reason = bounded(lambda: self._mark_failed(exit_code), CALL_DEADLINE_S)
+        if reason:
+            log.warning("could not mark MLflow run %s as failed (%s)", self.run_id, reason)
+
+    def _mark_failed(self, exit_code: int) -> None:
+        self.client.set_tag(self.run_id, "cifar10_job.exit_code", str(exit_code))
+        self.client.set_terminated(self.run_id, "KILLED" if exit_code in (130, 143) else "FAILED")

@@ -50,40 +50,54 @@ def deferred_signals():
 # Terminated is raised there and swallowed, and the run went on to publish. Measured: 116 of 314 SIGTERMs
 # sent to a process forking in a loop (a 300 MB heap) were lost that way on 2 cores.
 
-HELD = (signal.SIGTERM, signal.SIGINT)
-
 
 @contextlib.contextmanager
 def held_during_forks():
-    """Block SIGTERM/SIGINT (the signal mask, not the handlers) while the block forks: a signal that arrives
-    then stays pending and is delivered when the block ends, where its handler raises as anywhere else.
-    Children forked inside inherit the mask: `child_signals` (a pool initializer) resets it."""
+    """Hold SIGTERM/SIGINT while the block forks: their handlers only record them (a handler that runs inside
+    an at-fork callback then loses nothing), and after the block, whatever happened in it, the first one is
+    raised again, where its own handler acts as anywhere else. Not the signal mask: the C-level handler runs
+    in whichever thread the kernel picks, and the main thread would still run the Python handler inside the
+    callback. Children forked inside inherit the recording handlers: `child_signals` (a pool initializer)
+    replaces them."""
+    received: list[int] = []
+    previous = {}
     try:
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, HELD)
-    except (AttributeError, ValueError, OSError):  # no pthread_sigmask (not POSIX)
+        for sig in DEFERRED:
+            previous[sig] = signal.signal(sig, lambda signum, frame: received.append(signum))
+    except ValueError:  # not the main thread: signals are not handled here
         yield
         return
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if received:
+            signal.raise_signal(received[0])
 
 
 def child_signals() -> None:
     """In a worker process forked by the job: SIGTERM ends it at once (a pool being shut down, or a process
     group signalled together), SIGINT is left to the parent (Ctrl-C reaches the whole foreground group: the
-    parent stops the pool), and the signals held during the fork are unblocked."""
+    parent stops the pool)."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD)
+
+
+def _kill_later(sig: int) -> None:
+    import time
+
+    time.sleep(0.02)  # the hook has returned: the main thread handles it in ordinary code
+    os.kill(os.getpid(), sig)
 
 
 def redeliver_swallowed_signals() -> None:
     """The safety net for every other place a signal's exception can be dropped (a finalizer or a weakref
     callback running when the signal is handled): a Terminated or KeyboardInterrupt that reaches
-    sys.unraisablehook is sent again, from a helper thread, so that the main thread raises it in ordinary code."""
+    sys.unraisablehook is sent again 20 ms later, from a helper thread, so that the main thread raises it in
+    ordinary code."""
+    import _thread
     import sys
-    import threading
 
     from job.errors import Terminated
 
@@ -96,7 +110,7 @@ def redeliver_swallowed_signals() -> None:
         if exc_type is not None and issubclass(exc_type, (Terminated, KeyboardInterrupt)):
             sig = signal.SIGTERM if issubclass(exc_type, Terminated) else signal.SIGINT
             log.warning("%s was caught where it could not stop the run; delivering it again", sig.name)
-            threading.Thread(target=os.kill, args=(os.getpid(), sig), daemon=True).start()
+            _thread.start_new_thread(_kill_later, (sig,))  # not threading.Thread: its start() waits in Python code
             return
         previous(unraisable)
 

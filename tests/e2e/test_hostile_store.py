@@ -1049,7 +1049,7 @@ JSON_GATE = [
     Case(
         "latest.json valid but 33 levels deep [predict]",
         3,
-        then(lambda c: c.pointer({"run_id": RUN, "x": _nested(32)}), *POINTER_READERS["predict"]),
+        then(lambda c: c.pointer({"run_id": RUN, "x": _nested(33)}), *POINTER_READERS["predict"]),  # object + 32 lists
         "nested more than 32",
     ),
     Case(
