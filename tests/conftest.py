@@ -1,5 +1,7 @@
 import json
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -25,23 +27,62 @@ def opt_ml(tmp_path):
     return root
 
 
+def built_once(tmp_path_factory, worker_id: str, name: str, build) -> Path:
+    """`build(folder)` once per test run, whatever the number of xdist workers: the first worker to take the
+    lock builds it in the run's shared base folder, the others wait and reuse it."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    root = root if worker_id == "master" else root.parent
+    folder = root / name
+    with FileLock(str(root / f"{name}.lock")):
+        if not (folder / ".built").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            (folder / ".built").touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
-def tiny_tar(tmp_path_factory) -> Path:
+def tiny_tar(tmp_path_factory, worker_id) -> Path:
     """An image-folder .tar.gz: 10 classes x 12 PNG images, no test split."""
-    root = tmp_path_factory.mktemp("tiny")
-    make_image_tree(root / "tree", per_class=12)
-    return make_tar(root / "tree", root / "tiny.tar.gz")
+    folder = built_once(
+        tmp_path_factory,
+        worker_id,
+        "tiny",
+        lambda root: make_tar(make_image_tree(root / "tree", per_class=12), root / "tiny.tar.gz"),
+    )
+    return folder / "tiny.tar.gz"
 
 
 @pytest.fixture(scope="session")
-def trained_run(tmp_path_factory, tiny_tar):
-    """One real 1-epoch run of the CLI on the tiny tar, shared by the end-to-end checks."""
-    base = tmp_path_factory.mktemp("e2e")
-    out, cache = base / "store", base / "cache"
-    proc = run_job(*train_args(str(tiny_tar), str(out), run_id="tiny-1", cache=str(cache), epochs=1))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def trained_run(tmp_path_factory, worker_id, tiny_tar):
+    """One real 1-epoch run of the CLI on the tiny tar, with its checkpoint folder, trained once per test run and
+    shared by every test that only needs *a* run (read-only: copy it to change it)."""
+
+    def build(base: Path) -> None:
+        args = train_args(str(tiny_tar), str(base / "store"), run_id="tiny-1", cache=str(base / "cache"), epochs=1)
+        proc = run_job(*args, "--checkpoint-dir", str(base / "ckpt"))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (base / "stdout").write_text(proc.stdout)
+        (base / "stderr").write_text(proc.stderr)
+
+    base = built_once(tmp_path_factory, worker_id, "trained-run", build)
+    out = base / "store"
+    proc = subprocess.CompletedProcess(
+        ["job", "train"], 0, (base / "stdout").read_text(), (base / "stderr").read_text()
+    )
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {"dir": out / "tiny-1", "out": out, "summary": summary, "proc": proc, "cache": cache, "data": tiny_tar}
+    return {
+        "dir": out / "tiny-1",
+        "out": out,
+        "summary": summary,
+        "proc": proc,
+        "cache": base / "cache",
+        "checkpoint": base / "ckpt",
+        "data": tiny_tar,
+    }
 
 
 # ---------------------------------------------------------------- S3: a real server on 127.0.0.1

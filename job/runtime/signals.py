@@ -15,16 +15,30 @@ log = logging.getLogger(__name__)
 DEFERRED = (signal.SIGTERM, signal.SIGINT)
 
 
+def _recording(received: list[int]) -> dict | None:
+    """Replace the SIGTERM/SIGINT handlers by ones that append to `received`; the previous handlers, or None off
+    the main thread. signal.signal() first runs the handlers of signals already pending: if one of those raises,
+    the handlers replaced so far are put back, so no recorder outlives this call."""
+    previous: dict = {}
+    try:
+        for sig in DEFERRED:
+            previous[sig] = signal.signal(sig, lambda signum, frame: received.append(signum))
+    except ValueError:
+        return None
+    except BaseException:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        raise
+    return previous
+
+
 @contextlib.contextmanager
 def deferred_signals():
     """Hold SIGTERM/SIGINT during the block; re-deliver them after it, unless the block completed, in which case
     the work they would have interrupted is done and the signal is only logged."""
     received: list[int] = []
-    previous = {}
-    try:
-        for sig in DEFERRED:
-            previous[sig] = signal.signal(sig, lambda signum, frame: received.append(signum))
-    except ValueError:  # not the main thread: signals cannot be handled here anyway
+    previous = _recording(received)
+    if previous is None:  # not the main thread: signals cannot be handled here anyway
         yield
         return
     completed = False
@@ -60,11 +74,8 @@ def held_during_forks():
     callback. Children forked inside inherit the recording handlers: `child_signals` (a pool initializer)
     replaces them."""
     received: list[int] = []
-    previous = {}
-    try:
-        for sig in DEFERRED:
-            previous[sig] = signal.signal(sig, lambda signum, frame: received.append(signum))
-    except ValueError:  # not the main thread: signals are not handled here
+    previous = _recording(received)
+    if previous is None:  # not the main thread: signals are not handled here
         yield
         return
     try:

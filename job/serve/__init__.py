@@ -6,11 +6,12 @@ on one port: the Open Inference Protocol v2 (KServe, Triton clients), SageMaker'
 and Vertex AI's AIP_* routes. Concurrent requests are batched before they reach ONNX Runtime.
 
   settings   the flags and the platform's AIP_* variables, resolved and checked
-  loading    the verified model, its signature hook and the warm-up
+  loading    the verified model (signature, manifest, contract: job predict's path) and the warm-up
   tensors    JSON and binary tensors -> uint8 [N, 32, 32, 3], every byte treated as hostile
-  images     image bytes -> uint8 [32, 32, 3], through the project's one image decoder
+  images     image bytes -> uint8 [32, 32, 3], through the project's one image gate (job.gates.images)
   batcher    the bounded queue and the dynamic batcher in front of ONNX Runtime
   v2, sagemaker, vertex   one protocol each: request -> images, probabilities -> response
+  predictions              the SageMaker / Vertex AI answer rows
   http       the ASGI plumbing: bounded body reading, JSON answers, the HTTP error
   app        routes, readiness, request logs and metrics
   metrics    the Prometheus metrics

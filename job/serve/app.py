@@ -18,6 +18,7 @@ import sys
 import time
 
 from job.errors import JobError
+from job.gates.text import shown
 from job.runtime.events import emit
 from job.serve import sagemaker, v2, vertex
 from job.serve.batcher import Batcher
@@ -82,8 +83,13 @@ class App:
             model = await asyncio.to_thread(self._load)
         except JobError as exc:
             self.problem = f"{exc.kind} error: {exc}"
-            print(f"error: {self.problem}", file=sys.stderr, flush=True)
+            print(f"error: {shown(self.problem, 2000)}", file=sys.stderr, flush=True)
             emit("model_failed", kind=exc.kind, reason=str(exc), exit_code=exc.exit_code)
+            return
+        except Exception as exc:  # a bug: never ready, and said so, rather than "loading" forever
+            self.problem = f"internal error: {type(exc).__name__}: {exc}"
+            print(f"error: {shown(self.problem, 2000)}", file=sys.stderr, flush=True)
+            emit("model_failed", kind="internal", reason=str(exc), exit_code=1)
             return
         self.model = model
         emit(

@@ -181,7 +181,7 @@ def test_a_runs_own_config_json_re_runs_it_and_flags_still_win(tmp_path):
     assert run_job("train", "--print-config", "--config", str(tmp_path / "bad.json")).returncode == 2
 
 
-def test_stdout_is_json_events_only_and_a_closed_reader_changes_nothing(tiny_tar, tmp_path):
+def test_stdout_is_json_events_only_and_a_closed_reader_changes_nothing(tiny_tar, trained_run, tmp_path):
     args = " ".join(train_args(tiny_tar, tmp_path / "store", run_id="piped", cache=tmp_path / "cache"))
     proc = subprocess.run(
         ["bash", "-o", "pipefail", "-c", f"{sys.executable} -m job {args} | head -1"],
@@ -194,7 +194,7 @@ def test_stdout_is_json_events_only_and_a_closed_reader_changes_nothing(tiny_tar
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["event"] == "run_started"  # one line, and it parses
     assert verify_manifest(tmp_path / "store" / "piped") == []  # the job went on to publish
-    full = run_job(*train_args(tiny_tar, tmp_path / "store2", cache=tmp_path / "cache"))
+    full = trained_run["proc"]  # a whole run's stdout and stderr
     events = [json.loads(line)["event"] for line in full.stdout.splitlines()]  # every line is JSON
     assert events[0] == "run_started" and events[-1] == "run_complete" and "epoch" in events
     assert "Epoch 1/1" in full.stderr  # people's progress goes to stderr

@@ -52,7 +52,7 @@ class Ctx:
 
     tmp: Path
     tiny_tar: Path
-    checkpoint: Path  # <dir>/<run id ck-1>/{state.json, model-*.keras}, written by a real 1-epoch run
+    checkpoint: Path  # <dir>/<run id tiny-1>/{state.json, model-*.keras}, written by a real 1-epoch run
     big_member_tar: Path
     bomb_png: Path
 
@@ -287,10 +287,10 @@ def _tampered(edit: Callable[[dict, Path], dict | list | str]):
     def build(c):
         ckpt = c.tmp / "ckpt"
         shutil.copytree(c.checkpoint, ckpt)
-        state_file = ckpt / "ck-1" / "state.json"
+        state_file = ckpt / "tiny-1" / "state.json"
         state = edit(json.loads(state_file.read_text()), c.tmp)
         state_file.write_text(state if isinstance(state, str) else json.dumps(state))
-        return c.train(c.tiny_tar, run_id="ck-1", checkpoint_dir=ckpt), {}
+        return c.train(c.tiny_tar, run_id="tiny-1", checkpoint_dir=ckpt), {}
 
     return build
 
@@ -298,7 +298,7 @@ def _tampered(edit: Callable[[dict, Path], dict | list | str]):
 def _victim(state: dict, tmp: Path) -> dict:
     """A model file outside the checkpoint folder, with a matching sha256: it must be neither loaded nor deleted."""
     victim = tmp / "victim.keras"
-    shutil.copy(tmp / "ckpt" / "ck-1" / state["model_file"], victim)
+    shutil.copy(tmp / "ckpt" / "tiny-1" / state["model_file"], victim)
     return {**state, "model_file": "../../victim.keras"}
 
 
@@ -309,9 +309,9 @@ def _victim_untouched(c):
 def _corrupt_model(c):
     ckpt = c.tmp / "ckpt"
     shutil.copytree(c.checkpoint, ckpt)
-    state = json.loads((ckpt / "ck-1" / "state.json").read_text())
-    (ckpt / "ck-1" / state["model_file"]).write_bytes(b"\0" * 100)
-    return c.train(c.tiny_tar, run_id="ck-1", checkpoint_dir=ckpt), {}
+    state = json.loads((ckpt / "tiny-1" / "state.json").read_text())
+    (ckpt / "tiny-1" / state["model_file"]).write_bytes(b"\0" * 100)
+    return c.train(c.tiny_tar, run_id="tiny-1", checkpoint_dir=ckpt), {}
 
 
 def _ckpt_dir_is_a_file(c):
@@ -780,25 +780,10 @@ ALL = DATA + CONFIG + PLATFORM + CHECKPOINTS + STORAGE + PUBLISH + PREDICT + IMA
 
 
 @pytest.fixture(scope="module")
-def shared(tiny_tar, tmp_path_factory):
-    """A real checkpoint of the tiny data (1 epoch, run id ck-1) plus its published run, a tar.gz with one
+def shared(trained_run, tmp_path_factory):
+    """The shared trained run's real checkpoint (1 epoch, run id tiny-1) and decode cache, a tar.gz with one
     2 GiB member (2 MB compressed) and a 30000x30000 PNG bomb (about 100 KB)."""
     base = tmp_path_factory.mktemp("hostile")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "job",
-            *train_args(tiny_tar, base, run_id="ck-1", cache=base / "cache", checkpoint_dir=base / "ckpt"),
-        ],
-        capture_output=True,
-        text=True,
-        env=job_env(),
-        cwd=ROOT,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    (base / "ck-1").rename(base / "run")
     big = base / "big.tar.gz"
     with gzip.open(big, "wb", compresslevel=1) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
         info = tarfile.TarInfo("train/airplane/huge.png")
@@ -806,7 +791,7 @@ def shared(tiny_tar, tmp_path_factory):
         tar.addfile(info, _Zeros(BIG_MEMBER_BYTES))
     bomb = base / "bomb.png"
     _write_bomb_png(bomb, 30000, 30000)
-    return {"checkpoint": base / "ckpt", "big": big, "bomb": bomb, "cache": base / "cache"}
+    return {"checkpoint": trained_run["checkpoint"], "big": big, "bomb": bomb, "cache": trained_run["cache"]}
 
 
 class _Zeros(io.RawIOBase):

@@ -10,8 +10,10 @@ before and after; a failed download leaves no partial folder), and no canary sec
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -1344,3 +1346,32 @@ def test_predict_prints_hostile_class_names_escaped(backend, ctx):
 def test_the_store_table_holds_every_class_of_fault():
     assert len(PARAMS) >= 120
     assert {c.code for c in ALL} == {2, 3, 4, 8}
+
+
+SAMPLE = PARAMS[::25]
+
+
+@pytest.mark.parametrize("case,backend", SAMPLE)
+def test_forked_runner_matches_the_subprocess_runner(case, backend, ctx):
+    """The table runs the CLI in a forked child (tests/forked.py); a sample of rows run both ways must end alike."""
+    args = case.build(ctx)
+    if args[0] == "node":
+        pytest.skip("a Node.js row: always a subprocess")
+    env = job_env(**{**ctx.env, **(case.env or {})})
+    forked, _ = run_forked(args, env=env, cwd=ROOT, timeout=60)
+    fresh = subprocess.run(
+        [sys.executable, "-m", "job", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+
+    def ending(proc):  # what must agree: the code, the error line and the stdout events, less temp names and times
+        text = re.sub(r"/tmp/[^/\s'\"]+", "/tmp/X", proc.stderr + proc.stdout)
+        text = re.sub(r"\d{4}-\d\d-\d\dT[\d:.]+Z?", "T", text)
+        return proc.returncode, [line for line in text.splitlines() if line.startswith(("error:", "{"))]
+
+    assert ending(forked) == ending(fresh), fresh.stderr[-2000:]

@@ -5,10 +5,9 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
-from helpers import BLOCK_TENSORFLOW, ROOT, run_job, train_args
+from helpers import ROOT, run_job, train_args
 from job.storage.files import sha256_file
 from job.storage.runs import local_manifest_problems as verify_manifest
 
@@ -81,40 +80,6 @@ def test_pngs_are_real_images(trained_run):
     wrong = sum(map(sum, metrics["confusion_matrix"])) - sum(metrics["confusion_matrix"][i][i] for i in range(10))
     assert len(shown) == min(24, wrong) and all(s["true"] != s["predicted"] for s in shown)
     assert [s["probability"] for s in shown] == sorted((s["probability"] for s in shown), reverse=True)
-
-
-ONNX_ONLY = (
-    BLOCK_TENSORFLOW
-    + """
-from pathlib import Path
-import numpy as np
-from job.predict import load_session
-session, class_names = load_session(Path(sys.argv[1]))
-np.save(sys.argv[3], session.run(["probabilities"], {"image": np.load(sys.argv[2])})[0])
-print(class_names[0])
-"""
-)
-
-
-def test_onnx_alone_without_tensorflow_predicts_what_keras_predicts(trained_run, tmp_path):
-    import keras
-
-    run = trained_run["dir"]
-    x = np.random.default_rng(1).integers(0, 256, (33, 32, 32, 3), dtype=np.uint8)
-    np.save(tmp_path / "x.npy", x)
-    proc = subprocess.run(
-        [sys.executable, "-c", ONNX_ONLY, str(run / "model.onnx"), str(tmp_path / "x.npy"), str(tmp_path / "p.npy")],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "airplane"
-    model = keras.models.load_model(run / "model.keras")
-    expected = model.predict(x.astype(np.float32) / 255.0, verbose=0)
-    onnx_probs = np.load(tmp_path / "p.npy")
-    assert np.abs(onnx_probs - expected).max() <= 1e-5
-    assert (onnx_probs.argmax(1) == expected.argmax(1)).all()
 
 
 def test_second_run_reads_the_decode_cache(trained_run, tmp_path):
@@ -220,8 +185,6 @@ def test_sagemaker_metric_definitions_read_the_real_log(trained_run):
     """SageMaker extracts metrics from the job's log with the regexes in MetricDefinitions (its tuner and its
     metric charts use them): each must find its value in a real run's output, and the value must be right."""
     import re
-
-    from helpers import ROOT
 
     spec = json.loads((ROOT / "infra" / "aws" / "sagemaker-create-training-job.json").read_text())
     definitions = {d["Name"]: d["Regex"] for d in spec["AlgorithmSpecification"]["MetricDefinitions"]}

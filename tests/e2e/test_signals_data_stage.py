@@ -113,7 +113,8 @@ def test_sigterm_at_any_moment_of_the_data_stage_ends_in_143_with_nothing_publis
         stderr = "".join(seen) + err
         reached = "stage startup" in stderr  # the data stage was over when the signal came
         outcomes.append((delay, proc.returncode, "after data" if reached else "in data"))
-        assert proc.returncode == 143, f"delay {delay}: exit {proc.returncode}\n{stderr[-3000:]}"
+        data_stage = stderr[stderr.find("stage data: started") :][:4000]
+        assert proc.returncode == 143, f"delay {delay}: exit {proc.returncode}\n{data_stage}"
         assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr[-3000:]
         assert "run_complete" not in out
         assert tree_snapshot(store) == {}, f"delay {delay}: something was published"
