@@ -1,5 +1,6 @@
 # make train   - set up .venv from the lock (if missing or stale) and run the training job
-# make test    - set up .venv and run the test suite
+# make test    - set up .venv, Chromium and Ghostscript if missing, and run every test that runs here
+# make test-fast - the unit and fuzz tiers (no TensorFlow), under a minute and a half
 # make bench   - training/inference/data benchmarks (not part of the tests)
 # make image / make test-image - build the container / build it and run a tiny job inside it
 # make test-serving - the SavedModels load and serve the same probabilities in TensorFlow 2.20 and 2.15
@@ -13,10 +14,10 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: train test test-fast test-serving bench image image-serve test-image test-image-serve lock lint format clean help
+.PHONY: train test test-fast system-tools test-serving bench image image-serve test-image test-image-serve lock lint format clean help
 
 help:
-	@sed -n 's/^# //p' Makefile | head -7
+	@sed -n 's/^# //p' Makefile | head -8
 
 $(STAMP): requirements-dev.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,14 +45,27 @@ $(WEB_STAMP): examples/web/package-lock.json
 train: $(STAMP)
 	$(PY) -m job train $(ARGS)
 
-# The unit tier first, in its own process with TensorFlow unimportable (tests/unit/conftest.py), then the others.
-test: $(STAMP) $(NODE_STAMP) $(WEB_STAMP) lint test-fast
-	$(PY) -m pytest tests/tf tests/e2e $(PYTEST_ARGS)
+# What the tests need from Debian: Chromium (the page), Ghostscript (to prove Pillow never hands it a file).
+# Installed with apt-get where it is missing; where apt-get exists but cannot run (not root), one line says
+# what to install; on a machine without apt-get the tests that need them are skipped with that reason.
+SYSTEM_TOOLS := chromium:chromium gs:ghostscript
+system-tools:
+	@missing=""; for pair in $(SYSTEM_TOOLS); do command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then echo "note: no apt-get: the tests that need$$missing are skipped"; exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then echo "error: the tests need$$missing: run 'sudo apt-get install$$missing', then 'make test'"; exit 1; fi; \
+	echo "installing$$missing (apt-get)"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends$$missing >/dev/null
+
+# The fast tier first, in its own process with TensorFlow unimportable (tests/unit/conftest.py), then the
+# TensorFlow and end-to-end tiers on two workers (xdist: their time is subprocesses and I/O), the slowest shown.
+XDIST ?= -n 2 --dist loadgroup
+test: $(STAMP) $(NODE_STAMP) $(WEB_STAMP) system-tools lint test-fast
+	$(PY) -m pytest $(XDIST) --durations=25 tests/tf tests/e2e $(PYTEST_ARGS)
 
 # The unit tier and the fuzz tier (Hypothesis properties of the gates and parsers): no TensorFlow (unimportable
 # here), no servers. FUZZ_EXAMPLES=N runs every property N times (the default keeps the fuzz tier near 30 s).
 test-fast: $(STAMP)
-	UNIT_TIER_BLOCKS_TENSORFLOW=1 $(PY) -m pytest tests/unit tests/fuzz $(PYTEST_ARGS)
+	UNIT_TIER_BLOCKS_TENSORFLOW=1 $(PY) -m pytest --durations=10 tests/unit tests/fuzz $(PYTEST_ARGS)
 
 # The serving images' TensorFlow versions, each in its own venv under .venv-serving/ (made on first use).
 test-serving: $(STAMP)

@@ -154,8 +154,8 @@ def add_train_parser(sub, epilog: str) -> None:
     train.add_argument(
         "--dry-run",
         action="store_true",
-        help="resolve the config, probe the store, checkpoint location and tracking server, read the "
-        "data source's headers and print the plan; train nothing",
+        help="resolve the config, probe the store, checkpoint location, tracking server, TensorBoard folder and "
+        "CI report files, read the --baseline and the data source's headers and print the plan; train nothing",
     )
 
 

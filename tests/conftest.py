@@ -176,3 +176,20 @@ def bucket(s3_env):
     name = "test-" + _secrets.token_hex(6)
     make_client().create_bucket(Bucket=name)
     return name
+
+
+# ---------------------------------------------------------------- tiers as markers, and no silent skips
+
+_TIER_MARKS = {"tf": "slow", "e2e": "slow", "serving": "serving", "image": "image"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Each test gets its tier's marker from its folder (`-m "not slow"` is the fast tier), and `browser` where it
+    drives Chromium."""
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        tier = parts[parts.index("tests") + 1] if "tests" in parts else ""
+        if tier in _TIER_MARKS:
+            item.add_marker(_TIER_MARKS[tier])
+        if item.fspath.basename == "test_browser.py" or "page" in item.name or "chromium" in item.name:
+            item.add_marker("browser")

@@ -14,6 +14,7 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -297,3 +298,13 @@ def assert_nothing_forged(proc) -> None:
     for line in (proc.stdout + "\n" + proc.stderr).split("\n"):
         assert not line.lstrip().startswith("::") or line.startswith("::error title="), ascii(line)
         assert "##[" not in line and not _FORGING.search(line), ascii(line)
+
+
+def needs(ok: bool, what: str, install: str, installer: str = "apt-get") -> None:
+    """A test that needs a tool the machine lacks fails, saying how to install it (`make test` installs it). It is
+    skipped, with the reason in the summary, only where the machine cannot install it at all (no `installer`)."""
+    if ok:
+        return
+    if shutil.which(installer) is None:
+        pytest.skip(f"{what} is missing and this machine has no {installer} to install it ({install})")
+    pytest.fail(f"{what} is missing: run `make test` (it installs it) or `{install}`", pytrace=False)

@@ -52,7 +52,7 @@ def _refusal(what: str, path, problem: str) -> StorageError:
 def _lstat(path: Path):
     try:
         return os.lstat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # then its folder is checked
         return None
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import ROOT, class_image, run_job
+from helpers import ROOT, class_image, needs, run_job
 from s3_server import free_port
 
 WEB = ROOT / "examples" / "web"
@@ -26,8 +26,7 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 
 def _require(condition: bool, why: str) -> None:
-    if not condition:
-        (pytest.fail if os.environ.get("CI") else pytest.skip)(why)  # CI installs both (.ci/run, Makefile)
+    needs(condition, why, "apt-get install chromium; npm ci in examples/web")
 
 
 def _real_jpegs(folder, count: int = 8) -> list:

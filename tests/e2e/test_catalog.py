@@ -145,5 +145,5 @@ def test_what_a_store_holds_is_shown_safely(runs, tmp_path):
     row = json.loads(listed.stdout.splitlines()[0])
     assert listed.returncode == 0 and row["test_accuracy"] is None and row["complete"] is False
     shown = runs_cmd(store, "show", store["uri"], "run-new")
-    assert shown.returncode == 3 and len(shown.stderr.splitlines()) == 1 and "not a JSON dict" in shown.stderr
+    assert shown.returncode == 3 and len(shown.stderr.splitlines()) == 1 and "expected a JSON object" in shown.stderr
     assert "Traceback" not in shown.stderr

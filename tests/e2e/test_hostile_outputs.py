@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
 from forked import run_forked
-from helpers import ROOT, job_env, make_run_dir, run_measured, train_args, tree_snapshot
 from test_mlflow_failing import FailingServer
+
+from helpers import ROOT, job_env, make_run_dir, run_measured, train_args, tree_snapshot
 
 GITHUB = {"GITHUB_ACTIONS": "true"}
 ROW_SECONDS = 40  # the slowest row: a tracking server that never answers its probe (bounded at 15 s)
@@ -235,7 +235,11 @@ def _tf_config(value) -> Callable:
 def _sagemaker_hosts(hosts: str, current: str = "algo-1") -> Callable:
     def build(c: Ctx):
         env = {"JOB_OPT_ML": str(c.tmp / "opt_ml"), "SM_MODEL_DIR": str(c.out), "TRAINING_JOB_NAME": "hosts"}
-        return [*train_args(c.tiny_tar, c.out, cache=c.tmp / "cache")], {**env, "SM_HOSTS": hosts, "SM_CURRENT_HOST": current}
+        return [*train_args(c.tiny_tar, c.out, cache=c.tmp / "cache")], {
+            **env,
+            "SM_HOSTS": hosts,
+            "SM_CURRENT_HOST": current,
+        }
 
     return build
 
@@ -266,7 +270,7 @@ CLUSTER = [
     Row("JobSet: pod index beyond the pods per job", 2, _jobset(JOB_COMPLETION_INDEX="2"), "JOB_COMPLETION_INDEX"),
     Row("JobSet: job index beyond the replicas", 2, _jobset(JOBSET_JOB_INDEX="1"), "JOBSET_JOB_INDEX"),
     Row(
-        "JobSet: 2000 x 2000 workers",
+        "JobSet: 1000 x 1000 workers",
         2,
         _jobset(JOBSET_REPLICAS="1000", CLUSTER_PODS_PER_JOB="1000"),
         "at most 1024",
@@ -291,7 +295,7 @@ CLUSTER = [
         _indexed(CLUSTER_ADDRESS_OVERRIDE="127.0.0.1:2222,127.0.0.1:99999"),
         "CLUSTER_ADDRESS_OVERRIDE",
     ),
-    Row("TF_CONFIG: 1 MB", 2, _tf_config({"cluster": {"worker": ["h:1"] * 200_000}, **WORKER}), "limit"),
+    Row("TF_CONFIG: 84 KB", 2, _tf_config({"cluster": {"worker": ["h:1"] * 12_000}, **WORKER}), "limit"),
     Row("TF_CONFIG: 2000 workers", 2, _tf_config({"cluster": {"worker": ["h:1"] * 2000}, **WORKER}), "at most"),
     Row("TF_CONFIG: port 0", 2, _tf_config({"cluster": {"worker": ["h:0", "g:1"]}, **WORKER}), "host:port"),
     Row("TF_CONFIG: a host with a space", 2, _tf_config({"cluster": {"worker": ["a b:1"]}, **WORKER}), "host:port"),
@@ -358,3 +362,83 @@ def test_hostile_output_or_cluster_input_ends_in_its_documented_state(row, ctx):
 
 def test_the_table_has_its_rows():
     assert len(ALL) >= 50
+
+
+# ------------------------------------------------------------------------------ after the probe: never fatal
+
+
+SUMMARY = {
+    "run_id": "r1",
+    "uri": "s3://bucket/a|b`c`<img src=x>[link](http://e)",
+    "test_accuracy": 0.5,
+    "onnx_test_accuracy": 0.5,
+    "parity_max_abs_diff": None,
+    "durations_s": {"train": 1.0},
+    "baseline": {"uri": "s3://b/x|y", "delta": 0.0, "test_accuracy": 0.5, "max_regression": 0.005},
+}
+
+
+def _events(capsys) -> list[dict]:
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda t: t,  # a folder
+        lambda t: t / "missing" / "summary.md",
+        lambda t: Path("/dev/full"),
+        _fifo,  # no reader: would block forever without O_NONBLOCK
+        _link_to_victim,
+    ],
+    ids=["folder", "missing folder", "/dev/full", "FIFO", "link"],
+)
+def test_a_step_summary_that_breaks_after_the_probe_is_a_warning_and_an_event(make, tmp_path, capsys):
+    from job.report.ci import report_failure, report_success
+
+    env = {**GITHUB, "GITHUB_STEP_SUMMARY": str(make(tmp_path))}
+    t0 = time.monotonic()
+    report_success(SUMMARY, env)
+    report_failure("data", "bad\n::error::forged", env)
+    assert time.monotonic() - t0 < 25
+    failed = [e for e in _events(capsys) if e["event"] == "output_failed"]
+    assert len(failed) == 2 and {e["output"] for e in failed} == {"GITHUB_STEP_SUMMARY"}
+    if (tmp_path / "victim.txt").exists():
+        assert (tmp_path / "victim.txt").read_text() == "victim"
+
+
+def test_metrics_txt_that_is_a_link_is_replaced_not_followed(tmp_path, capsys):
+    from job.report.ci import report_success
+
+    victim = _file(tmp_path, "victim.txt", "victim")
+    (tmp_path / "metrics.txt").symlink_to(victim)
+    report_success(SUMMARY, {"GITLAB_CI": "true", "CI_PROJECT_DIR": str(tmp_path)})
+    assert victim.read_text() == "victim"
+    assert (
+        not (tmp_path / "metrics.txt").is_symlink()
+        and "cifar10_test_accuracy 0.5" in (tmp_path / "metrics.txt").read_text()
+    )
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+
+
+def test_the_summary_table_does_not_break_on_a_hostile_store_uri(tmp_path):
+    from job.report.ci import report_success
+
+    summary = tmp_path / "summary.md"
+    report_success(SUMMARY, {**GITHUB, "GITHUB_STEP_SUMMARY": str(summary)})
+    rows = [line for line in summary.read_text().splitlines() if line.startswith("| ")]
+    assert all(line.count("|") == 3 for line in rows), rows  # every row is still two cells
+    text = summary.read_text()
+    assert "`c`" not in text and "<img" not in text and "](" not in text
+    assert "&#124;" in text
+
+
+def test_a_failure_message_cannot_forge_or_break_a_workflow_command(capsys):
+    from job.report.ci import report_failure
+
+    report_failure("data", "100% bad\r\n::add-mask::secret\n::error::forged \x1b[2J\u202e", {"GITHUB_ACTIONS": "true"})
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("::error title=data error::100%25 bad")
+    assert "::add-mask::" not in lines[0] and "::error::forged" not in lines[0]  # `::` broken inside the message
+    assert "\x1b" not in err and "\u202e" not in err and "\r" not in err

@@ -23,7 +23,16 @@ import pytest
 from forked import run_forked
 from PIL import Image
 
-from helpers import CLASSES, ROOT, assert_nothing_forged, class_image, contract_model, job_env, tree_snapshot
+from helpers import (
+    CLASSES,
+    ROOT,
+    assert_nothing_forged,
+    class_image,
+    contract_model,
+    job_env,
+    needs,
+    tree_snapshot,
+)
 from job.storage.manifest import write_manifest
 
 CANARY = "c4nary-5ecret-93f1"
@@ -1298,7 +1307,7 @@ def test_a_hostile_store_ends_in_its_documented_state(case, backend, ctx):
     args = case.build(ctx)
     if args[0] == "node":
         if not (NODE_DIR / "node_modules").is_dir() or not shutil.which("node"):
-            pytest.skip("the Node.js consumer is not installed (npm ci in examples/node)")
+            needs(False, "the Node.js consumer", "npm ci in examples/node", installer="npm")
         command = ["node", str(NODE_DIR / "classify.mjs"), *args[1:]]
     before = ctx.snapshot()
     env = job_env(**{**ctx.env, **(case.env or {})})

@@ -190,8 +190,8 @@ def _node_ready() -> bool:
 
 
 needs_node = pytest.mark.skipif(
-    not _node_ready() and not os.environ.get("CI"),
-    reason="examples/node not installed (make test installs it when npm exists)",
+    not _node_ready() and shutil.which("npm") is None,
+    reason="examples/node is not installed and this machine has no npm (make test installs it where npm exists)",
 )
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import CLASSES, ROOT, class_image, contract_model, job_env, tree_snapshot
+from helpers import CLASSES, ROOT, class_image, contract_model, job_env, needs, tree_snapshot
 from job.storage.manifest import write_manifest
 
 RUN = "good"
@@ -312,7 +312,7 @@ def _run(ctx: Ctx, reader: str, trust_args: list[str], env: dict | None = None) 
     args = ctx.args(reader, trust_args)
     if args[0] == "node":
         if not (NODE_DIR / "node_modules").is_dir() or not shutil.which("node"):
-            pytest.skip("the Node.js consumer is not installed (npm ci in examples/node)")
+            needs(False, "the Node.js consumer", "npm ci in examples/node", installer="npm")
         command = ["node", str(NODE_DIR / "classify.mjs"), *args[1:]]
     else:
         command = [sys.executable, "-m", "job", *args]
@@ -771,7 +771,7 @@ def test_the_page_shows_whether_the_run_is_signed_by_the_pasted_key(keys, templa
     web = ROOT / "examples" / "web"
     chromium = os.environ.get("CHROMIUM", "/usr/bin/chromium")
     if not os.path.exists(chromium) or not (web / "node_modules" / "playwright-core").is_dir():
-        pytest.skip("no Chromium or examples/web/node_modules (npm ci)")
+        needs(False, "Chromium or examples/web/node_modules", "apt-get install chromium; npm ci in examples/web")
     from s3_server import free_port
 
     root = tmp_path / "www"

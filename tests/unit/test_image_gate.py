@@ -12,7 +12,7 @@ import pytest
 from hostile_images import HOSTILE, HOSTILE_PREDICT_ONLY, POSTSCRIPT, encoded, ghostscript_spy
 from PIL import Image
 
-from helpers import ROOT, job_env
+from helpers import ROOT, job_env, needs
 from job.data.decode import TRAINING_FORMATS, _decode_chunk
 from job.data.images import decode
 from job.errors import DataError
@@ -152,7 +152,7 @@ else:
 @pytest.mark.parametrize("name", ["postscript.jpg", "eps-binary-header.png", "document.jpg"])
 def test_ghostscript_is_never_run(name, tmp_path):
     if not os.path.exists("/usr/bin/gs"):
-        (pytest.fail if os.environ.get("CI") else pytest.skip)("no Ghostscript (apt-get install ghostscript)")
+        needs(False, "Ghostscript", "apt-get install ghostscript")
     folder, marker = ghostscript_spy(tmp_path / "spy")
     path = tmp_path / name
     path.write_bytes((HOSTILE)[name]())
