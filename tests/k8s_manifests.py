@@ -2,6 +2,7 @@
 and the environment a pod of each manifest gets (downward API fields resolved from the labels Kubernetes,
 JobSet and Kubeflow Trainer put on their pods)."""
 
+import functools
 from pathlib import Path
 
 import yaml
@@ -16,11 +17,18 @@ def docs(path: Path) -> list[dict]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
 
+@functools.cache
+def _crds() -> list[dict]:
+    """The vendored CRDs, parsed once per test process (5 MB of YAML: seconds each time with the pure-Python
+    loader)."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return [yaml.load(path.read_text(), Loader=loader) for path in sorted(CRDS.glob("*.yaml"))]
+
+
 def crd_schema(api_version: str, kind: str) -> dict:
     """The openAPIV3Schema of `kind` at `api_version` from the vendored CRDs."""
     group, _, version = api_version.partition("/")
-    for path in sorted(CRDS.glob("*.yaml")):
-        crd = yaml.safe_load(path.read_text())
+    for crd in _crds():
         if crd["spec"]["group"] == group and crd["spec"]["names"]["kind"] == kind:
             for v in crd["spec"]["versions"]:
                 if v["name"] == version:

@@ -31,7 +31,6 @@ def _within(low, high, why, *, low_open=False, high_open=False):
     return ok, why
 
 
-AT_LEAST_ONE = _within(1, None, "must be at least 1")
 NOT_NEGATIVE = _within(0, None, "must be 0 or more")
 FRACTION = _within(0.0, 1.0, "is a fraction between 0 and 1")
 MOMENTUM = _within(0.0, 1.0, "must be in [0, 1)", high_open=True)
@@ -79,8 +78,8 @@ class Config:
         choices=tuple(PRESETS),
     )
     model: str = _f("seed_cnn", "network architecture", choices=("seed_cnn", "fast_net"))
-    epochs: int = _f(10, "training epochs", check=AT_LEAST_ONE)
-    batch_size: int = _f(64, "training batch size", check=AT_LEAST_ONE)
+    epochs: int = _f(10, "training epochs", check=_within(1, 10_000, "must be between 1 and 10000"))
+    batch_size: int = _f(64, "training batch size", check=_within(1, 65_536, "must be between 1 and 65536"))
     optimizer: str = _f("adam", "optimizer", choices=("adam", "sgd"))
     learning_rate: float = _f(1e-3, "peak learning rate", check=POSITIVE)
     momentum: float = _f(0.9, "SGD (Nesterov) momentum", check=MOMENTUM)
@@ -112,7 +111,7 @@ class Config:
         choices=(0, 1, 2),
         metavar="{0,1,2}",
     )
-    width: int = _f(64, "base channel width of fast_net", check=_within(8, None, "must be at least 8"))
+    width: int = _f(64, "base channel width of fast_net", check=_within(8, 1024, "must be between 8 and 1024"))
     bn_momentum: float = _f(
         0.6,
         "fast_net: BatchNorm running-statistics momentum, Keras' sense (the weight of the old average)",
@@ -135,13 +134,13 @@ class Config:
         0,
         "TensorFlow intra-op / ONNX Runtime threads (0 = CPUs this process may use)",
         group="runtime",
-        check=_within(0, None, "must be 0 (automatic) or positive"),
+        check=_within(0, 1024, "must be 0 (automatic) or at most 1024"),
     )
     inter_op_threads: int = _f(
         0,
         "TensorFlow inter-op threads (0 = automatic)",
         group="runtime",
-        check=_within(0, None, "must be 0 (automatic) or positive"),
+        check=_within(0, 1024, "must be 0 (automatic) or at most 1024"),
     )
     checkpoint_dir: str = _f(
         "",
@@ -252,13 +251,13 @@ class Config:
         5,
         "S3 attempts per request (botocore standard retry mode)",
         group="publish",
-        check=_within(1, None, "must be at least 1 (one attempt, no retry)"),
+        check=_within(1, 100, "must be between 1 (one attempt, no retry) and 100"),
     )
     s3_timeout: float = _f(
         20.0,
         "S3 connect/read timeout in seconds",
         group="publish",
-        check=_within(0, None, "must be a positive number of seconds", low_open=True),
+        check=_within(0, 3600, "must be a positive number of seconds, at most 3600", low_open=True),
     )
 
     # Not settable: filled in by resolve() for the record.

@@ -3,9 +3,7 @@ and SIGTERM drains: readiness drops, after --drain-delay-s the listener closes, 
 (within --grace-s, which must sit under the platform's grace period: Kubernetes 30 s, SageMaker and Vertex AI
 longer)."""
 
-import os
 import signal
-import sys
 import threading
 
 from job.errors import EXIT_OK
@@ -49,9 +47,6 @@ def run(args) -> int:
     import uvicorn
 
     s = settings.resolve(args)
-    # The inference thread needs the GIL back the moment ONNX Runtime returns; with Python's default 5 ms switch
-    # interval it waits for the event loop thread to be forced off, which doubled the time per batch.
-    sys.setswitchinterval(float(os.environ.get("JOB_SERVE_SWITCH_INTERVAL", "0.0005")))
     claim_stdout()  # stdout: one JSON line per event and per inference batch; stderr: people's lines
 
     def load():
