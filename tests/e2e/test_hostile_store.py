@@ -1352,6 +1352,25 @@ def test_predict_prints_hostile_class_names_escaped(backend, ctx):
     assert_nothing_forged(as_json)
 
 
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_runs_list_survives_every_document_nested_100000_deep(backend, ctx):
+    """`runs list` reports a store whatever its documents hold: latest.json, the run's manifest and its metrics.json
+    each nested 100,000 deep give a row marked INCOMPLETE (exit 0), no traceback, nothing forged."""
+    ctx.put("latest.json", DEEP_POINTER)
+    ctx.put(f"{RUN}/manifest.json", DEEP)
+    ctx.put(f"{RUN}/metrics.json", DEEP)
+    env = job_env(**ctx.env)
+    table, _ = run_forked(["runs", "list", ctx.uri], env=env, cwd=ROOT, timeout=60)
+    rows, _ = run_forked(["runs", "list", ctx.uri, "--json"], env=env, cwd=ROOT, timeout=60)
+    assert table.returncode == rows.returncode == 0, table.stderr + rows.stderr
+    assert "Traceback" not in table.stderr + rows.stderr
+    assert "INCOMPLETE" in table.stdout.splitlines()[1]
+    (row,) = [json.loads(line) for line in rows.stdout.splitlines()]
+    assert row["run_id"] == RUN and row["complete"] is False and row["latest"] is False
+    assert_nothing_forged(table)
+    assert_nothing_forged(rows)
+
+
 def test_the_store_table_holds_every_class_of_fault():
     assert len(PARAMS) >= 120
     assert {c.code for c in ALL} == {2, 3, 4, 8}

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from forked import run_forked
 from PIL import Image
 
 from helpers import CLASSES, ROOT, class_image, contract_model, job_env, needs, tree_snapshot
@@ -314,17 +315,16 @@ def _run(ctx: Ctx, reader: str, trust_args: list[str], env: dict | None = None) 
         if not (NODE_DIR / "node_modules").is_dir() or not shutil.which("node"):
             needs(False, "the Node.js consumer", "npm ci in examples/node", installer="npm")
         command = ["node", str(NODE_DIR / "classify.mjs"), *args[1:]]
-    else:
-        command = [sys.executable, "-m", "job", *args]
-    return subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        env=job_env(**{**ctx.env, **(env or {})}),
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-    )
+        return subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            env=job_env(**{**ctx.env, **(env or {})}),
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+        )
+    return run_forked(args, env=job_env(**{**ctx.env, **(env or {})}), cwd=ROOT, timeout=120)[0]
 
 
 def _trust_args(keys, trust: str) -> list[str]:
