@@ -373,7 +373,7 @@ class S3Location(Location):
                         cut = exc
                         log.warning("%s: body cut short (%s); reading it again", self.describe(name), cut)
                         continue
-                    current, cut = sink.data, None
+                    current, cut = sink.getvalue(), None
             new = decide(current)
             if new is None:
                 return
