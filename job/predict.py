@@ -71,11 +71,11 @@ def resolve_model(spec: str, download_dir: Path, int8: bool = False, trust=None)
         run = store.here_or_latest()
         if run is None:
             raise ModelError(f"model {spec!r} not found ({MODEL_HINT})")
-        from job.storage.signing import require_signature
+        from job.storage.signing import checked_manifest
 
-        require_signature(store, run, trust)  # before anything is copied or loaded
-        names = [n for n in model_files(int8) if n in store.manifest(run)["files"]] or model_files(int8)[-1:]
-        return store.fetch_verified(run, names[0], download_dir / names[0])
+        manifest = checked_manifest(store, run, trust)  # read once; signature checked before anything is copied
+        names = [n for n in model_files(int8) if n in manifest["files"]] or model_files(int8)[-1:]
+        return store.fetch_verified(run, names[0], download_dir / names[0], manifest)
     except (FileNotFoundError, NotADirectoryError):
         raise ModelError(f"model {spec!r} not found ({MODEL_HINT})") from None
     except StorageError:

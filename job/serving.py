@@ -147,13 +147,13 @@ def _upload(location, staging: Path) -> None:
 def export_serving(store_uri: str, run: str, dest: str, name: str = "cifar10", trust=None) -> dict:
     """`trust` (job.storage.signing.Trust): the run must be signed by it, checked before anything is written."""
     from job.storage import open_store
-    from job.storage.signing import require_signature
+    from job.storage.signing import checked_manifest
 
     check_model_name(name)
     store = open_store(store_uri, None)
     run = store.resolve(run) if run else store.here_or_latest()
-    require_signature(store, run, trust)
-    files = store.manifest(run)["files"]
+    manifest = checked_manifest(store, run, trust)  # read once: what is signed is what is copied
+    files = manifest["files"]
     saved = next((f for f in SAVEDMODEL_FOLDERS if (f"{f}/saved_model.pb" if f else "saved_model.pb") in files), None)
     local_dest = not dest.startswith("s3://")
     location = _check_destination(store, dest)
@@ -162,7 +162,7 @@ def export_serving(store_uri: str, run: str, dest: str, name: str = "cifar10", t
         model_dir = staging / TRITON_ROOT / name
         onnx_dir = model_dir / "1"
         onnx_dir.mkdir(parents=True)
-        store.fetch_verified(run, "model.onnx", onnx_dir / "model.onnx")
+        store.fetch_verified(run, "model.onnx", onnx_dir / "model.onnx", manifest)
         classes = _class_names(onnx_dir / "model.onnx")
         (model_dir / "config.pbtxt").write_text(config_pbtxt(name, len(classes)))
         (model_dir / "labels.txt").write_text("".join(f"{c}\n" for c in classes))
@@ -174,7 +174,7 @@ def export_serving(store_uri: str, run: str, dest: str, name: str = "cifar10", t
                 if rest in ("saved_model.pb", "fingerprint.pb") or rest.startswith(("variables/", "assets/")):
                     target = staging / TF_SERVING_ROOT / name / "1" / rest
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    store.fetch_verified(run, path, target)
+                    store.fetch_verified(run, path, target, manifest)
                     copied += 1
         if local_dest:
             if Path(dest).exists():

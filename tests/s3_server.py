@@ -75,6 +75,8 @@ class FaultProxy:
     fake_put=N     answer 200 (ETag of the body) to the first N object PUTs without forwarding them
     truncate_get=N answer the first N object GETs with the full Content-Length but half the body, then close
     short_get=N    answer the first N object GETs with a body one byte shorter and a matching Content-Length
+    replace_get=N  answer the first N object GETs with `replace_body` (200, its own length and ETag) without
+                   forwarding them: a store whose object changes between reads (the N+1-th GET sees the stored one)
     """
 
     def __init__(
@@ -90,6 +92,8 @@ class FaultProxy:
         fake_put=0,
         truncate_get=0,
         short_get=0,
+        replace_get=0,
+        replace_body=b"",
         match="",
     ):
         self.upstream = upstream.split("://", 1)[1]
@@ -97,6 +101,7 @@ class FaultProxy:
         self.methods = methods
         self.corrupt_put, self.keep_etag, self.fake_put = corrupt_put, keep_etag, fake_put
         self.truncate_get, self.short_get, self.match = truncate_get, short_get, match
+        self.replace_get, self.replace_body = replace_get, replace_body
         self.seen = {"PUT": 0, "GET": 0}
         self.count = 0
         self.injected = 0
@@ -138,6 +143,15 @@ class FaultProxy:
                     self.send_header("ETag", f'"{hashlib.md5(body).hexdigest()}"')
                     self.send_header("Content-Length", "0")
                     self.end_headers()
+                    return
+                if object_fault == "replace":
+                    proxy.injected += 1
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/octet-stream")
+                    self.send_header("ETag", f'"{hashlib.md5(proxy.replace_body).hexdigest()}"')
+                    self.send_header("Content-Length", str(len(proxy.replace_body)))
+                    self.end_headers()
+                    self.wfile.write(proxy.replace_body)
                     return
                 if object_fault == "corrupt":
                     proxy.injected += 1
@@ -201,6 +215,8 @@ class FaultProxy:
             n = self.seen[method]
         if method == "PUT":
             return "fake" if n <= self.fake_put else "corrupt" if n <= self.corrupt_put else None
+        if n <= self.replace_get:
+            return "replace"
         return "truncate" if n <= self.truncate_get else "short" if n <= self.short_get else None
 
     def close(self):

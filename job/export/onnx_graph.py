@@ -5,7 +5,7 @@ GELU (tanh form), in the forms ONNX Runtime runs fast:
 fast_net builds GELU from stock Keras layers as x * sigmoid(c (x + 0.044715 x^3)), c = 2 sqrt(2/pi), so that
 model.keras loads with plain Keras. tf2onnx turns that into seven elementwise nodes that ONNX Runtime fuses into
 nothing: float inference was about 20% slower than with ReLU, and static INT8 quantization put a MinMax range
-on every one of them (the Pow/Mul/Add/Sigmoid ranges lost 14 points of accuracy).
+on every one of them (the Pow/Mul/Add/Sigmoid ranges lost 14-18 points of accuracy).
 
 `tanh_form` rewrites each such subgraph, in model.onnx, into the same function written as
 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) with opset-17 standard ops (Pow, Mul, Add, Tanh) in exactly

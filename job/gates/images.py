@@ -34,6 +34,11 @@ warnings.filterwarnings("ignore", message="Image size .* could be decompression 
 # gigabytes. Both are refused before decoding.
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 MAX_PIXELS = 50_000_000
+# The model server's bound (docs/serving.md#memory): its images become 32x32, and a request is at most 4 MiB by
+# default; 16 MP holds a 12 MP phone photo (4032 x 3024). Training decodes 32x32 only (other sizes are refused from
+# the header); `job predict` keeps MAX_PIXELS for a user's own photos.
+SERVE_MAX_PIXELS = 16_000_000
+BAND_PIXELS = 1 << 20  # pixels per band of the 16-bit and alpha steps (a few MB of working arrays)
 BACKGROUND = (255, 255, 255)
 RESIZE_FILTER = "bilinear"
 
@@ -140,28 +145,55 @@ def open_image(blob: bytes, what: str = "image", *, formats=FORMATS, max_pixels:
 
 def to_rgb(im, what: str = "image"):
     """The one preprocessing rule (module docstring): EXIF orientation, 16-bit -> high byte, transparency over
-    white; -> an RGB Pillow image. Decodes the pixels; ImageRejected when they are malformed or truncated."""
-    import numpy as np
-    from PIL import Image, ImageOps
+    white; -> an RGB Pillow image. Decodes the pixels (and turns `im` upright in place: no second copy of a large
+    image); ImageRejected when they are malformed or truncated. The 16-bit and alpha steps run on bands of at most
+    `BAND_PIXELS` pixels, so the working memory is the decoded image, the RGB result and a few MB, whatever the
+    size (docs/serving.md#memory)."""
+    from PIL import ImageOps
 
     try:
         im.load()
-        oriented = ImageOps.exif_transpose(im)
-        if oriented.mode.startswith("I"):  # 16-bit (or 32-bit) grey: the high byte of 16 bits
-            grey = np.asarray(oriented).astype(np.int64).clip(0, 65535) >> 8
-            return Image.fromarray(grey.astype(np.uint8), "L").convert("RGB")
-        transparent = "A" in oriented.mode or "a" in oriented.mode or "transparency" in oriented.info
+        ImageOps.exif_transpose(im, in_place=True)
+        if im.mode.startswith("I"):  # 16-bit (or 32-bit) grey: the high byte of 16 bits
+            return _banded(im, "L", _high_byte).convert("RGB")
+        transparent = "A" in im.mode or "a" in im.mode or "transparency" in im.info
         if not transparent:
-            return oriented.convert("RGB")
-        rgba = np.asarray(oriented.convert("RGBA"), dtype=np.uint32)
-        alpha = rgba[..., 3:4]
-        background = np.array(BACKGROUND, dtype=np.uint32)
-        out = (rgba[..., :3] * alpha + 127) // 255 + (background * (255 - alpha) + 127) // 255
-        return Image.fromarray(out.astype(np.uint8), "RGB")
+            return im.convert("RGB")
+        return _banded(im, "RGB", _over_background)
     except ImageRejected:
         raise
     except Exception as exc:  # truncated data, decoder errors, malformed EXIF
         raise ImageRejected(what, f"not a readable image (unreadable or truncated {im.format}: {_why(exc)})") from None
+
+
+def _banded(im, mode: str, pixels):
+    """`pixels(band)` -> uint8 array, applied to horizontal bands of `im` of at most BAND_PIXELS pixels, pasted
+    into one new `mode` image: the same values as on the whole image (every step is per pixel)."""
+    from PIL import Image
+
+    width, height = im.size
+    out = Image.new(mode, im.size)
+    rows = max(1, BAND_PIXELS // width)
+    for top in range(0, height, rows):
+        box = (0, top, width, min(height, top + rows))
+        out.paste(Image.fromarray(pixels(im.crop(box)), mode), box[:2])
+    return out
+
+
+def _high_byte(band):
+    import numpy as np
+
+    return (np.asarray(band).astype(np.int64).clip(0, 65535) >> 8).astype(np.uint8)
+
+
+def _over_background(band):
+    """out = round(c * a / 255) + round(bg * (255 - a) / 255), in uint16 (c * a + 127 <= 65152)."""
+    import numpy as np
+
+    rgba = np.asarray(band.convert("RGBA"))
+    colour, alpha = rgba[..., :3].astype(np.uint16), rgba[..., 3:4].astype(np.uint16)
+    background = np.array(BACKGROUND, dtype=np.uint16)
+    return ((colour * alpha + 127) // 255 + (background * (255 - alpha) + 127) // 255).astype(np.uint8)
 
 
 def load_rgb(blob: bytes, what: str = "image", *, formats=FORMATS, max_pixels: int = MAX_PIXELS):
@@ -173,13 +205,22 @@ def load_rgb(blob: bytes, what: str = "image", *, formats=FORMATS, max_pixels: i
         im.close()
 
 
-def model_input(blob: bytes, what: str = "image", *, size=(32, 32), resize: bool = True, formats=FORMATS):
+def model_input(
+    blob: bytes,
+    what: str = "image",
+    *,
+    size=(32, 32),
+    resize: bool = True,
+    formats=FORMATS,
+    max_pixels: int = MAX_PIXELS,
+):
     """-> (uint8 [h, w, 3], note): the model's input of one image. Another size is resized with the bilinear
-    filter when `resize` (the note says so), else refused before decoding (training data must be `size`)."""
+    filter when `resize` (the note says so), else refused before decoding (training data must be `size`).
+    `max_pixels`: the caller's bound, from the header (the server's is `SERVE_MAX_PIXELS`)."""
     import numpy as np
     from PIL import Image
 
-    im = open_image(blob, what, formats=formats)
+    im = open_image(blob, what, formats=formats, max_pixels=max_pixels)
     try:
         if not resize and im.size not in (tuple(size), tuple(size)[::-1]):  # from the header: nothing decoded
             raise ImageRejected(what, f"{im.size[0]}x{im.size[1]} pixels, expected {size[0]}x{size[1]}")

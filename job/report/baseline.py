@@ -32,17 +32,17 @@ def load_baseline(uri: str, s3_options=None, trust=None) -> Baseline:
     run = store.here_or_latest()
     if run is None:
         raise DataError(f"--baseline {uri}: neither a run folder nor a store with a latest.json")
-    from job.storage.signing import require_signature
+    from job.storage.signing import checked_manifest
 
-    require_signature(store, run, trust)  # with --public-key: a baseline nobody trusted signed is refused (exit 3)
-    listed = store.manifest(run)["files"].get("metrics.json")
+    manifest = checked_manifest(store, run, trust)  # read once; with --public-key a baseline must be signed (exit 3)
+    listed = manifest["files"].get("metrics.json")
     if listed is not None and listed["bytes"] > MAX_METRICS_BYTES:  # refused from its size, never downloaded
         raise DataError(
             f"--baseline {uri}: metrics.json is {listed['bytes']:,} bytes, over the {MAX_METRICS_BYTES:,}-byte "
             "limit for a metrics file"
         )
     with tempfile.TemporaryDirectory(prefix="baseline-") as tmp:
-        path = store.fetch_verified(run, "metrics.json", Path(tmp) / "metrics.json")
+        path = store.fetch_verified(run, "metrics.json", Path(tmp) / "metrics.json", manifest)
         metrics = read_json_file(  # NaN allowed: a diverged run's loss is written as NaN
             path, f"--baseline {uri}: metrics.json", max_bytes=MAX_METRICS_BYTES, allow_nan=True, expect=dict
         )

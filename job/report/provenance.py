@@ -18,6 +18,8 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
+from job.errors import DataError
+from job.gates.json_doc import load_json
 from job.runtime.redact import redact, redact_value
 from job.runtime.telemetry import versions
 from job.storage.files import sha256_file
@@ -116,8 +118,8 @@ def provenance(run_dir: Path, cfg, platform, data_info: dict, env: Mapping[str, 
     produced = versions()
     metrics = {}
     try:
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, ValueError):
+        metrics = load_json((run_dir / "metrics.json").read_bytes(), "metrics.json", allow_nan=True)
+    except (OSError, DataError):
         pass
     started = (metrics.get("training") or {}).get("started_at") if isinstance(metrics, dict) else None
     return {

@@ -16,6 +16,7 @@ The model loads after the port opens, so liveness answers at once and readiness 
 import asyncio
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from job.errors import JobError
 from job.gates.text import shown
@@ -26,7 +27,14 @@ from job.serve.http import HTTPError, header, json_bytes, read_body, send, send_
 from job.serve.metrics import Metrics
 from job.serve.predictions import predictions
 
-OFF_LOOP_BYTES = 256 * 1024  # bodies larger than this are parsed and decoded in a thread, off the event loop
+OFF_LOOP_BYTES = 256 * 1024  # v2 tensor bodies larger than this are parsed in the decode pool, off the event loop
+# Threads that parse request bodies and decode images: at most this many images are decoded at once, so the
+# decoding memory is DECODE_THREADS x the gate's per-image bound (docs/serving.md#memory). Image requests
+# (SageMaker, Vertex AI) are always parsed here, never on the event loop.
+DECODE_THREADS = 2
+# The metrics' route labels for the v2 model routes: a fixed set, whatever the path (unknown ones share one).
+V2_ROUTES = {"": "/v2/models/{name}", "ready": "/v2/models/{name}/ready", "infer": "/v2/models/{name}/infer"}
+V2_OTHER = "/v2/models/{name}/{other}"
 
 
 class App:
@@ -36,7 +44,10 @@ class App:
         self.model = None
         self.problem: str | None = None  # why the model is not loaded, once that is known
         self.draining = False
+        self.in_flight = 0  # requests being answered now
+        self.cut = 0  # requests cancelled before their answer (uvicorn's --grace-s ran out): not drained
         self.batcher: Batcher | None = None
+        self._decode = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="decode")
         self.metrics = Metrics(queued=lambda: self.batcher.queued if self.batcher else 0, ready=lambda: self.ready)
         self.fixed = {
             ("GET", "/v2/health/live"): self._live,
@@ -75,6 +86,7 @@ class App:
             elif message["type"] == "lifespan.shutdown":
                 if self.batcher:
                     await self.batcher.stop()
+                self._decode.shutdown(wait=False, cancel_futures=True)
                 await send_fn({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -106,6 +118,11 @@ class App:
         self.draining = True
         emit("serve_draining", queued=self.batcher.queued if self.batcher else 0)
 
+    @property
+    def unanswered(self) -> int:
+        """Requests that got no answer of the app's: cancelled at the end of the grace period, or still running."""
+        return self.cut + self.in_flight
+
     def _infer_batch(self, images):
         return self.model.run(images)
 
@@ -122,8 +139,13 @@ class App:
             return None
         started = time.monotonic()
         route, handler = self._route(scope["method"], scope["path"])
+        self.in_flight += 1
         try:
             status = await handler(scope, receive, send_fn)
+        except asyncio.CancelledError:  # uvicorn's graceful-shutdown timeout: it answers 500 if anything
+            self.cut += 1
+            emit("unanswered", route=route, reason="the server stopped before the request was complete")
+            raise
         except HTTPError as exc:
             status = exc.status
             if status != 499:  # nobody is left to answer
@@ -133,6 +155,8 @@ class App:
             status = 500
             await send_error(send_fn, HTTPError(500, f"{exc.kind} error: {exc}"))
             emit("failed", route=route, status=status, reason=str(exc))
+        finally:
+            self.in_flight -= 1
         self.metrics.request(route, status, time.monotonic() - started)
         return None
 
@@ -153,7 +177,7 @@ class App:
         if len(rest) >= 2 and rest[0] == "versions":
             rest = rest[2:]  # one version is served: the loaded run
         action = rest[0] if rest else ""
-        route = "/v2/models/{name}" + (f"/{action}" if action else "")
+        route = V2_ROUTES.get(action, V2_OTHER)  # never built from the path: the label set stays fixed
         wanted = {"": "GET", "ready": "GET", "infer": "POST"}.get(action)
         if wanted is None or len(rest) > 1:
             return route, _refuse(404, "no such route")
@@ -195,16 +219,17 @@ class App:
 
     # ------------------------------------------------------------------ inference
 
-    async def _parsed(self, scope, receive, parse):
+    async def _parsed(self, scope, receive, parse, images: bool = False):
         """A loaded model, the bounded body, then `parse(body)` -> images, counted as arriving for the batcher.
+        `images`: the body may hold image bytes, always parsed in the decode pool; other bodies there when large.
         While draining, a request that reached the server is still answered: only readiness drops."""
         if self.model is None:
             self._require_ready()
         self.batcher.arriving += 1
         try:
             body = await read_body(scope, receive, self.settings.max_body_bytes)
-            if len(body) > OFF_LOOP_BYTES:
-                return body, await asyncio.to_thread(parse, body)
+            if images or len(body) > OFF_LOOP_BYTES:
+                return body, await asyncio.get_running_loop().run_in_executor(self._decode, parse, body)
             return body, parse(body)
         finally:
             self.batcher.arriving -= 1
@@ -226,13 +251,14 @@ class App:
             scope,
             receive,
             lambda body: sagemaker.parse_invocation(content_type, body, s.max_batch, s.max_body_bytes),
+            images=True,
         )
         return await self._answer_predictions(send_fn, images)
 
     async def _vertex_predict(self, scope, receive, send_fn) -> int:
         s = self.settings
         _, images = await self._parsed(
-            scope, receive, lambda body: vertex.parse_request(body, s.max_batch, s.max_body_bytes)
+            scope, receive, lambda body: vertex.parse_request(body, s.max_batch, s.max_body_bytes), images=True
         )
         return await self._answer_predictions(send_fn, images)
 

@@ -5,8 +5,11 @@ until it passes the bound: a 50 MB upload costs the server at most `max_bytes` o
 """
 
 import json
+import re
 
 from job.gates.text import shown
+
+_COUNT = re.compile(r"[0-9]{1,18}")  # ASCII digits only: str.isdigit() also accepts '¹', '٣', which int() refuses
 
 
 class HTTPError(Exception):
@@ -16,6 +19,11 @@ class HTTPError(Exception):
         super().__init__(message)
         self.status = status
         self.message = shown(message)
+
+
+def byte_count(value: str) -> int | None:
+    """A header's byte count: 1 to 18 ASCII digits, else None (never an exception)."""
+    return int(value) if _COUNT.fullmatch(value) else None
 
 
 def header(scope, name: bytes) -> str | None:
@@ -28,10 +36,11 @@ def header(scope, name: bytes) -> str | None:
 async def read_body(scope, receive, max_bytes: int) -> bytes:
     declared = header(scope, b"content-length")
     if declared is not None:
-        if not declared.isdigit():
+        length = byte_count(declared)
+        if length is None:
             raise HTTPError(400, "Content-Length is not a number")
-        if int(declared) > max_bytes:
-            raise HTTPError(413, f"the body is {int(declared):,} bytes; the limit is {max_bytes:,}")
+        if length > max_bytes:
+            raise HTTPError(413, f"the body is {length:,} bytes; the limit is {max_bytes:,}")
     chunks, size = [], 0
     while True:
         message = await receive()

@@ -71,5 +71,6 @@ def run(args) -> int:
     server.app = app
     emit("serve_started", host=s.host, port=s.port, model=s.model, max_batch=s.max_batch, max_queue=s.max_queue)
     server.run()
-    emit("serve_stopped", drained=app.draining)
+    # drained: stopped by SIGTERM with every request answered by the app (none cut at the end of --grace-s)
+    emit("serve_stopped", drained=app.draining and app.unanswered == 0, unanswered=app.unanswered)
     return EXIT_OK

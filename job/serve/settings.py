@@ -108,7 +108,7 @@ def resolve(args, env=os.environ) -> Settings:
     port = args.port
     if port is None:
         raw = env.get("AIP_HTTP_PORT", "8080")
-        if not raw.isdigit():
+        if not re.fullmatch(r"[0-9]{1,5}", raw):  # ASCII digits: str.isdigit() also accepts '¹', which int() refuses
             raise ConfigError(f"AIP_HTTP_PORT {shown(raw)} is not a port number")
         port = int(raw)
     if not 0 <= port <= 65535:

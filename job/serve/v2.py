@@ -14,7 +14,7 @@ from job import __version__
 from job.contract import INPUT_NAME, OUTPUT_NAME
 from job.errors import DataError
 from job.gates.json_doc import load_json
-from job.serve.http import HTTPError, json_bytes
+from job.serve.http import HTTPError, byte_count, json_bytes
 from job.serve.tensors import check_shape, from_bytes, from_values
 
 HEADER_LENGTH = b"inference-header-content-length"
@@ -45,9 +45,10 @@ def parse_infer(body: bytes, header_length: str | None, max_batch: int, max_byte
     """-> (request id or None, uint8 [N, 32, 32, 3], whether the output is wanted as binary)."""
     binary = b""
     if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
-            raise HTTPError(400, "Inference-Header-Content-Length does not fit the body")
-        body, binary = body[: int(header_length)], body[int(header_length) :]
+        length = byte_count(header_length)
+        if length is None or length > len(body):
+            raise HTTPError(400, "Inference-Header-Content-Length must be a byte count (ASCII digits) within the body")
+        body, binary = body[:length], body[length:]
     doc = _request(body, max_bytes)
     request_id = doc.get("id")
     if request_id is not None and (not isinstance(request_id, str) or len(request_id) > 256):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from job.errors import DataError, StorageError
 from job.gates.json_doc import load_json
+from job.gates.text import shown
 from job.runtime.names import confine, confine_run_id
 from job.runtime.signals import deferred_signals
 from job.storage.files import folder_mode
@@ -136,8 +137,18 @@ class RunStore:
 
     # ------------------------------------------------------------------ reading
 
-    def runs(self) -> list[str]:
-        return self.location.folders()
+    def runs(self, skipped: list[str] | None = None) -> list[str]:
+        """The run folders whose names are safe run ids. A folder with an unsafe name (a control character, a
+        line break, a name confine refuses) is skipped, never a reason to refuse the whole store; its name,
+        escaped for one line (`shown`), is added to `skipped` when given."""
+        found = []
+        for name in self.location.folders():
+            try:
+                found.append(confine_run_id(name, "folder"))
+            except DataError:
+                if skipped is not None:
+                    skipped.append(shown(name, 200))
+        return found
 
     def latest(self) -> str | None:
         """latest.json's run id, confined (None: no pointer)."""
@@ -182,25 +193,34 @@ class RunStore:
         return load_json(raw, self.location.describe(self._name(run, name)), allow_nan=True, expect=kind)
 
     def manifest(self, run: str) -> dict:
-        return parse_manifest(self.read(run, MANIFEST), self.location.describe(run))
+        """The run's manifest, read ONCE and parsed; "raw" holds the bytes read. A reader reads it once per
+        invocation and hands this copy to the signature check and to every hashing / copying step
+        (`problems`, `download`, `fetch_verified`), so that no second read can see another manifest."""
+        raw = self.read(run, MANIFEST)
+        manifest = parse_manifest(raw, self.location.describe(run))
+        manifest["raw"] = raw
+        return manifest
 
-    def problems(self, run: str) -> list[str]:
-        """Every file of the run hashed against its manifest (empty: complete and intact)."""
-        try:
-            manifest = self.manifest(run)
-        except DataError as exc:
-            return [str(exc)]
+    def problems(self, run: str, manifest: dict | None = None) -> list[str]:
+        """Every file of the run hashed against its manifest (empty: complete and intact): `manifest`, the copy
+        the caller read (and checked the signature against), else read here."""
+        if manifest is None:
+            try:
+                manifest = self.manifest(run)
+            except DataError as exc:
+                return [str(exc)]
         return problems(self.location, run, manifest)
 
     def size(self, run: str) -> int:
         return sum(max(s, 0) for s in self.location.listing(run).values())
 
-    def download(self, run: str, dest: Path) -> int:
+    def download(self, run: str, dest: Path, manifest: dict | None = None) -> int:
         """Every file of the run into `dest` (new or empty), each hashed as it streams and compared with the
-        manifest; written into a hidden staging folder beside `dest`, renamed only when every file matched.
-        Nothing is left behind on failure. Returns the number of files."""
+        manifest (`manifest`: the copy the caller read and checked; else read here, once); written into a hidden
+        staging folder beside `dest`, renamed only when every file matched; the manifest written is the bytes
+        that were checked. Nothing is left behind on failure. Returns the number of files."""
         check_new_folder(dest, "download into a new folder")
-        manifest = self.manifest(run)
+        manifest = self.manifest(run) if manifest is None else manifest
         parent = dest.absolute().parent
         try:
             parent.mkdir(parents=True, exist_ok=True)
@@ -215,7 +235,7 @@ class RunStore:
                 digest = self.location.copy_out(self._name(run, path), target, entry["bytes"])
                 if digest != entry["sha256"] or target.stat().st_size != entry["bytes"]:
                     raise DataError(f"{path} of run {run} does not match its manifest (sha256); nothing was kept")
-            (staging / MANIFEST).write_bytes(self.read(run, MANIFEST) or b"")
+            (staging / MANIFEST).write_bytes(manifest["raw"])
             if dest.exists():
                 dest.rmdir()
             os.replace(staging, dest)
@@ -225,10 +245,12 @@ class RunStore:
             shutil.rmtree(staging, ignore_errors=True)
         return len(manifest["files"]) + 1
 
-    def fetch_verified(self, run: str, name: str, dest: Path) -> Path:
+    def fetch_verified(self, run: str, name: str, dest: Path, manifest: dict | None = None) -> Path:
         """One file of a run, copied to `dest` and hashed on the way, returned only when it matches the
-        manifest: what a consumer loads is exactly what was published."""
-        entry = self.manifest(run)["files"].get(name)
+        manifest (`manifest`: the copy the caller read and checked the signature against; else read here):
+        what a consumer loads is exactly what was published."""
+        manifest = self.manifest(run) if manifest is None else manifest
+        entry = manifest["files"].get(name)
         if entry is None:
             raise DataError(f"{self.location.describe(self._name(run, name))} is not in the run's manifest")
         digest = self.location.copy_out(self._name(run, name), dest, entry["bytes"])

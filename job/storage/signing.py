@@ -83,6 +83,28 @@ def _certificates(data: bytes, what: str, path: str) -> list:
     return certs
 
 
+def _check_leaf_usage(leaf, path: str) -> None:
+    """What every reader (and the model-signing verifier) requires of the leaf: KeyUsage digitalSignature, or
+    ExtendedKeyUsage codeSigning. Checked at key load, so no run is published that every reader refuses."""
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    try:
+        if leaf.extensions.get_extension_for_class(x509.KeyUsage).value.digital_signature:
+            return
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        if ExtendedKeyUsageOID.CODE_SIGNING in leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value:
+            return
+    except x509.ExtensionNotFound:
+        pass
+    raise ConfigError(
+        f"--sign-certificate {shown(path)} does not allow signing (it needs KeyUsage digitalSignature or "
+        "ExtendedKeyUsage codeSigning); every reader would refuse the run"
+    )
+
+
 @dataclass(frozen=True)
 class Signer:
     """A loaded signing key (checked before any data is read), with its certificate and chain for that method."""
@@ -132,9 +154,14 @@ def load_signer(
         leaf = _certificates(_read_pem(certificate, "--sign-certificate"), "--sign-certificate", certificate)[0]
         if leaf.public_key() != private.public_key():
             raise ConfigError(f"--sign-certificate {shown(certificate)} is not the certificate of --sign-key's key")
-        if chain:
-            _certificates(_read_pem(chain, "--sign-chain"), "--sign-chain", chain)
-            chain_paths = (chain,)
+        _check_leaf_usage(leaf, certificate)
+        if not chain:
+            raise ConfigError(
+                "--sign-certificate needs --sign-chain: the certificates from the leaf's issuer up to your root "
+                "(for a leaf issued by the root itself, the root's certificate)"
+            )
+        _certificates(_read_pem(chain, "--sign-chain"), "--sign-chain", chain)
+        chain_paths = (chain,)
     elif chain:
         raise ConfigError("--sign-chain needs --sign-certificate")
     return Signer(key, password, certificate, chain_paths, key_fingerprint(private.public_key()))
@@ -281,13 +308,14 @@ def _refuse(where: str, why: str) -> DataError:
     return DataError(f"{where}: {why}; refusing to use it")
 
 
-def check_signature(store, run: str, trust: Trust) -> SignatureInfo:
+def check_signature(store, run: str, trust: Trust, manifest: dict | None = None) -> SignatureInfo:
     """model.sig of `run` in `store` (a job.storage.runs.RunStore) against `trust` and the run's manifest:
     signed by the trusted key (or a valid certificate chaining to the trusted CA), over exactly the manifest's
-    files and digests. DataError (exit 3) otherwise. The content itself is hashed by the caller's manifest check
-    (RunStore.problems / download / fetch_verified), which every reader already does."""
+    files and digests, and naming this run (`_check_run_id`). DataError (exit 3) otherwise. `manifest` is the
+    copy the caller read once (RunStore.manifest) and then hashes the content against (RunStore.problems /
+    download / fetch_verified): never read again here, so both checks see the same manifest."""
     where = f"run {shown(store.location.describe(run))}"
-    manifest = store.manifest(run)
+    manifest = store.manifest(run) if manifest is None else manifest
     entry = manifest["files"].get(SIGNATURE)
     if entry is None:
         raise _refuse(where, f"it is not signed (no {SIGNATURE}) and a trusted key was given")
@@ -303,7 +331,54 @@ def check_signature(store, run: str, trust: Trust) -> SignatureInfo:
     for path in sorted(expected):
         if signed[path] != expected[path]:
             raise _refuse(where, f"{shown(path)} is not the file that was signed (sha256)")
+    _check_run_id(store, run, manifest, signed, where)
     return SignatureInfo(info["method"], info["fingerprint"], info.get("subject", ""), signed)
+
+
+# The signed files that name their run, and where: a signature binds the run id through them.
+RUN_ID_FILES = {
+    PROVENANCE: ("predicate", "buildDefinition", "externalParameters", "config", "run_id"),
+    "metrics.json": ("run_id",),
+    "config.json": ("run_id",),
+}
+MAX_RUN_ID_FILE_BYTES = 16 * 1024 * 1024
+
+
+def _check_run_id(store, run: str, manifest: dict, signed: dict, where: str) -> None:
+    """Another run signed by the same key, moved into this run's folder with a re-computed manifest, verifies:
+    the signed provenance.json / metrics.json / config.json must name the run being read (its id in the store;
+    for a run folder read directly, the run id of its manifest). Each is read once, hashed against its signed
+    digest and parsed from those bytes. None of them signed, or another id in any: DataError (exit 3)."""
+    expected = run or manifest.get("run_id")
+    named = []
+    for name, keys in RUN_ID_FILES.items():
+        if name not in signed:
+            continue
+        if manifest["files"][name]["bytes"] > MAX_RUN_ID_FILE_BYTES:
+            raise _refuse(where, f"the signed {name} is over {MAX_RUN_ID_FILE_BYTES:,} bytes")
+        raw = store.read(run, name)
+        if raw is None or hashlib.sha256(raw).hexdigest() != signed[name]:
+            raise _refuse(where, f"{name} is not the file that was signed (sha256)")
+        value = load_json(raw, f"{where}: {name}", allow_nan=True)
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        named.append((name, value))
+    if not named:
+        raise _refuse(where, f"{SIGNATURE} covers no file naming the run ({', '.join(RUN_ID_FILES)})")
+    for name, value in named:
+        if not isinstance(expected, str) or value != expected:
+            raise _refuse(
+                where, f"the signed {name} names run {shown(str(value), 120)}, not {shown(str(expected), 120)}"
+            )
+
+
+def checked_manifest(store, run: str, trust: Trust | None) -> dict:
+    """The readers' one call: the run's manifest, read once; with a trust anchor, model.sig checked against
+    that same copy. Pass the result to RunStore.problems / download / fetch_verified."""
+    manifest = store.manifest(run)
+    if trust is not None:
+        check_signature(store, run, trust, manifest)
+    return manifest
 
 
 def _verify_bundle(doc: dict, trust: Trust, where: str) -> tuple[dict, dict]:
@@ -372,17 +447,17 @@ def _certificate_now(material: dict, where: str) -> dict:
     return {"subject": certs[0].subject.rfc4514_string(), "fingerprint": key_fingerprint(certs[0].public_key())}
 
 
-def signature_state(store, run: str, trust: Trust | None = None) -> str:
+def signature_state(store, run: str, trust: Trust | None = None, manifest: dict | None = None) -> str:
     """`runs list`'s column: 'signed' / 'unsigned' from the manifest (unverified) without a trust anchor;
-    'verified' / 'REFUSED' with one."""
+    'verified' / 'REFUSED' with one. `manifest`: the caller's one copy (None: read here; '-' if unreadable)."""
     try:
-        listed = SIGNATURE in store.manifest(run)["files"]
+        manifest = store.manifest(run) if manifest is None else manifest
     except DataError:
         return "-"
     if trust is None:
-        return "signed" if listed else "unsigned"
+        return "signed" if SIGNATURE in manifest["files"] else "unsigned"
     try:
-        check_signature(store, run, trust)
+        check_signature(store, run, trust, manifest)
     except DataError:
         return "REFUSED"
     return "verified"
@@ -396,16 +471,18 @@ def verify_run_signature(folder: str | Path, trust: Trust, s3_options=None) -> S
     from job.storage import open_store
 
     store = open_store(str(folder), s3_options)
-    info = check_signature(store, "", trust)
-    found = store.problems("")
+    manifest = store.manifest("")  # read once: the signature and the content are checked against this copy
+    info = check_signature(store, "", trust, manifest)
+    found = store.problems("", manifest)
     if found:
         raise DataError(f"run {shown(str(folder))} does not match its manifest: {shown(found[0])}; refusing to use it")
     return info
 
 
-def require_signature(store, run: str, trust: Trust | None) -> SignatureInfo | None:
-    """The readers' one call: nothing without a trust anchor, else check_signature."""
-    return check_signature(store, run, trust) if trust is not None else None
+def require_signature(store, run: str, trust: Trust | None, manifest: dict | None = None) -> SignatureInfo | None:
+    """Nothing without a trust anchor, else check_signature (against `manifest`, the caller's one copy).
+    Readers that go on to read content use `checked_manifest` instead."""
+    return check_signature(store, run, trust, manifest) if trust is not None else None
 
 
 def signed_copy(run_dir: Path, run_id: str, signer: Signer, into: Path) -> Path:

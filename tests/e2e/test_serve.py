@@ -516,3 +516,146 @@ def test_a_drain_delay_drops_readiness_first_and_keeps_answering(runs, serve):
     status, _ = server.json("POST", "/v2/models/cifar10/infer", v2_doc(np.zeros((1, 32, 32, 3), np.uint8)))
     assert status == 200  # load balancers still sending during the delay are answered
     assert server.proc.wait(15) == 0 and time.monotonic() - started >= 2
+
+
+# ----------------------------------------------------------------------------- the security review's findings
+
+
+def palette_bomb(side: int, mode: str = "1") -> bytes:
+    """A decompression bomb for the alpha step: a `side` x `side` 1-bit palette PNG (mode "1" or "P") with a
+    transparent entry (tRNS), a few KB that Pillow decodes to side² pixels, then RGBA. 7000: 49 MP, 6 KB."""
+    import io
+
+    buffer = io.BytesIO()
+    if mode == "P":
+        image = Image.new("P", (side, side), 0)
+        image.putpalette([0, 0, 0, 255, 255, 255])
+        image.save(buffer, "PNG", transparency=0, bits=1, optimize=True)
+    else:
+        Image.new(mode, (side, side), 0).save(buffer, "PNG", **({"transparency": 0} if mode == "1" else {}))
+    return buffer.getvalue()
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident memory so far (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+# What decoding may add to the server's peak memory: DECODE_THREADS (2) images at once, each within the gate's
+# per-image bound at SERVE_MAX_PIXELS (16 MP: the decoded image and the RGB result, 4 bytes a pixel each, plus
+# a few MB of bands; docs/serving.md#memory), with room for the allocator.
+DECODE_PEAK_MB = 2 * (16 * 8 + 40)
+
+
+def test_an_image_bomb_costs_a_bounded_decode_and_never_stalls_liveness(runs, serve):
+    server = serve(str(runs["fast"]))
+    before = peak_rss_mb(server.proc.pid)
+    # the tester's 6 KB bomb (49 MP): refused from its header, at once
+    for mode in ("1", "P"):
+        bomb = palette_bomb(7000, mode)
+        assert len(bomb) < 10_000
+        started = time.monotonic()
+        status, raw, _ = server.request("POST", "/invocations", bomb, {"Content-Type": "image/png"})
+        assert status == 400 and b"exceeds limit of 16,000,000 pixels" in raw, raw
+        assert time.monotonic() - started < 1.0
+    # just under the bound (16 MP, palette and grey + alpha: the worst 4 bytes a pixel), four at once, in both
+    # image protocols: decoded in the pool, two at a time, while liveness keeps answering
+    bombs = [palette_bomb(4000, "1"), palette_bomb(4000, "LA")]
+    statuses, live, done = [], [], threading.Event()
+
+    def post(i):
+        blob = bombs[i % 2]
+        if i < 2:
+            statuses.append(server.request("POST", "/invocations", blob, {"Content-Type": "image/png"}, 120)[0])
+        else:
+            doc = {"instances": [{"b64": base64.b64encode(blob).decode()}]}
+            statuses.append(server.json("POST", "/invocations", doc)[0])
+
+    def liveness():
+        while not done.is_set():
+            started = time.monotonic()
+            assert server.request("GET", "/v2/health/live", timeout=10)[0] == 200
+            live.append(time.monotonic() - started)
+            time.sleep(0.02)
+
+    prober = threading.Thread(target=liveness)
+    prober.start()
+    posts = [threading.Thread(target=post, args=(i,)) for i in range(4)]
+    for t in posts:
+        t.start()
+    for t in posts:
+        t.join()
+    done.set()
+    prober.join()
+    peak = peak_rss_mb(server.proc.pid)
+    print(f"16 MP bombs x4: peak RSS {before:.0f} -> {peak:.0f} MB, slowest liveness {max(live) * 1000:.0f} ms")
+    assert statuses == [200] * 4
+    assert len(live) > 5 and max(live) < 0.5, live
+    assert peak - before < DECODE_PEAK_MB, (before, peak)
+    assert server.proc.poll() is None
+
+
+def test_metrics_labels_stay_a_fixed_set_whatever_the_paths(runs, serve):
+    import random
+    import string
+
+    server = serve(str(runs["fast"]))
+    server.request("GET", "/v2/models/cifar10/nothing-here")
+    server.request("GET", "/metrics")  # its own series exist from here on
+    size = len(server.request("GET", "/metrics")[1])
+    rng = random.Random(5)
+    for i in range(300):
+        tail = "".join(rng.choices(string.ascii_letters, k=2000))
+        path = f"/v2/models/cifar10/{tail}" if i % 2 else f"/v2/models/cifar10/versions/v/{tail}/infer"
+        assert server.request("GET", path)[0] == 404
+    status, raw, _ = server.request("GET", "/metrics")
+    assert status == 200 and len(raw) < size + 200, (size, len(raw))  # the counts grow, the labels do not
+    assert b'route="/v2/models/{name}/{other}",status="404"} 301.0' in raw
+
+
+def test_a_header_count_that_is_not_ascii_digits_is_a_400(runs, serve):
+    server = serve(str(runs["fast"]))
+    head = json.dumps(v2_doc(np.zeros((1, 32, 32, 3), np.uint8))).encode()
+    values = ["\u00b9", "9" * 5000, "-1", "+5", "5 5", "1_0", "0x10", "99999"]
+    for value in values:  # a Unicode digit, 5000 digits, signs, a space, underscores, hex, beyond the body
+        status, raw, _ = server.request(
+            "POST",
+            "/v2/models/cifar10/infer",
+            head,
+            {"Inference-Header-Content-Length": value, "Content-Type": "application/json"},
+        )
+        assert status == 400 and set(json.loads(raw)) == {"error"}, (value[:20], raw)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the log line is written just after the answer
+        rejected = [e for e in server.events() if e["event"] == "rejected" and e["status"] == 400]
+        if len(rejected) == len(values):
+            break
+        time.sleep(0.05)
+    assert len(rejected) == len(values) and all("Inference-Header-Content-Length" in e["reason"] for e in rejected)
+    assert "Traceback" not in server.err.read_text()
+    assert server.json("POST", "/v2/models/cifar10/infer", v2_doc(np.zeros((1, 32, 32, 3), np.uint8)))[0] == 200
+
+
+@pytest.mark.parametrize("port", ["\u00b9", "\u0663", "9" * 5000, "80 "])
+def test_an_aip_http_port_that_is_not_ascii_digits_exits_2(runs, port):
+    proc = run_job("serve", str(runs["fast"]), env={"AIP_HTTP_PORT": port}, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "AIP_HTTP_PORT" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_request_cut_at_the_end_of_the_grace_period_is_not_logged_as_drained(runs, serve):
+    server = serve(str(runs["fast"]), "--grace-s", "1")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\n")
+        s.sendall(b"\x89PNG")  # and the other 996 bytes never come
+        time.sleep(0.3)
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(30) == 0
+        answer = s.recv(200)
+    stopped = server.events()[-1]
+    assert stopped["event"] == "serve_stopped", stopped
+    assert stopped["drained"] is False and stopped["unanswered"] == 1, (stopped, answer)
+    assert any(e["event"] == "unanswered" and e["route"] == "/invocations" for e in server.events())

@@ -49,7 +49,7 @@ def _write_key(key, path: Path, password: bytes | None = None) -> Path:
     return path
 
 
-def _cert(subject_key, subject: str, issuer_key, issuer: str, *, ca: bool, days=(-1, 365)):
+def _cert(subject_key, subject: str, issuer_key, issuer: str, *, ca: bool, days=(-1, 365), signs: bool = True):
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
     from cryptography.x509.oid import NameOID
@@ -66,7 +66,7 @@ def _cert(subject_key, subject: str, issuer_key, issuer: str, *, ca: bool, days=
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=not ca,
+                digital_signature=signs and not ca,
                 content_commitment=False,
                 key_encipherment=False,
                 data_encipherment=False,
@@ -99,6 +99,7 @@ def keys(tmp_path_factory) -> dict:
     k["leaf_key"] = _write_key(leaf_key, d / "leaf.pem")
     k["leaf"] = _pem(_cert(leaf_key, "trainer", ca_key, "Team CA", ca=False), d / "leaf.crt")
     k["expired"] = _pem(_cert(leaf_key, "trainer", ca_key, "Team CA", ca=False, days=(-30, -1)), d / "expired.crt")
+    k["no_signing"] = _pem(_cert(leaf_key, "trainer", ca_key, "Team CA", ca=False, signs=False), d / "nosign.crt")
     k["foreign"] = _pem(_cert(leaf_key, "trainer", foreign_ca_key, "Team CA", ca=False), d / "foreign.crt")
     k["a_pub"], k["b_pub"] = k["a"].with_suffix(".pub"), k["b"].with_suffix(".pub")
     return k
@@ -202,6 +203,47 @@ def _sig_of_other_files(keys, tmp, template):
     return rehash(run)
 
 
+def _other_run_moved_in(keys, tmp, template):
+    """Another run, signed by the trusted key (its signed metrics.json names it), moved into this run's folder
+    with the manifest re-computed (naming this run): every digest matches, the signature verifies."""
+    other = _copy(template, tmp, "other-run")
+    metrics = json.loads((other / "metrics.json").read_text())
+    (other / "metrics.json").write_text(json.dumps({**metrics, "run_id": "other"}))
+    return rehash(sign(other, keys["a"]))
+
+
+def _other_run_without_run_id(keys, tmp, template):
+    """Another run signed by the trusted key over a smaller file set (no metrics.json, no provenance.json),
+    moved in; this run's metrics.json deleted, the manifest re-computed: the signed set is the manifest's."""
+    other = _copy(template, tmp, "smaller-set")
+    (other / "metrics.json").unlink()
+    return rehash(sign(other, keys["a"]))
+
+
+def _manifest_changes_between_reads(change: Callable[[Path], None]):
+    """A signed run whose content is then changed and its manifest re-computed; the signed manifest is kept
+    beside it (made/signed-manifest.json) for the S3 proxy to serve on the first GETs of manifest.json: a store
+    whose manifest changes between a reader's reads (the signature check sees the signed one, a later read the
+    re-hashed one)."""
+
+    def build(keys, tmp, template):
+        run = _signed(keys, tmp, template)
+        (run.parent / "signed-manifest.json").write_bytes((run / "manifest.json").read_bytes())
+        change(run)
+        return rehash(run)
+
+    return build
+
+
+def _swap_model(run: Path) -> None:
+    _model(run / "model.onnx", classes=2)
+
+
+def _change_metrics(run: Path) -> None:
+    metrics = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps({**metrics, "test_accuracy": 0.99}))
+
+
 def _missing_file(keys, tmp, template):
     run = _signed(keys, tmp, template)
     (run / "MODEL_CARD.md").unlink()
@@ -224,6 +266,10 @@ class Hostile:
     name: str
     build: Callable
     trust: str = "key"  # "key": --public-key a.pub; "cert": --trust-certificate ca.pem
+    readers: tuple[str, ...] = ()  # () = every reader
+    backends: tuple[str, ...] = ()  # () = local, plus S3 for the ON_S3 cases
+    swap_manifest: bool = False  # S3 only: the first manifest GETs (those of the signature check) get the signed one
+    says: tuple[str, ...] = ("model.sig", "sign")  # the error line names one of these
 
 
 HOSTILE = [
@@ -241,6 +287,32 @@ HOSTILE = [
     Hostile("expired certificate", _cert_signed("expired"), "cert"),
     Hostile("certificate of a foreign CA", _cert_signed("foreign"), "cert"),
     Hostile("a bare-key signature where a CA is trusted", _key_signed_for_cert, "cert"),
+    Hostile(
+        "another signed run moved in (another run id)",
+        _other_run_moved_in,
+        readers=("verify", "download", "predict-run", "predict-store", "export-serving", "baseline"),
+    ),
+    Hostile(
+        "another signed run moved in (no signed run id)",
+        _other_run_without_run_id,
+        readers=("verify", "download", "predict-run", "predict-store", "export-serving"),
+    ),
+    Hostile(
+        "manifest swapped between reads: model.onnx",
+        _manifest_changes_between_reads(_swap_model),
+        readers=("verify", "download", "predict-run", "predict-store", "export-serving"),
+        backends=("s3",),
+        swap_manifest=True,
+        says=("manifest", "sign"),
+    ),
+    Hostile(
+        "manifest swapped between reads: metrics.json",
+        _manifest_changes_between_reads(_change_metrics),
+        readers=("verify", "baseline"),
+        backends=("s3",),
+        swap_manifest=True,
+        says=("manifest", "sign"),
+    ),
 ]
 
 READERS = {
@@ -336,6 +408,8 @@ ON_S3 = {"content rewritten, manifest re-hashed", "re-signed with another key", 
 
 def _backends(case: Hostile, reader: str) -> tuple:
     """Every case on a local store; on the S3 server, the Python readers of the cases that differ in what is read."""
+    if case.backends:
+        return case.backends
     return ("local", "s3") if case.name in ON_S3 and not reader.startswith("node") else ("local",)
 
 
@@ -343,6 +417,7 @@ PARAMS = [
     pytest.param(case, reader, backend, id=f"{case.name} [{reader}] ({backend})")
     for case in HOSTILE
     for reader in READERS
+    if not case.readers or reader in case.readers
     for backend in _backends(case, reader)
 ]
 
@@ -354,13 +429,35 @@ def test_a_hostile_signed_store_is_refused_with_a_key_and_read_without(
     folder = case.build(keys, tmp_path / "build", template)
     ctx = _ctx(request, tmp_path / "ctx", backend, folder)
     before = ctx.snapshot()
-    proc = _run(ctx, reader, _trust_args(keys, case.trust))
+    proxy, reads = None, 0
+    if case.swap_manifest:
+        from s3_server import FaultProxy
+
+        # The reader's manifest GETs before it hashes content: here_or_latest's look (a run folder given), then
+        # the one read the signature is checked against. Each gets the signed manifest; any later GET the
+        # re-hashed one. A reader that reads it once hashes the content against the signed copy.
+        reads = 2 if "{run}" in READERS[reader] else 1
+        proxy = FaultProxy(
+            ctx.env["AWS_ENDPOINT_URL"],
+            replace_get=reads,
+            replace_body=(folder.parent / "signed-manifest.json").read_bytes(),
+            match=f"/{RUN}/manifest.json",
+        )
+    try:
+        key_env = {"AWS_ENDPOINT_URL": proxy.endpoint} if proxy else None
+        proc = _run(ctx, reader, _trust_args(keys, case.trust), env=key_env)
+    finally:
+        if proxy:
+            proxy.close()
     print(f"{case.name} [{reader}] ({backend}) with a key: exit {proc.returncode}: {proc.stderr.strip()[-300:]}")
     assert proc.returncode == 3, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, proc.stderr[-3000:]
-    assert "model.sig" in errors[0] or "sign" in errors[0], errors[0]
+    assert any(word in errors[0] for word in case.says), errors[0]
+    assert "no-data.tar.gz" not in errors[0], errors[0]  # refused before the baseline's job reads its data
+    if proxy:  # the swap happened, and the manifest was not read again after the signature check
+        assert proxy.injected == reads and proxy.seen["GET"] == reads, (proxy.injected, proxy.seen)
     assert ctx.snapshot() == before  # nothing loaded or written: no download, no repository, the store unchanged
 
     plain = _run(ctx, reader, [])  # signing is opt-in: the same store is read as before without a key
@@ -440,6 +537,21 @@ def test_runs_list_shows_which_runs_are_signed(keys, template, tmp_path):
         cwd=ROOT,
     )
     assert "signature" in table.stdout.splitlines()[0] and "unsigned" in table.stdout
+
+
+def test_runs_list_skips_a_folder_with_an_unsafe_name_and_says_so(keys, template, tmp_path):
+    store = tmp_path / "store"
+    _publish(_signed(keys, tmp_path, template), str(store))
+    (store / "a\n::error::forged").mkdir()
+    (store / "b\x1b[31mred").mkdir()
+    for args in ([], ["--json"], ["--public-key", str(keys["a_pub"])]):
+        proc = run_forked(["runs", "list", str(store), *args], env=job_env(), cwd=ROOT, timeout=120)[0]
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert RUN in proc.stdout and "forged" not in proc.stdout, proc.stdout
+        warnings = [line for line in proc.stderr.splitlines() if "unsafe name" in line]
+        assert len(warnings) == 2 and any("forged" in w for w in warnings), proc.stderr
+        for line in (proc.stdout + proc.stderr).splitlines():
+            assert not line.startswith("::") and "\x1b" not in line, line
 
 
 # ------------------------------------------------------------------------------------ the upstream CLI, offline
@@ -566,6 +678,8 @@ def test_job_publish_with_a_certificate_and_an_encrypted_key_is_verified_by_the_
         (["--sign-key", "{encrypted}", "--sign-key-password-env", "PW"], {"PW": "wrong"}, "does not load"),
         (["--sign-key", "{a}", "--sign-certificate", "{leaf}"], {}, "not the certificate"),
         (["--sign-key", "{rsa}"], {}, "EC keys"),
+        (["--sign-key", "{leaf_key}", "--sign-certificate", "{leaf}"], {}, "--sign-chain"),  # no chain: not a crash
+        (["--sign-key", "{leaf_key}", "--sign-certificate", "{no_signing}", "--sign-chain", "{ca}"], {}, "signing"),
     ],
 )
 def test_a_signing_key_that_does_not_load_is_exit_2_before_anything_is_read(

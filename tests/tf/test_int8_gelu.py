@@ -39,7 +39,9 @@ def gelu_run(tmp_path_factory):
     from job.train.loop import train
 
     x, y = _images(N_TRAIN + N_TEST, 0)
-    splits = Splits(x[:N_TRAIN], y[:N_TRAIN], x[N_TRAIN:][:100], y[N_TRAIN:][:100], x[N_TRAIN:], y[N_TRAIN:], list("abcdefghij"))
+    splits = Splits(
+        x[:N_TRAIN], y[:N_TRAIN], x[N_TRAIN:][:100], y[N_TRAIN:][:100], x[N_TRAIN:], y[N_TRAIN:], list("abcdefghij")
+    )
     cfg = config.resolve(
         {"preset": "fast", "width": 16, "epochs": 6, "batch_size": 128, "precision": "float32", "tta_level": 0},
         env={},
