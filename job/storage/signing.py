@@ -9,10 +9,12 @@ and its chain from your own CA. The upstream CLI verifies the result as is:
     model_signing verify key RUN --signature RUN/model.sig --public_key KEY.pub --ignore-paths RUN/manifest.json
 
 Reading (`--public-key PEM`, `--trust-certificate CHAIN`, or JOB_TRUSTED_KEY): `check_signature` proves that the
-run is signed by the trusted key (or a certificate that chains to the trusted CA and is valid now), and that the
-signed digests are exactly manifest.json's (same file set, same sha256). The caller then hashes the content
-against the manifest as it always does, so the bytes loaded are the bytes signed. `verify_run_signature` does
-both for one run folder (local or s3://): the one entry point for other consumers (the model server).
+run is signed by the trusted key (or a certificate that chains to the trusted CA and is valid now), that the
+signed digests are exactly manifest.json's (same file set, same sha256), and that the signed provenance.json /
+metrics.json / config.json name the run being read. The manifest is read ONCE per reader (`checked_manifest`):
+the signature is checked against that copy and the caller hashes the content against the same copy, as it
+streams into the file that is used, so the bytes loaded are the bytes signed. `verify_run_signature` does both
+for one run folder (local or s3://): the one entry point for other consumers.
 
 Without a trust anchor nothing here runs: signing is opt-in, and unsigned runs are read as before. The
 model-signing package (and its dependencies) is imported only when a key or certificate is given.

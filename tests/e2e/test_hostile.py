@@ -55,6 +55,7 @@ class Ctx:
     checkpoint: Path  # <dir>/<run id tiny-1>/{state.json, model-*.keras}, written by a real 1-epoch run
     big_member_tar: Path
     bomb_png: Path
+    run: Path  # the shared trained run's published folder (read-only)
 
     @property
     def out(self) -> Path:
@@ -416,7 +417,7 @@ def _predict(make_input: Callable[[Ctx], Path], model: str = "run"):
     def build(c):
         good = c.tmp / "good.png"
         Image.fromarray(class_image(1, np.random.default_rng(0))).save(good)
-        target = {"run": str(c.checkpoint.parent / "run"), "missing": str(c.tmp / "none.onnx")}.get(model, model)
+        target = {"run": str(c.run), "missing": str(c.tmp / "none.onnx")}.get(model, model)
         if model == "junk":
             (c.tmp / "junk.onnx").write_bytes(os.urandom(300))
             target = str(c.tmp / "junk.onnx")
@@ -647,7 +648,7 @@ def _predict_named(name: str):
     def build(c):
         path = c.tmp / name
         path.write_bytes(b"not an image")
-        return ["predict", str(c.checkpoint.parent / "run"), str(path)], {}
+        return ["predict", str(c.run), str(path)], {}
 
     return build
 
@@ -791,7 +792,13 @@ def shared(trained_run, tmp_path_factory):
         tar.addfile(info, _Zeros(BIG_MEMBER_BYTES))
     bomb = base / "bomb.png"
     _write_bomb_png(bomb, 30000, 30000)
-    return {"checkpoint": trained_run["checkpoint"], "big": big, "bomb": bomb, "cache": trained_run["cache"]}
+    return {
+        "checkpoint": trained_run["checkpoint"],
+        "run": trained_run["dir"],
+        "big": big,
+        "bomb": bomb,
+        "cache": trained_run["cache"],
+    }
 
 
 class _Zeros(io.RawIOBase):
@@ -821,7 +828,7 @@ def _write_bomb_png(path: Path, width: int, height: int) -> None:
 
 @pytest.fixture
 def ctx(shared, tiny_tar, tmp_path):
-    c = Ctx(tmp_path, tiny_tar, shared["checkpoint"], shared["big"], shared["bomb"])
+    c = Ctx(tmp_path, tiny_tar, shared["checkpoint"], shared["big"], shared["bomb"], shared["run"])
     make_run_dir(c.out, "earlier-run")  # a store that already holds something, to prove it stays as it was
     (c.out / "latest.json").write_text('{"run_id": "earlier-run"}')
     return c
