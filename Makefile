@@ -89,7 +89,7 @@ test-image-serve: $(STAMP) image-serve
 	IMAGE=localhost/cifar10-job:serve $(PY) -m pytest -s tests/image/test_serve_image.py $(PYTEST_ARGS)
 
 test-image: $(STAMP) image
-	$(PY) -m pytest -s tests/image $(PYTEST_ARGS)
+	$(PY) -m pytest -s tests/image/test_image.py $(PYTEST_ARGS)
 
 # ruff (lint + format check), the import-linter layering contracts (pyproject.toml), hadolint.
 lint: $(STAMP)
