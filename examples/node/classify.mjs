@@ -128,8 +128,41 @@ function certifiedKey(chain, trusted) {
   throw new SignatureError('the signing certificate does not chain to a trusted certificate');
 }
 
+// The signed files that name their run, and where (job.storage.signing.RUN_ID_FILES): a signature binds the run id.
+const RUN_ID_FILES = [
+  ['provenance.json', ['predicate', 'buildDefinition', 'externalParameters', 'config', 'run_id']],
+  ['metrics.json', ['run_id']],
+  ['config.json', ['run_id']],
+];
+
+// Another run signed by the same key, moved into this folder with a re-computed manifest, verifies: the signed
+// provenance.json / metrics.json / config.json must name the run being read (`runId`: latest.json's run id for a
+// store, the manifest's run_id for a run folder). Each is read once, hashed against its signed digest, parsed.
+function checkRunId(runDir, signed, runId) {
+  let named = 0;
+  for (const [name, keys] of RUN_ID_FILES) {
+    if (!signed.has(name)) continue;
+    const bytes = readBounded(join(runDir, name), MAX_DOC_BYTES, DataError);
+    if (createHash('sha256').update(bytes).digest('hex') !== signed.get(name)) {
+      throw new SignatureError(`${name} is not the file that was signed (sha256)`);
+    }
+    let value;
+    try {
+      value = loadJson(bytes, name);
+    } catch (err) {
+      throw new DataError(err.message);
+    }
+    for (const key of keys) value = value && typeof value === 'object' && !Array.isArray(value) ? value[key] : undefined;
+    if (typeof runId !== 'string' || value !== runId) {
+      throw new SignatureError(`the signed ${name} names run ${shown(String(value), 120)}, not ${shown(String(runId), 120)}`);
+    }
+    named += 1;
+  }
+  if (!named) throw new SignatureError(`${SIGNATURE} covers no file naming the run (${RUN_ID_FILES.map((f) => f[0]).join(', ')})`);
+}
+
 // model.sig of a run against `trust` and its parsed manifest: SignatureError or DataError when anything differs.
-export function verifySignature(runDir, manifest, trust) {
+export function verifySignature(runDir, manifest, trust, runId = manifest?.run_id) {
   const entry = Array.isArray(manifest?.files) ? manifest.files.find((f) => f?.path === SIGNATURE) : null;
   if (!entry) throw new SignatureError(`${runDir} is not signed (no ${SIGNATURE}) and a trusted key was given`);
   const bytes = readBounded(join(runDir, SIGNATURE), MAX_SIGNATURE_BYTES, DataError);
@@ -155,17 +188,19 @@ export function verifySignature(runDir, manifest, trust) {
     ok = false;
   }
   if (!ok) throw new SignatureError(`${SIGNATURE} does not verify with the trusted key`);
-  compareWithManifest(signedFiles(bundle.payload), manifest);
+  const signed = signedFiles(bundle.payload);
+  compareWithManifest(signed, manifest);
+  checkRunId(runDir, signed, runId);
 }
 
 // A run folder's model.onnx, checked against the run's manifest.json (sha256): what loads is what was published.
 // With a trusted key, model.sig is checked first: the manifest's digests must be the signed ones.
-function verifiedModel(runDir, trust = null) {
+function verifiedModel(runDir, trust = null, runId = undefined) {
   if (trust && !existsSync(join(runDir, 'manifest.json'))) {
     throw new SignatureError(`${runDir} has no manifest.json and no ${SIGNATURE}; a trusted key needs a signed run`);
   }
   const manifest = existsSync(join(runDir, 'manifest.json')) ? readJson(join(runDir, 'manifest.json')) : null;
-  if (trust) verifySignature(runDir, manifest, trust);
+  if (trust) verifySignature(runDir, manifest, trust, runId ?? manifest?.run_id);
   const bytes = readBounded(join(runDir, 'model.onnx'), MAX_MODEL_BYTES);
   if (!manifest) return bytes; // a folder holding a bare model.onnx
   const entry = Array.isArray(manifest?.files) ? manifest.files.find((f) => f?.path === 'model.onnx') : null;
@@ -186,7 +221,8 @@ export function resolveModel(spec, trust = null) {
   if (existsSync(join(spec, 'model.onnx'))) return verifiedModel(spec, trust);
   if (existsSync(join(spec, 'latest.json'))) {
     const pointer = readJson(join(spec, 'latest.json'));
-    return verifiedModel(join(spec, confinedRunId(pointer?.run_id)), trust);
+    const runId = confinedRunId(pointer?.run_id);
+    return verifiedModel(join(spec, runId), trust, runId);
   }
   throw new ModelError(`${spec} holds no model.onnx and no latest.json naming a run`);
 }

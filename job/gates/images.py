@@ -38,7 +38,7 @@ MAX_PIXELS = 50_000_000
 # default; 16 MP holds a 12 MP phone photo (4032 x 3024). Training decodes 32x32 only (other sizes are refused from
 # the header); `job predict` keeps MAX_PIXELS for a user's own photos.
 SERVE_MAX_PIXELS = 16_000_000
-BAND_PIXELS = 1 << 20  # pixels per band of the 16-bit and alpha steps (a few MB of working arrays)
+BAND_PIXELS = 1 << 18  # pixels per band of the 16-bit and alpha steps (about 10 MB of working arrays)
 BACKGROUND = (255, 255, 255)
 RESIZE_FILTER = "bilinear"
 
@@ -155,35 +155,37 @@ def to_rgb(im, what: str = "image"):
         im.load()
         ImageOps.exif_transpose(im, in_place=True)
         if im.mode.startswith("I"):  # 16-bit (or 32-bit) grey: the high byte of 16 bits
-            return _banded(im, "L", _high_byte).convert("RGB")
+            return _banded(im, _high_byte)
         transparent = "A" in im.mode or "a" in im.mode or "transparency" in im.info
         if not transparent:
             return im.convert("RGB")
-        return _banded(im, "RGB", _over_background)
+        return _banded(im, _over_background)
     except ImageRejected:
         raise
     except Exception as exc:  # truncated data, decoder errors, malformed EXIF
         raise ImageRejected(what, f"not a readable image (unreadable or truncated {im.format}: {_why(exc)})") from None
 
 
-def _banded(im, mode: str, pixels):
-    """`pixels(band)` -> uint8 array, applied to horizontal bands of `im` of at most BAND_PIXELS pixels, pasted
-    into one new `mode` image: the same values as on the whole image (every step is per pixel)."""
+def _banded(im, pixels):
+    """`pixels(band)` -> uint8 [h, w, 3], applied to horizontal bands of `im` of at most BAND_PIXELS pixels,
+    pasted into one new RGB image: the same values as on the whole image (every step is per pixel)."""
     from PIL import Image
 
     width, height = im.size
-    out = Image.new(mode, im.size)
+    out = Image.new("RGB", im.size)
     rows = max(1, BAND_PIXELS // width)
     for top in range(0, height, rows):
         box = (0, top, width, min(height, top + rows))
-        out.paste(Image.fromarray(pixels(im.crop(box)), mode), box[:2])
+        out.paste(Image.fromarray(pixels(im.crop(box)), "RGB"), box[:2])
     return out
 
 
 def _high_byte(band):
+    """The grey level's high byte (of 16 bits), in three equal channels (as Pillow's L -> RGB)."""
     import numpy as np
 
-    return (np.asarray(band).astype(np.int64).clip(0, 65535) >> 8).astype(np.uint8)
+    grey = (np.asarray(band).astype(np.int64).clip(0, 65535) >> 8).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2)
 
 
 def _over_background(band):

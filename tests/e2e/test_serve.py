@@ -544,10 +544,10 @@ def peak_rss_mb(pid: int) -> float:
     raise AssertionError("no VmHWM")
 
 
-# What decoding may add to the server's peak memory: DECODE_THREADS (2) images at once, each within the gate's
-# per-image bound at SERVE_MAX_PIXELS (16 MP: the decoded image and the RGB result, 4 bytes a pixel each, plus
-# a few MB of bands; docs/serving.md#memory), with room for the allocator.
-DECODE_PEAK_MB = 2 * (16 * 8 + 40)
+# What decoding may add to the server's peak memory (docs/serving.md#memory): DECODE_THREADS (2) images at once,
+# each within the gate's bound at SERVE_MAX_PIXELS (16 MP x 8 bytes: the decoded image and the RGB result, 4 bytes
+# a pixel each) plus about 10 MB of bands and the request's bytes. Before the fix one 16 MP bomb took 830-920 MB.
+DECODE_PEAK_MB = 2 * (16 * 8 + 30)
 
 
 def test_an_image_bomb_costs_a_bounded_decode_and_never_stalls_liveness(runs, serve):

@@ -290,12 +290,21 @@ HOSTILE = [
     Hostile(
         "another signed run moved in (another run id)",
         _other_run_moved_in,
-        readers=("verify", "download", "predict-run", "predict-store", "export-serving", "baseline"),
+        readers=(
+            "verify",
+            "download",
+            "predict-run",
+            "predict-store",
+            "export-serving",
+            "baseline",
+            "node-run",
+            "node-store",
+        ),
     ),
     Hostile(
         "another signed run moved in (no signed run id)",
         _other_run_without_run_id,
-        readers=("verify", "download", "predict-run", "predict-store", "export-serving"),
+        readers=("verify", "download", "predict-run", "predict-store", "export-serving", "node-run", "node-store"),
     ),
     Hostile(
         "manifest swapped between reads: model.onnx",

@@ -167,3 +167,48 @@ def test_ghostscript_is_never_run(name, tmp_path):
 
 def test_postscript_is_the_payload_it_claims():
     assert POSTSCRIPT.startswith(b"%!PS") and sniff(POSTSCRIPT) is None
+
+
+def test_the_banded_steps_give_the_values_of_the_whole_image(monkeypatch):
+    import job.gates.images as gate
+
+    rgba = RNG.integers(0, 256, (37, 29, 4), dtype=np.uint8)
+    la = np.stack([GREY8, RNG.integers(0, 256, (32, 32), dtype=np.uint8)], axis=2)
+    whole = [decode(encoded(rgba, "PNG", "RGBA"))[0], decode(encoded(la, "PNG", "LA"))[0]]
+    whole.append(decode(SIXTEEN_BIT["I TIFF (32-bit)"]())[0])
+    monkeypatch.setattr(gate, "BAND_PIXELS", 50)  # bands of one or two rows, a row split never
+    banded = [decode(encoded(rgba, "PNG", "RGBA"))[0], decode(encoded(la, "PNG", "LA"))[0]]
+    banded.append(decode(SIXTEEN_BIT["I TIFF (32-bit)"]())[0])
+    assert all(np.array_equal(w, b) for w, b in zip(whole, banded, strict=True))
+    assert np.array_equal(load_rgb(encoded(rgba, "PNG", "RGBA")), _over_white(rgba))
+
+
+BOMB = """
+import io, resource, sys
+from PIL import Image
+from job.gates.images import SERVE_MAX_PIXELS, ImageRejected, model_input
+buffer = io.BytesIO()
+Image.new(sys.argv[1], (7000, 7000), 0).save(buffer, "PNG", **({"transparency": 0} if sys.argv[1] == "1" else {}))
+blob = buffer.getvalue()
+try:
+    model_input(blob, "bomb.png", max_pixels=SERVE_MAX_PIXELS)
+except ImageRejected as exc:
+    print(exc.reason)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+assert model_input(blob, "bomb.png")[0].shape == (32, 32, 3)
+print(len(blob), (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+@pytest.mark.parametrize("mode", ["1", "LA"])
+def test_a_49_mp_bomb_is_refused_by_the_server_bound_and_decoded_in_bounded_memory(mode):
+    """The security review's 6 KB PNG (7000 x 7000, 1-bit palette with a transparent entry; and grey + alpha):
+    over the server's 16 MP it is refused from the header; within `job predict`'s 50 MP its decode adds at most
+    8 bytes a pixel (the decoded image and the RGB result) and the bands, not the 2.5-2.8 GB it took before."""
+    proc = subprocess.run([sys.executable, "-c", BOMB, mode], env=job_env(), cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    refusal, numbers = proc.stdout.splitlines()
+    assert refusal == "7000x7000 pixels exceeds limit of 16,000,000 pixels; refused before decoding"
+    size, added_mb = map(int, numbers.split())
+    assert added_mb < 49 * 8 + 30, added_mb
+    assert mode != "1" or size < 10_000
