@@ -8,8 +8,11 @@ Before Pillow sees a byte:
   which Pillow would hand to Ghostscript, SVG, ICO, PSD and everything else are refused unopened;
 - Pillow is then told which one plugin may open it (`Image.open(..., formats=[sniffed])`), so no other plugin can
   claim the bytes, whatever they also look like (a polyglot is read as the format of its first bytes, or refused).
-The pixel count is checked from the header, before anything is decoded (`MAX_PIXELS`; a 100 KB PNG can declare
-30000 x 30000 pixels). Whatever Pillow raises on malformed or truncated data becomes one `ImageRejected`.
+The pixel count is checked from the header, before anything is decoded (`MAX_PIXELS`, or the caller's lower
+bound: the server's `SERVE_MAX_PIXELS`; a 6 KB PNG can declare 7000 x 7000 pixels). Within it, decoding costs at
+most the decoded image and the RGB result (8 bytes a pixel) plus a few MB: the 16-bit and alpha steps below run
+on bands of `BAND_PIXELS` in uint16, never on whole-image wide-integer arrays. Whatever Pillow raises on malformed
+or truncated data becomes one `ImageRejected`.
 
 Then the one preprocessing rule (`to_rgb`; docs/model-contract.md; the Node consumer and the page do the same):
 1. the EXIF orientation is applied, as browsers do by default (CSS `image-orientation: from-image`);
