@@ -80,7 +80,7 @@ def run_forked(
     The peak counts the pages shared with the parent at the fork: rows that bound memory keep the subprocess
     runner (helpers.run_measured)."""
     if any(m in sys.modules for m in HEAVY):  # TensorFlow's threads do not survive a fork: a fresh interpreter
-        return _run_subprocess(argv, env=env, cwd=cwd, timeout=timeout)
+        return run_fresh(argv, env=env, cwd=cwd, timeout=timeout)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -111,7 +111,8 @@ def run_forked(
     return proc, usage.ru_maxrss / 1024
 
 
-def _run_subprocess(argv, *, env, cwd, timeout):
+def run_fresh(argv, *, env, cwd, timeout):
+    """`python -m job *argv` in a fresh interpreter (stdin closed): the runner the forked one is compared with."""
     proc = subprocess.run(
         [sys.executable, "-m", "job", *argv],
         capture_output=True,
