@@ -1375,7 +1375,16 @@ def test_the_store_table_holds_every_class_of_fault():
     assert {c.code for c in ALL} == {2, 3, 4, 8}
 
 
-SAMPLE = [p for p in PARAMS if "node" not in p.values[0].name][::25]  # Node.js rows are always subprocesses
+# The comparison runs a row twice: rows whose fault proxy counts requests, or that leave a destination behind,
+# would not fail the same way twice, so the sample comes from the read-only classes (Node.js rows are always
+# subprocesses).
+READ_ONLY = MANIFEST_PATHS + MANIFEST_SHAPES + CONTENT + LINKS + DOWNLOADS + CONTRACT_CASES + BARE + JSON_GATE
+SAMPLE = [
+    pytest.param(case, backend, id=f"{case.name} ({backend})")
+    for case in READ_ONLY[::9]
+    for backend in case.backends
+    if "node" not in case.name
+]
 
 
 @pytest.mark.parametrize("case,backend", SAMPLE)
@@ -1389,6 +1398,7 @@ def test_forked_runner_matches_the_subprocess_runner(case, backend, ctx):
     def ending(proc):  # what must agree: the code, the error line and the stdout events, less temp names and times
         text = re.sub(r"/tmp/[^/\s'\"]+", "/tmp/X", proc.stderr + proc.stdout)
         text = re.sub(r"\d{4}-\d\d-\d\dT[\d:.]+Z?", "T", text)
+        text = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", text)
         return proc.returncode, [line for line in text.splitlines() if line.startswith(("error:", "{"))]
 
     assert ending(forked) == ending(fresh), fresh.stderr[-2000:]
