@@ -26,13 +26,17 @@ HEAVY = ("tensorflow", "keras", "tf2onnx")
 
 # Imported once in the parent so every child has them already (what a fresh interpreter spends its start on).
 import boto3  # noqa: E402,F401
+import model_signing  # noqa: E402,F401  (what a reader loads with --public-key)
 import numpy  # noqa: E402,F401
 import onnxruntime  # noqa: E402,F401
+from cryptography import x509  # noqa: E402,F401
 from PIL import Image  # noqa: E402,F401
 
 import job.catalog  # noqa: E402
 import job.cli  # noqa: E402
 import job.predict  # noqa: E402
+import job.serving  # noqa: E402
+import job.storage.signing  # noqa: E402
 
 
 def _child(argv: list[str], env: dict, cwd: Path, out: int, err: int) -> None:
