@@ -11,6 +11,8 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -308,3 +310,24 @@ def needs(ok: bool, what: str, install: str, installer: str = "apt-get") -> None
     if shutil.which(installer) is None:
         pytest.skip(f"{what} is missing and this machine has no {installer} to install it ({install})")
     pytest.fail(f"{what} is missing: run `make test` (it installs it) or `{install}`", pytrace=False)
+
+
+def static_server(root: Path):
+    """A static server of `root` (the page at `web/`, beside its contract reader) on 127.0.0.1, answering once
+    `web/index.html` loads: (process, base URL)."""
+    from s3_server import free_port
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(root)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"{base}/web/index.html", timeout=1).read()
+            break
+        except OSError:
+            time.sleep(0.1)
+    return server, base

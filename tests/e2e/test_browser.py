@@ -8,17 +8,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
-import time
-import urllib.request
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import ROOT, class_image, needs, run_job
-from s3_server import free_port
+from helpers import ROOT, class_image, needs, run_job, static_server
 
 WEB = ROOT / "examples" / "web"
 SHARED = ROOT.parent / "shared" / "data" / "cifar10-jpeg-train.tar.gz"
@@ -68,28 +64,10 @@ def served(trained_run, tmp_path_factory):
         path = files / f"big-{i}.{'png' if i % 2 else 'jpg'}"
         big.save(path)
         resized.append(path)
-    server, base = _http_server(root)
+    server, base = static_server(root)
     yield {"base": base, "root": root, "jpegs": jpegs, "resized": resized, "model": files / "model.onnx"}
     server.terminate()
     server.wait(timeout=10)
-
-
-def _http_server(root):
-    """A static server of `root` (the page beside its contract reader) on 127.0.0.1: (process, base URL)."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(root)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(f"{base}/web/index.html", timeout=1).read()
-            break
-        except OSError:
-            time.sleep(0.1)
-    return server, base
 
 
 def _browser(served, paths):
@@ -182,7 +160,7 @@ def page_only(tmp_path_factory):
     (root / "contract").symlink_to(ROOT / "examples" / "contract")
     (root / "files").mkdir()
     Image.fromarray(class_image(2, np.random.default_rng(0))).save(root / "files" / "cat.jpg", quality=90)
-    server, base = _http_server(root)
+    server, base = static_server(root)
     yield {"base": base, "root": root}
     server.terminate()
     server.wait(timeout=10)

@@ -21,7 +21,7 @@ import pytest
 from forked import run_forked
 from PIL import Image
 
-from helpers import CLASSES, ROOT, class_image, contract_model, job_env, needs, tree_snapshot
+from helpers import CLASSES, ROOT, class_image, contract_model, job_env, needs, static_server, tree_snapshot
 from job.storage.manifest import write_manifest
 
 RUN = "good"
@@ -895,7 +895,6 @@ def test_the_page_shows_whether_the_run_is_signed_by_the_pasted_key(keys, templa
     chromium = os.environ.get("CHROMIUM", "/usr/bin/chromium")
     if not os.path.exists(chromium) or not (web / "node_modules" / "playwright-core").is_dir():
         needs(False, "Chromium or examples/web/node_modules", "apt-get install chromium; npm ci in examples/web")
-    from s3_server import free_port
 
     root = tmp_path / "www"
     root.mkdir()
@@ -913,23 +912,8 @@ def test_the_page_shows_whether_the_run_is_signed_by_the_pasted_key(keys, templa
     Image.fromarray(class_image(3, np.random.default_rng(0))).save(root / "cat.png")
     driver = tmp_path / "driver.mjs"
     driver.write_text(PAGE_DRIVER % json.dumps(str(web / "node_modules" / "playwright-core" / "index.mjs")))
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(root)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server, base = static_server(root)
     try:
-        import time
-        import urllib.request
-
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"{base}/a.pub", timeout=1).read()
-                break
-            except OSError:
-                time.sleep(0.1)
         seen = {}
         for name in [*runs, "no key"]:
             run = "signed" if name == "no key" else name
