@@ -63,9 +63,8 @@ def _legacy_files(run_dir: Path, folder: Path, cache_dir: str) -> tuple[dict, di
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from job import config
+    from job import config, stages
     from job.contract import OPSET
-    from job.data import load_splits
     from job.export.inference import inference_function
     from job.export.onnx_graph import tanh_form
     from job.export.parity import run_onnx
@@ -73,7 +72,7 @@ def _legacy_files(run_dir: Path, folder: Path, cache_dir: str) -> tuple[dict, di
     from job.runtime.ort import ort_session
 
     cfg = config.resolve({"cache_dir": cache_dir or None}, env={}, config_file=str(run_dir / "config.json"))
-    splits = load_splits(cfg)
+    splits = stages.data(cfg.dataset, cfg.publishing.s3)
     serve = inference_function(keras.models.load_model(run_dir / "model.keras"), cfg.tta_level)
     proto, _ = tf2onnx.convert.from_function(serve, input_signature=serve.input_signature, opset=OPSET)
     onnx.save(proto, folder / "legacy.onnx")

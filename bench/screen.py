@@ -1,14 +1,15 @@
 """Screening: recipe variants judged on the validation split, paired by seed, at reduced scale.
 
     python -m bench.screen --out screen.json --set width=32 --set epochs=4 --seeds 1,2 \
-        --variant "base: bn_momentum=0.4 drop_last=0 learning_rate=0.384 optim.LOOKAHEAD_BN_STATS=0" \
+        --variant "base: bn_momentum=0.4 drop_last=0 learning_rate=0.384 lookahead_bn_stats=0" \
         --variant "bn0.6: drop_last=0 ..."
 
-Each (variant, seed) trains in its own process, one after another (two cores fit one training): a setting
-`name=value` overrides a config field, `module.NAME=value` a recipe constant of job.train.<module> (the tricks
-that are not settings). The seed picks the split too, so a pair shares its validation images. Reported per run:
-validation accuracy per epoch (no TTA), the final validation accuracy without and with mirror TTA, and seconds
-per epoch (comparable only within one run of this script, on one machine). The test split is never read.
+Each (variant, seed) trains in its own process, one after another (two cores fit one training), through the
+job (`pipeline.prepare`, `stages.train`): a setting `name=value` overrides a config field, as on the job's
+command line (every recipe switch is one). The seed picks the split too, so a pair shares its validation images.
+Reported per run: validation accuracy per epoch (no TTA), the final validation accuracy without and with mirror
+TTA, and seconds per epoch (comparable only within one run of this script, on one machine). The test split is
+never read.
 """
 
 from __future__ import annotations
@@ -73,42 +74,31 @@ def machine() -> str:
 
 
 def train_one(preset: str, settings: list[str]) -> dict:
+    """One training through the job (`pipeline.prepare`, `stages.train`), judged on the validation split."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import importlib
-
-    from job import config, data
+    from job import config, pipeline, stages
+    from job.runtime.telemetry import Timer
 
     cli: dict = {"preset": preset, "run_id": "screen"}
     for item in settings:
         name, _, value = item.partition("=")
-        if "." in name:  # a recipe constant: optim.LOOKAHEAD_BN_STATS=0
-            module, _, const = name.partition(".")
-            mod = importlib.import_module(f"job.train.{module}")
-            setattr(mod, const, type(getattr(mod, const))(int(value) if value.isdigit() else value))
-        else:
-            cli[name.replace("-", "_")] = value
+        if "." in name:
+            raise SystemExit(f"error: screen setting {item!r}: every recipe switch is a config field; use NAME=VALUE")
+        cli[name.replace("-", "_")] = value
     cfg = config.resolve(cli, env={})
-    splits = data.load_splits(cfg)
-    from job.train.threads import configure_tensorflow
-
-    configure_tensorflow(cfg.threads, cfg.inter_op_threads)
+    splits, _, _ = pipeline.prepare(cfg, Timer())
     import numpy as np
 
     from job.export.inference import inference_function, predict
-    from job.train.build import inference_copy, seed_everything
-    from job.train.loop import train
-    from job.train.model import Architecture
 
-    seed_everything(cfg.seed, cfg.deterministic)
-    result = train(cfg, splits)
-    net = inference_copy(result.model, Architecture.of(cfg), splits.num_classes)
-    mirror = predict(inference_function(net, 1), splits.x_val)
-    plain = predict(inference_function(net, 0), splits.x_val)
-    seconds = [row["seconds"] for row in result.history]
+    trained = stages.train(cfg.training, splits)
+    mirror = predict(inference_function(trained.net, 1), splits.x_val)
+    plain = predict(inference_function(trained.net, 0), splits.x_val)
+    seconds = [row["seconds"] for row in trained.history]
     return {
         "val_images": len(splits.y_val),
         "train_images": len(splits.y_train),
-        "val_per_epoch": [round(row.get("val_accuracy", float("nan")), 4) for row in result.history],
+        "val_per_epoch": [round(row.get("val_accuracy", float("nan")), 4) for row in trained.history],
         "val_accuracy": float(np.mean(plain.argmax(1) == splits.y_val)),
         "val_accuracy_mirror": float(np.mean(mirror.argmax(1) == splits.y_val)),
         "seconds_per_epoch": round(sum(seconds[1:]) / max(len(seconds) - 1, 1), 2),  # the first one compiles

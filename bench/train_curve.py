@@ -35,8 +35,8 @@ def main() -> None:
     args = p.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    from job import config, data
-    from job.train.threads import configure_tensorflow
+    from job import config, pipeline
+    from job.runtime.telemetry import Timer
 
     cli = {"preset": args.preset, "data": args.data, "limit": args.limit, "run_id": f"bench-{args.preset}"}
     if args.epochs:
@@ -45,16 +45,14 @@ def main() -> None:
         name, _, value = item.partition("=")
         cli[name.replace("-", "_")] = value
     cfg = config.resolve(cli, env={})
-    splits = data.load_splits(cfg)
-    threads = configure_tensorflow(cfg.threads, cfg.inter_op_threads)
+    splits, threads, _ = pipeline.prepare(cfg, Timer())  # data, threads and seeds, as the job does
 
-    from job.train.build import inference_copy, seed_everything
-    from job.train.loop import train
+    from job.train.build import inference_copy
+    from job.train.loop import train  # stages.train takes no callbacks: the curve needs one per epoch
     from job.train.model import Architecture
 
-    seed_everything(cfg.seed, cfg.deterministic)
     curve = test_curve(cfg, splits)
-    result = train(cfg, splits, extra_callbacks=[curve])
+    result = train(cfg.training, splits, extra_callbacks=[curve])
     train_seconds = curve.points[-1]["seconds"]
     images = len(splits.y_train) * cfg.epochs
     record = {

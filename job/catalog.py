@@ -18,7 +18,7 @@ from pathlib import Path
 from job.errors import DataError
 from job.gates.text import json_line, printable, shown
 from job.storage import open_store
-from job.storage.pointer import json_number
+from job.storage.layout import MODEL_CARD, json_number, read_metrics
 from job.storage.signing import add_trust_arguments, checked_manifest, load_trust, signature_state
 
 
@@ -71,7 +71,7 @@ def _text(value):
 
 def summary(store, run: str, trust=None) -> dict:
     try:
-        metrics = store.read_json(run, "metrics.json") or {}
+        metrics = read_metrics(store, run) or {}
     except DataError:
         metrics = {}
     try:
@@ -130,10 +130,10 @@ def cmd_show(args) -> int:
     store = _store(args.store)
     run = store.resolve(args.run)
     info = summary(store, run)
-    metrics = store.read_json(run, "metrics.json") or {}
+    metrics = read_metrics(store, run) or {}
     info.update({k: metrics.get(k) for k in ("data", "training", "durations_s", "peak_rss_mb") if k in metrics})
     print(printable(json.dumps(info, indent=2, sort_keys=True)))
-    card = store.read(run, "MODEL_CARD.md")
+    card = store.read(run, MODEL_CARD)
     if card:
         print(printable(card.decode("utf-8", "replace")))
     return 0

@@ -9,7 +9,6 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
 
 from job import __version__
@@ -23,21 +22,11 @@ from job.errors import (
     Terminated,
     exit_codes_help,
 )
-from job.gates.json_doc import load_json
 from job.gates.text import shown
 from job.runtime.events import claim_stdout, emit
 from job.runtime.logs import setup_logging
 from job.runtime.redact import redact, redact_value
 from job.runtime.telemetry import revision
-
-GROUP_TITLES = {
-    "data": "data",
-    "train": "model and training",
-    "runtime": "runtime",
-    "gates": "gates and export",
-    "publish": "publishing",
-}
-
 
 ERROR_LINE_LIMIT = 2000  # characters of a failure message shown; a longer one ends in `...`
 
@@ -47,10 +36,6 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         raise ConfigError(f"{self.prog}: {message}; see '{self.prog} --help'")
-
-
-def _type(kind: type):
-    return kind if kind in (int, float) else str
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,11 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", required=True, metavar="{train,publish,predict,runs,serve}", parser_class=Parser
     )
 
-    add_train_parser(sub, epilog)
-    add_publish_parser(sub, epilog)
+    config_lib.add_train_parser(sub, epilog)
+    config_lib.add_publish_parser(sub, epilog)
+    add_consumer_parsers(sub, epilog)
+    return parser
 
+
+def add_consumer_parsers(sub, epilog: str) -> None:
+    """`runs`, `predict` and `serve`: the commands that read a store or a model (no TensorFlow)."""
     from job import catalog, predict
 
+    raw = argparse.RawDescriptionHelpFormatter
     runs = sub.add_parser(
         "runs",
         help="list, show, download or verify the runs of a store",
@@ -109,77 +100,6 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=raw,
         )
     )
-    return parser
-
-
-def add_train_parser(sub, epilog: str) -> None:
-    """`job train`: every settable config field as a flag, grouped as --help shows them."""
-    raw = argparse.RawDescriptionHelpFormatter
-    train = sub.add_parser(
-        "train",
-        help="run the whole job",
-        epilog=epilog,
-        formatter_class=raw,
-        description="Run data -> train -> evaluate -> export -> verify -> publish. Every "
-        "option can also be set as an environment variable JOB_<NAME> (e.g. JOB_EPOCHS=3); "
-        "flags win over the environment, which wins over the preset.",
-    )
-    groups = {key: train.add_argument_group(title) for key, title in GROUP_TITLES.items()}
-    for f in config_lib.settable_fields():
-        flag = "--" + f.name.replace("_", "-")
-        env = config_lib.ENV_PREFIX + f.name.upper()
-        help_text = f"{f.metadata['help']} [{env}; default: {f.default!r}]"
-        group = groups[f.metadata["group"]]
-        kind = config_lib.TYPES[f.name]
-        if kind is bool:
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-        else:
-            group.add_argument(
-                flag,
-                dest=f.name,
-                type=_type(kind),
-                default=None,
-                choices=f.metadata["choices"],
-                metavar=f.metadata["metavar"] or f.name.upper(),
-                help=help_text,
-            )
-    train.add_argument("--print-config", action="store_true", help="resolve and print the config, then exit")
-    train.add_argument(
-        "--config",
-        dest="config_file",
-        metavar="FILE",
-        help="settings from a JSON file, e.g. a run's own config.json to re-run it (its run id is "
-        "not reused); flags and JOB_* variables still override",
-    )
-    train.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="resolve the config, probe the store, checkpoint location, tracking server, TensorBoard folder and "
-        "CI report files, read the --baseline and the data source's headers and print the plan; train nothing",
-    )
-
-
-def add_publish_parser(sub, epilog: str) -> None:
-    raw = argparse.RawDescriptionHelpFormatter
-    publish = sub.add_parser(
-        "publish",
-        help="publish an existing local run folder to a store",
-        epilog=epilog,
-        formatter_class=raw,
-        description="Verify a finished run folder against its manifest "
-        "and publish it (e.g. after a failed upload), without training again.",
-    )
-    publish.add_argument("run_dir", help="a run folder holding manifest.json")
-    publish.add_argument("store", help="destination: a local folder or s3://bucket/prefix")
-    for name in ("s3_endpoint", "s3_region"):
-        publish.add_argument("--" + name.replace("_", "-"), dest=name, default=None)
-    publish.add_argument("--s3-path-style", dest="s3_path_style", action=argparse.BooleanOptionalAction, default=None)
-    for name in ("sign_key", "sign_key_password_env", "sign_certificate", "sign_chain"):  # JOB_SIGN_KEY, ...
-        field = next(f for f in config_lib.settable_fields() if f.name == name)
-        flag, env = "--" + name.replace("_", "-"), config_lib.ENV_PREFIX + name.upper()
-        publish.add_argument(
-            flag, dest=name, default=None, metavar=field.metadata["metavar"], help=f"{field.metadata['help']} [{env}]"
-        )
 
 
 def cmd_train(args, platform) -> int:
@@ -227,44 +147,22 @@ def cmd_publish(args, platform) -> int:
     """A finished run folder (kept after a failed upload, or copied) through `job train`'s own publish path."""
     from pathlib import Path
 
-    from job.pipeline import publish, summary_of
-    from job.storage import open_store, s3_options_from
-    from job.storage.local import LocalLocation
-    from job.storage.manifest import MANIFEST, parse_manifest
+    from job.pipeline import republish
+    from job.storage.layout import MANIFEST
+    from job.storage.manifest import parse_manifest
+    from job.storage.runs import run_folder
 
     run_dir = Path(args.run_dir)
-    folder = LocalLocation(str(run_dir), what="run folder")
-    manifest = parse_manifest(folder.read(MANIFEST), str(run_dir))
+    manifest = parse_manifest(run_folder(run_dir).read("", MANIFEST), str(run_dir))  # read with a store's checks
     run_id = manifest["run_id"] if isinstance(manifest["run_id"], str) else run_dir.name
-    options = {"out": args.store, "run_id": run_id}
-    options.update({k: getattr(args, k) for k in ("s3_endpoint", "s3_region", "s3_path_style")})
-    options.update(
-        {k: getattr(args, k) for k in ("sign_key", "sign_key_password_env", "sign_certificate", "sign_chain")}
-    )
-    cfg = config_lib.resolve(options, os.environ)
-    from job.storage.signing import signed_copy, signer_of
+    flags = {name: getattr(args, name) for name in config_lib.PUBLISH_FLAGS}
+    settings = config_lib.resolve_settings(config_lib.PUBLISH_SETTINGS, {**flags, "out": args.store, "run_id": run_id})
 
-    signer = signer_of(cfg)  # a key that does not load: exit 2, before the store is touched
-    if not cfg.out.startswith("s3://") and run_dir.resolve().parent == Path(cfg.out).expanduser().resolve():
-        raise ConfigError(
-            f"{run_dir} is already in the store {cfg.out}; publish it to another store, or copy it out first"
-        )
-    claim_stdout()
-    RUN["run_id"] = run_id
-    store = open_store(cfg.out, s3_options_from(cfg))
-    try:
-        metrics = load_json(folder.read("metrics.json") or b"{}", f"{run_dir}/metrics.json", allow_nan=True)
-    except (OSError, JobError):  # the manifest decides what is published; the summary is best effort
-        metrics = {}
-    summary = summary_of(metrics if isinstance(metrics, dict) else {}, run_id, store.uri)
-    if signer is None:
-        emit("run_published", **publish(run_dir, run_id, store, summary))
-        return 0
-    import tempfile
+    def started() -> None:
+        claim_stdout()
+        RUN["run_id"] = run_id
 
-    with tempfile.TemporaryDirectory(prefix="publish-signed-") as tmp:  # the given folder is never changed
-        signed = signed_copy(run_dir, run_id, signer, Path(tmp))
-        emit("run_published", **publish(signed, run_id, store, summary), signed_by=signer.fingerprint)
+    emit("run_published", **republish(run_dir, settings, started))
     return 0
 
 
@@ -286,16 +184,11 @@ def cmd_serve(args, platform) -> int:
     return serve.run(args)
 
 
-def _terminate(signum, frame):  # the training loop installs its own, checkpointing handler
-    raise Terminated()
-
-
 def main(argv: list[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, _terminate)
-    from job.runtime import platform as platform_lib
-    from job.runtime.signals import redeliver_swallowed_signals
+    from job.runtime.signals import install_handlers, signal_over_errors
 
-    redeliver_swallowed_signals()
+    install_handlers()  # SIGTERM -> Terminated, SIGINT -> KeyboardInterrupt, never dropped (job.runtime.signals)
+    from job.runtime import platform as platform_lib
 
     command = None
     RUN.clear()
@@ -311,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             "runs": cmd_runs,
             "serve": cmd_serve,
         }
-        return commands[command](args, platform)
+        with signal_over_errors():
+            return commands[command](args, platform)
     except JobError as exc:
         # The one `error:` line: redacted, then through the text gate (a name with a line break, an escape
         # sequence or a workflow command read from a store or an archive is shown escaped, on this one line).

@@ -1,25 +1,26 @@
-"""The run, stage by stage: store check -> data -> train -> evaluate -> export -> verify -> (quantize) ->
-report -> publish. Each stage is one call into the package that owns it.
+"""The run, stage by stage (job.stages): store check -> data -> train -> evaluate -> export -> verify -> (quantize)
+-> report -> publish, each inside its timer; and `job publish`, which sends a finished run folder through the
+same publish path.
 
 Everything is written into a staging folder; only a run that passed every gate is published, and the
 manifest is its last file. Any failure (or signal) leaves the store untouched and the staging folder removed.
+This is where the whole Config is taken apart: each stage gets the pieces it uses (job.config.parts).
 """
 
 import json
-import logging
 import shutil
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 from job import stages
 from job.config import Config
-from job.errors import ConfigError, JobError, StorageError, exit_code_of
-from job.runtime.telemetry import Timer, peak_rss_mb, versions
-from job.storage import open_store, s3_options_from
+from job.errors import ConfigError, JobError, exit_code_of
+from job.report.release import publish, summary_of
+from job.runtime.telemetry import Timer, peak_rss_mb
 from job.storage.files import out_of_space
-from job.storage.pointer import json_number
+from job.storage.layout import METRICS
 
-log = logging.getLogger("job")
+__all__ = ["prepare", "publish", "republish", "run", "summary_of"]
 
 
 def run(cfg: Config, platform) -> dict:
@@ -31,20 +32,9 @@ def run(cfg: Config, platform) -> dict:
             "--checkpoint-dir a mounted path (SageMaker /opt/ml/checkpoints, Vertex /gcs/..., a volume)"
         )
     if not platform.is_chief:  # multi-worker: only the chief touches the store
-        splits, _, strategy = prepare(cfg, timer, platform)
-        with timer.stage("train"):
-            from job.train.loop import train
-
-            train(cfg, splits, checkpoints_for(cfg), strategy=strategy)
-        return {
-            "event": "worker_done",
-            "run_id": cfg.run_id,
-            "role": "worker",
-            "published": False,
-            "durations_s": timer.stages,
-        }
+        return _train_as_worker(cfg, platform, timer)
     with timer.stage("store_check"):  # fail fast: before any data is read or any step is trained
-        ends = open_ends(cfg, platform)
+        ends = stages.store_check(cfg, platform.name)
     staging = ends.store.staging_dir(cfg.run_id)
     try:
         return _stages_with_disk_check(cfg, platform, timer, ends, staging)
@@ -60,51 +50,33 @@ def run(cfg: Config, platform) -> dict:
             unsubscribe(ends.tracker.on_event)
 
 
-@dataclass(frozen=True)
-class Ends:
-    """What a run reads from and writes to besides its data, each probed before any data is read."""
+def _train_as_worker(cfg: Config, platform, timer: Timer) -> dict:
+    splits, _, strategy = prepare(cfg, timer, platform)
+    with timer.stage("train"):
+        from job.train.loop import train
 
-    store: object  # job.storage.runs.RunStore
-    checkpoints: object | None  # job.train.checkpoint.Checkpoints
-    baseline: object | None  # job.report.baseline.Baseline
-    tracker: object | None  # job.report.tracking.Tracker
-    signer: object | None = None  # job.storage.signing.Signer (--sign-key)
-
-
-def open_ends(cfg: Config, platform) -> Ends:
-    from job.storage.signing import signer_of, trust_of
-
-    signer = signer_of(cfg)  # a key that does not load: exit 2, before the store or the data is touched
-    store = open_store(cfg.out, s3_options_from(cfg), cfg.layout)
-    store.probe()
-    checkpoints = checkpoints_for(cfg)
-    if checkpoints:
-        checkpoints.probe()
-    from job.report.outputs import probe_outputs
-
-    probe_outputs(cfg)  # TensorBoard, CI reports: unwritable means exit 4 now, not a lost training later
-    baseline = None
-    if cfg.baseline:
-        from job.report.baseline import load_baseline
-
-        baseline = load_baseline(cfg.baseline, s3_options_from(cfg), trust_of(cfg))
-    return Ends(store, checkpoints, baseline, start_tracking(cfg, platform), signer)
+        checkpoints = stages.open_checkpoints(cfg.runtime, cfg.run_id, cfg.publishing.s3)
+        train(cfg.training, splits, checkpoints, strategy=strategy)
+    return {
+        "event": "worker_done",
+        "run_id": cfg.run_id,
+        "role": "worker",
+        "published": False,
+        "durations_s": timer.stages,
+    }
 
 
-def start_tracking(cfg: Config, platform):
-    """An MLflow run beside the job's, when a tracking server is configured (probed first: exit 4 if down)."""
-    if not cfg.mlflow:
-        return None
-    from job.report.tracking import Tracker, probe
-    from job.runtime.events import subscribe
-
-    probe(cfg.mlflow)
-    tracker = Tracker(cfg, platform.name, versions())
-    subscribe(tracker.on_event)
-    return tracker
+def prepare(cfg: Config, timer: Timer, platform=None):
+    """The data stage, then TensorFlow's startup; returns (splits, threads, strategy)."""
+    with timer.stage("data"):
+        splits = stages.data(cfg.dataset, cfg.publishing.s3)
+    with timer.stage("startup"):
+        multi_worker = platform is not None and platform.num_workers > 1
+        threads, strategy = stages.startup(cfg.runtime, cfg.training, platform.tf_config if multi_worker else None)
+    return splits, threads, strategy
 
 
-def _stages_with_disk_check(cfg: Config, platform, timer: Timer, ends: Ends, staging: Path) -> dict:
+def _stages_with_disk_check(cfg: Config, platform, timer: Timer, ends: stages.Ends, staging: Path) -> dict:
     try:
         return _run_stages(cfg, platform, timer, ends, staging)
     except JobError:
@@ -116,188 +88,63 @@ def _stages_with_disk_check(cfg: Config, platform, timer: Timer, ends: Ends, sta
         raise full from None
 
 
-def prepare(cfg: Config, timer: Timer, platform=None):
-    """Data (before TensorFlow is imported: a bad source fails in well under a second), then TensorFlow set up."""
-    from job import data
-
-    with timer.stage("data"):
-        splits = data.load_splits(cfg, s3_options_from(cfg))
-    with timer.stage("startup"):
-        from job.train.build import seed_everything
-        from job.train.threads import configure_tensorflow
-
-        threads = configure_tensorflow(cfg.threads, cfg.inter_op_threads)
-        strategy = None
-        if platform is not None and platform.num_workers > 1:
-            from job.train.distributed import make_strategy
-
-            strategy = make_strategy(platform.tf_config)  # before any other TensorFlow op
-        seed_everything(cfg.seed, cfg.deterministic)
-    log.info(
-        "data: %s (%s) train=%d val=%d test=%d, %d classes%s",
-        splits.info["source"],
-        splits.info["test_split"],
-        *splits.info["sizes"].values(),
-        splits.num_classes,
-        ", decoded arrays from cache" if splits.info["from_cache"] else "",
-    )
-    return splits, threads, strategy
-
-
-def checkpoints_for(cfg: Config):
-    if not cfg.checkpoint_dir:
-        return None
-    from job.train.checkpoint import Checkpoints
-
-    return Checkpoints(cfg.checkpoint_dir, cfg.run_id, s3_options_from(cfg))
-
-
-def _run_stages(cfg: Config, platform, timer: Timer, ends: Ends, run_dir: Path) -> dict:
+def _run_stages(cfg: Config, platform, timer: Timer, ends: stages.Ends, run_dir: Path) -> dict:
     splits, threads, strategy = prepare(cfg, timer, platform)
     if ends.baseline:  # before training: a comparison across different test splits is refused at once
         from job.report.baseline import check_same_test_split
 
         check_same_test_split(ends.baseline, splits.info["test_fingerprint"])
+    gates, record, seed, threads_used = cfg.gates, cfg.record, cfg.seed, cfg.runtime.threads
     with timer.stage("train"):
-        trained = stages.train(cfg, splits, ends.checkpoints, strategy)
+        trained = stages.train(cfg.training, splits, ends.checkpoints, strategy)
     with timer.stage("evaluate"):
-        evaluated = stages.evaluate(
-            trained.net,
-            splits,
-            tta_level=cfg.tta_level,
-            min_accuracy=cfg.min_accuracy,
-            baseline=ends.baseline,
-            max_regression=cfg.max_regression,
-        )
+        evaluated = stages.evaluate(trained.net, splits, record.tta_level, gates, ends.baseline)
     with timer.stage("export"):
-        stages.export(cfg, trained, evaluated, splits, run_dir)
+        stages.export(record, trained, evaluated, splits, run_dir)
     with timer.stage("verify"):
-        parity = stages.verify(cfg, evaluated, splits, run_dir)
+        parity = stages.verify(evaluated, splits, run_dir, gates, seed=seed, threads=threads_used, layout=cfg.layout)
     int8 = None
-    if cfg.int8:
+    if gates.int8:
         with timer.stage("quantize"):
-            int8 = stages.quantize(cfg, parity, splits, run_dir)
+            int8 = stages.quantize(parity, splits, run_dir, gates, seed=seed, threads=threads_used)
     with timer.stage("report"):
-        from job.report.files import RunRecord, write_report
-
-        record = RunRecord(
-            platform=platform.name,
-            splits=splits,
-            history=trained.history,
-            train_seconds=trained.seconds,
-            optimizer_steps=trained.optimizer_steps,
-            resumed_from=trained.resumed_from,
-            finished_at=trained.finished_at,
-            test=evaluated.test,
-            test_probs=evaluated.probs,
-            parity=parity,
-            int8=int8,
-            baseline=evaluated.baseline,
-            threads=threads,
-        )
-        metrics = write_report(run_dir, cfg, record)
+        made = (trained, evaluated, parity, int8, threads)
+        metrics = stages.report(run_dir, record, platform.name, splits, made)
     metrics = {**metrics, "durations_s": timer.durations(), "peak_rss_mb": peak_rss_mb()}
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (run_dir / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
     with timer.stage("publish"):
-        seal(run_dir, cfg, platform, splits.info, ends.signer, ends.store.uri)
-        tracker, store = ends.tracker, ends.store
-        mlflow = tracker.finish(run_dir, metrics, splits.x_test[:2]) if tracker else None
-        published = publish(run_dir, cfg.run_id, store, summary_of(metrics, cfg.run_id, store.uri), cfg.cache_dir)
-        if tracker:
-            tracker.close()
-    return {
-        "event": "run_complete",
-        **published,
-        **({"mlflow": mlflow} if mlflow else {}),
-        "durations_s": timer.durations(),
-    }
+        published = stages.publish(run_dir, record, platform, ends, metrics, splits, cfg.cache_dir)
+    return {"event": "run_complete", **published, "durations_s": timer.durations()}
 
 
-def seal(run_dir: Path, cfg: Config, platform, data_info: dict, signer, store_uri: str) -> None:
-    """The run's last files: provenance.json (SLSA v1), model.sig with --sign-key, then manifest.json. A signing
-    failure keeps the finished run (manifest included, unsigned) in the cache and ends in exit 4."""
-    from job.report.provenance import write_provenance
-    from job.storage.manifest import write_manifest
-    from job.storage.signing import sign_or_keep
+def republish(run_dir: Path, settings, started: Callable[[], None]) -> dict:
+    """`job publish`: a finished run folder (kept after a failed upload, or copied) through `job train`'s own
+    publish path, signed on the way with --sign-key (the given folder is never changed). `settings`: the store
+    (`out`), run id, S3 and signing settings (job.config.resolve_settings); `started`: called once the folder is
+    accepted, before the store is opened. Returns the `run_published` event's fields."""
+    from job.config.parts import S3Options, SigningConfig
+    from job.storage import open_store
+    from job.storage.layout import read_metrics
+    from job.storage.runs import run_folder
+    from job.storage.signing import signed_copy, signer_of
 
-    write_provenance(run_dir, cfg, platform, data_info)
+    store_uri = settings.out
+    signer = signer_of(SigningConfig.of(settings))  # a key that does not load: exit 2, before the store is touched
+    if not store_uri.startswith("s3://") and run_dir.resolve().parent == Path(store_uri).expanduser().resolve():
+        raise ConfigError(
+            f"{run_dir} is already in the store {store_uri}; publish it to another store, or copy it out first"
+        )
+    started()
+    store = open_store(store_uri, S3Options.of(settings) if store_uri.startswith("s3://") else None)
+    try:
+        metrics = read_metrics(run_folder(run_dir)) or {}
+    except (OSError, JobError):  # the manifest decides what is published; the summary is best effort
+        metrics = {}
+    summary = summary_of(metrics, settings.run_id, store.uri)
     if signer is None:
-        write_manifest(run_dir, cfg.run_id)
-        return
-    try:
-        sign_or_keep(run_dir, signer)
-    except StorageError as exc:
-        write_manifest(run_dir, cfg.run_id)
-        kept = keep_unpublished(run_dir, cfg.run_id, cfg.cache_dir)
-        if kept is None:
-            raise StorageError(f"{exc}; nothing was published") from None
-        raise StorageError(
-            f"{exc}; nothing was published. The finished run is kept at {kept}; sign and publish it without "
-            f"re-training: python -m job publish {kept} {store_uri} --sign-key KEY"
-        ) from None
-    write_manifest(run_dir, cfg.run_id)
+        return publish(run_dir, settings.run_id, store, summary)
+    import tempfile
 
-
-def summary_of(metrics: dict, run_id: str, store_uri: str) -> dict:
-    """The fields of the run's one-line summary (and of latest.json), from metrics.json's content. `job publish`
-    reads that file from a folder that may be older or damaged: what is missing or not a number is null."""
-
-    def number(value):
-        return None if json_number(value) is None else round(value, 6)
-
-    def record(value) -> dict:
-        return value if isinstance(value, dict) else {}
-
-    parity = record(metrics.get("parity"))
-    diffs = [number(record(parity.get(b)).get("max_abs_diff")) for b in ("onnxruntime", "savedmodel")]
-    int8 = metrics.get("int8")
-    return {
-        "run_id": run_id,
-        "store": store_uri,
-        "finished_at": metrics.get("finished_at") if isinstance(metrics.get("finished_at"), str) else None,
-        "test_accuracy": number(metrics.get("test_accuracy")),
-        "onnx_test_accuracy": number(metrics.get("onnx_test_accuracy")),
-        "parity_max_abs_diff": max((d for d in diffs if d is not None), default=None),
-        "durations_s": metrics.get("durations_s"),
-        "peak_rss_mb": number(metrics.get("peak_rss_mb")),
-        "int8": {k: record(int8).get(k) for k in ("test_accuracy", "accuracy_drop", "published")} if int8 else None,
-        "baseline": metrics.get("baseline"),
-    }
-
-
-def publish(run_dir: Path, run_id: str, store, summary: dict, keep_in: str | None = None) -> dict:
-    """The one publish path of `job train` and `job publish`: the store's all-or-nothing publish of a folder that
-    holds its manifest (verified against it first). Returns `summary` with the run's URI (and the upload's
-    figures, for S3) added. When `keep_in` is given (a cache folder, "" = the default one), a failed upload keeps
-    the finished run there, since its staging folder is deleted, and names the command that publishes it without
-    training again."""
-    try:
-        try:
-            uri = store.publish(run_dir, run_id, summary)
-        except OSError as exc:
-            raise StorageError(f"publishing to {store.uri} failed ({exc})") from None
-    except StorageError as exc:
-        kept = keep_unpublished(run_dir, run_id, keep_in) if keep_in is not None else None
-        if kept is None:
-            raise
-        raise StorageError(
-            f"{exc}. The finished run is kept at {kept}; publish it without re-training: "
-            f"python -m job publish {kept} {store.uri}"
-        ) from None
-    upload = store.location.last_upload
-    return {**summary, "uri": uri, **({"upload": upload} if upload else {})}
-
-
-def keep_unpublished(run_dir: Path, run_id: str, cache_dir: str) -> Path | None:
-    """A copy of a finished run whose upload failed, out of staging (which is deleted), under the cache."""
-    from job.data import default_cache_dir
-
-    dest = (Path(cache_dir) if cache_dir else default_cache_dir()) / "unpublished" / run_id
-    try:
-        shutil.rmtree(dest, ignore_errors=True)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(run_dir, dest)
-    except OSError as exc:
-        log.warning("could not keep the unpublished run at %s (%s)", dest, exc)
-        return None
-    return dest
+    with tempfile.TemporaryDirectory(prefix="publish-signed-") as tmp:
+        signed = signed_copy(run_dir, settings.run_id, signer, Path(tmp))
+        return {**publish(signed, settings.run_id, store, summary), "signed_by": signer.fingerprint}

@@ -4,40 +4,41 @@ CI report files), the --baseline included (read and verified, as the run reads i
 
 from job.config import Config
 from job.data.describe import describe
-from job.storage import open_store, s3_options_from
-from job.storage.runs import savedmodel_dir
+from job.storage import open_store
+from job.storage.layout import savedmodel_dir
 
 
 def plan(cfg: Config, platform) -> dict:
-    store = open_store(cfg.out, s3_options_from(cfg), cfg.layout)
+    publishing, gates = cfg.publishing, cfg.gates
+    store = open_store(publishing.out, publishing.s3, publishing.layout)
     store.probe()
     checkpoints = None
     if cfg.checkpoint_dir:
         from job.train.checkpoint import Checkpoints  # the storage side only; TensorFlow loads on resume
 
-        checkpoints = Checkpoints(cfg.checkpoint_dir, cfg.run_id, s3_options_from(cfg))
+        checkpoints = Checkpoints(cfg.checkpoint_dir, cfg.run_id, publishing.s3)
         checkpoints.probe()
     from job.report.outputs import probe_outputs
 
-    outputs = probe_outputs(cfg)  # TensorBoard folder, CI report files
+    outputs = probe_outputs(cfg.runtime.log_dir)  # TensorBoard folder, CI report files
     baseline = None
-    if cfg.baseline:  # read and verified as the run reads it: a missing or untrusted baseline fails here too
+    if gates.baseline:  # read and verified as the run reads it: a missing or untrusted baseline fails here too
         from job.report.baseline import load_baseline
         from job.storage.signing import trust_of
 
-        found = load_baseline(cfg.baseline, s3_options_from(cfg), trust_of(cfg))
+        found = load_baseline(gates.baseline, publishing.s3, trust_of(gates.trust))
         baseline = {"uri": found.uri, "run_id": found.run_id, "test_accuracy": found.test_accuracy}
     tracking = None
-    if cfg.mlflow:
+    if publishing.tracking.uri:
         from job.report.tracking import probe
 
-        tracking = probe(cfg.mlflow)
+        tracking = probe(publishing.tracking.uri)
     return {
         "run_id": cfg.run_id,
         "platform": platform.name,
         "workers": platform.num_workers,
         "cluster": cluster_summary(platform),
-        "data": describe(cfg.data, s3_options_from(cfg)),
+        "data": describe(cfg.data, publishing.s3),
         "train": {
             "preset": cfg.preset,
             "model": cfg.model,

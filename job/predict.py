@@ -19,6 +19,7 @@ from pathlib import Path
 from job.data.images import ImageRejected, decode, iter_inputs
 from job.errors import EXIT_OK, DataError, ModelError
 from job.gates.text import json_line, shown
+from job.storage.layout import MODEL_INT8, MODEL_INT8_VNNI, MODEL_ONNX
 
 
 def add_arguments(p) -> None:
@@ -47,10 +48,10 @@ MODEL_HINT = "give a model.onnx, a run folder or a store root (it follows latest
 def model_files(int8: bool) -> list[str]:
     """The run's file to load, by preference: with --int8 the VNNI variant only where this CPU has VNNI."""
     if not int8:
-        return ["model.onnx"]
+        return [MODEL_ONNX]
     from job.runtime.resources import VNNI, cpu_has
 
-    return (["model.int8-vnni.onnx"] if cpu_has(VNNI) else []) + ["model.int8.onnx"]
+    return ([MODEL_INT8_VNNI] if cpu_has(VNNI) else []) + [MODEL_INT8]
 
 
 MAX_MODEL_BYTES = 512 * 1024 * 1024  # model.onnx is a few MB; a store that serves more is refused unread
@@ -104,7 +105,7 @@ def _bare_model(spec: str, download_dir: Path) -> Path:
 
     folder, _, name = spec.rpartition("/")
     location = open_location(folder or ".", what="model location")
-    dest = download_dir / "model.onnx"
+    dest = download_dir / MODEL_ONNX
     try:
         location.copy_out(name, dest, MAX_MODEL_BYTES)
     except Missing:

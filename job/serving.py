@@ -24,9 +24,18 @@ from pathlib import Path
 from job.contract import CHANNELS, IMAGE_HEIGHT, IMAGE_WIDTH, INPUT_NAME, OUTPUT_NAME
 from job.errors import ConfigError, DataError, StorageError
 from job.gates.text import shown
+from job.storage.layout import (
+    LABELS,
+    MODEL_ONNX,
+    SAVED_MODEL_PB,
+    SAVEDMODEL_DIRS,
+    SAVEDMODEL_FILES,
+    SAVEDMODEL_SUBFOLDERS,
+    TRITON_CONFIG,
+)
 
 MAX_BATCH_SIZE = 64
-SAVEDMODEL_FOLDERS = ("saved_model", "1", "")  # the runs, SageMaker and Vertex layouts (job.storage.runs)
+SAVEDMODEL_PREFIXES = tuple(f"{d}/" if d != "." else "" for d in SAVEDMODEL_DIRS.values())  # in a run, by layout
 TRITON_ROOT = "triton"  # DEST/<root>: what an InferenceService storageUri names
 TF_SERVING_ROOT = "tensorflow"
 
@@ -40,7 +49,7 @@ def config_pbtxt(name: str, num_classes: int, max_batch_size: int = MAX_BATCH_SI
         f'input [\n  {{\n    name: "{INPUT_NAME}"\n    data_type: TYPE_UINT8\n'
         f"    dims: [ {IMAGE_HEIGHT}, {IMAGE_WIDTH}, {CHANNELS} ]\n  }}\n]\n"
         f'output [\n  {{\n    name: "{OUTPUT_NAME}"\n    data_type: TYPE_FP32\n    dims: [ {num_classes} ]\n'
-        '    label_filename: "labels.txt"\n  }\n]\n'
+        f'    label_filename: "{LABELS}"\n  }}\n]\n'
         "dynamic_batching { }\n"
         "version_policy: { latest: { num_versions: 1 } }\n"
     )
@@ -129,7 +138,7 @@ def _upload(location, staging: Path) -> None:
     without one is no model to Triton). On any failure every object written is removed (best effort), so a
     failed export leaves no partial repository."""
     files = sorted(
-        (p for p in staging.rglob("*") if p.is_file()), key=lambda p: (p.name == "config.pbtxt", p.as_posix())
+        (p for p in staging.rglob("*") if p.is_file()), key=lambda p: (p.name == TRITON_CONFIG, p.as_posix())
     )
     written = []
     try:
@@ -154,7 +163,7 @@ def export_serving(store_uri: str, run: str, dest: str, name: str = "cifar10", t
     run = store.resolve(run) if run else store.here_or_latest()
     manifest = checked_manifest(store, run, trust)  # read once: what is signed is what is copied
     files = manifest["files"]
-    saved = next((f for f in SAVEDMODEL_FOLDERS if (f"{f}/saved_model.pb" if f else "saved_model.pb") in files), None)
+    saved = next((prefix for prefix in SAVEDMODEL_PREFIXES if prefix + SAVED_MODEL_PB in files), None)
     local_dest = not dest.startswith("s3://")
     location = _check_destination(store, dest)
     staging = _staging(Path(dest).absolute().parent if local_dest else Path(tempfile.gettempdir()), dest)
@@ -162,16 +171,15 @@ def export_serving(store_uri: str, run: str, dest: str, name: str = "cifar10", t
         model_dir = staging / TRITON_ROOT / name
         onnx_dir = model_dir / "1"
         onnx_dir.mkdir(parents=True)
-        store.fetch_verified(run, "model.onnx", onnx_dir / "model.onnx", manifest)
-        classes = _class_names(onnx_dir / "model.onnx")
-        (model_dir / "config.pbtxt").write_text(config_pbtxt(name, len(classes)))
-        (model_dir / "labels.txt").write_text("".join(f"{c}\n" for c in classes))
+        store.fetch_verified(run, MODEL_ONNX, onnx_dir / MODEL_ONNX, manifest)
+        classes = _class_names(onnx_dir / MODEL_ONNX)
+        (model_dir / TRITON_CONFIG).write_text(config_pbtxt(name, len(classes)))
+        (model_dir / LABELS).write_text("".join(f"{c}\n" for c in classes))
         copied = 1
         if saved is not None:
-            prefix = f"{saved}/" if saved else ""
             for path in sorted(files):
-                rest = path[len(prefix) :] if path.startswith(prefix) else ""
-                if rest in ("saved_model.pb", "fingerprint.pb") or rest.startswith(("variables/", "assets/")):
+                rest = path[len(saved) :] if path.startswith(saved) else ""
+                if rest in SAVEDMODEL_FILES or rest.startswith(SAVEDMODEL_SUBFOLDERS):
                     target = staging / TF_SERVING_ROOT / name / "1" / rest
                     target.parent.mkdir(parents=True, exist_ok=True)
                     store.fetch_verified(run, path, target, manifest)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers import make_image_tree, make_tar, run_job, train_args
+from helpers import built_once, make_image_tree, make_tar, run_job, train_args
 
 
 @pytest.fixture
@@ -25,23 +25,6 @@ def opt_ml(tmp_path):
     )
     (root / "input" / "data" / "train" / "cifar.tar.gz").write_bytes(b"")
     return root
-
-
-def built_once(tmp_path_factory, worker_id: str, name: str, build) -> Path:
-    """`build(folder)` once per test run, whatever the number of xdist workers: the first worker to take the
-    lock builds it in the run's shared base folder, the others wait and reuse it."""
-    from filelock import FileLock
-
-    root = tmp_path_factory.getbasetemp()
-    root = root if worker_id == "master" else root.parent
-    folder = root / name
-    with FileLock(str(root / f"{name}.lock")):
-        if not (folder / ".built").exists():
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir()
-            build(folder)
-            (folder / ".built").touch()
-    return folder
 
 
 @pytest.fixture(scope="session")
@@ -101,7 +84,6 @@ def s3_endpoint():
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real MLflow tracking server on 127.0.0.1: SQLite backend, artifacts proxied into a folder."""
-    import shutil
     import subprocess
     import time
     import urllib.request
@@ -182,11 +164,29 @@ def bucket(s3_env):
 
 _TIER_MARKS = {"tf": "slow", "e2e": "slow", "serving": "serving", "image": "image"}
 
+# Module fixtures that train a model or start a server, and the xdist group of the tests that use them: under
+# `--dist loadgroup` a group is one work unit, so such a fixture is built once per run instead of once on each
+# worker (measured before: the lineage fixture's two trainings ran on both workers, 37 s each; the INT8 GELU
+# model, the preempted run and the MLflow server likewise). Tests that use none of them are spread one by one.
+SHARED_SETUPS = {
+    "mlflow_server": "mlflow",  # one tracking server for test_mlflow, test_lineage and test_secrets
+    "gelu_run": "int8-gelu",
+    "tiny_state": "gate",
+    "preempted": "resume",
+    "two_epochs": "sweeps",
+    "signed_training": "signed-training",
+    "s3_run": "s3-run",
+}
 
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the node ids
 def pytest_collection_modifyitems(config, items):
-    """Each test gets its tier's marker from its folder (`-m "not slow"` is the fast tier), and `browser` where it
-    drives Chromium."""
+    """Each test gets its tier's marker from its folder (`-m "not slow"` is the fast tier), `browser` where it
+    drives Chromium, and the xdist group of the first shared setup it uses (SHARED_SETUPS)."""
     for item in items:
+        group = next((g for f, g in SHARED_SETUPS.items() if f in getattr(item, "fixturenames", ())), None)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
         parts = Path(str(item.fspath)).parts
         tier = parts[parts.index("tests") + 1] if "tests" in parts else ""
         if tier in _TIER_MARKS:

@@ -2,9 +2,17 @@
 own stdin/stdout/stderr file descriptors, own signal handlers, own peak RSS from wait4), without paying the
 interpreter start and the imports of job, boto3, NumPy, Pillow and ONNX Runtime once per row.
 
-The parent must not have imported TensorFlow (its thread pools do not survive a fork): where it has, the row
-runs in a fresh interpreter instead. A child that needs TensorFlow imports it itself, as `python -m job` does. `test_forked_runner_matches_the_subprocess_runner` (in the hostile
-tables) runs a sample of rows both ways and compares exit code and error line.
+The children are forked by a zygote: one fresh interpreter per test process, started on the first row, that has
+imported all of that and never imports TensorFlow (whose thread pools do not survive a fork). The test process
+itself may have loaded TensorFlow (the tf tier runs in the same xdist workers, and test_training.py imports Keras
+at collection): forking it would not be safe, and before the zygote every row fell back to a fresh interpreter
+there. A child that needs TensorFlow imports it itself, as `python -m job` does.
+`test_forked_runner_matches_the_subprocess_runner` (in the hostile tables) runs a sample of rows both ways and
+compares exit code and error line.
+
+Protocol (a SOCK_SEQPACKET socket pair, one message per send): the test process sends (argv, env, cwd) with the
+child's stdout and stderr file descriptors attached; the zygote forks, answers the child's pid, waits for it and
+answers (wait status, peak RSS in KiB). On a timeout the test process kills the child by that pid.
 
 Measured on 2 cores (Intel Xeon, AMX): `python -m job runs verify <store>` costs about 0.9 s of start-up
 (interpreter + imports) before its first line of work; a forked child starts in a few milliseconds.
@@ -12,36 +20,28 @@ Measured on 2 cores (Intel Xeon, AMX): `python -m job runs verify <store>` costs
 
 from __future__ import annotations
 
+import atexit
 import io
 import logging
 import os
+import pickle
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
-import time
+import threading
 from pathlib import Path
 
-HEAVY = ("tensorflow", "keras", "tf2onnx")
-
-# Imported once in the parent so every child has them already (what a fresh interpreter spends its start on).
-import boto3  # noqa: E402,F401
-import model_signing  # noqa: E402,F401  (what a reader loads with --public-key)
-import numpy  # noqa: E402,F401
-import onnxruntime  # noqa: E402,F401
-from cryptography import x509  # noqa: E402,F401
-from PIL import Image  # noqa: E402,F401
-
-import job.catalog  # noqa: E402
-import job.cli  # noqa: E402
-import job.predict  # noqa: E402
-import job.serving  # noqa: E402
-import job.storage.signing  # noqa: E402
+HERE = Path(__file__).resolve().parent
+MESSAGE_BYTES = 1 << 20  # a request is argv + env + cwd: a few KiB
 
 
-def _child(argv: list[str], env: dict, cwd: Path, out: int, err: int) -> None:
+def _child(argv: list[str], env: dict, cwd: str, out: int, err: int) -> None:
     code = 1
     try:
+        import job.cli
+
         stdin = os.open(os.devnull, os.O_RDONLY)
         os.dup2(stdin, 0)
         os.dup2(out, 1)
@@ -52,7 +52,7 @@ def _child(argv: list[str], env: dict, cwd: Path, out: int, err: int) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         root = logging.getLogger()
-        for handler in list(root.handlers):  # pytest's capture handlers: the job's logging starts from nothing
+        for handler in list(root.handlers):  # the job's logging starts from nothing
             root.removeHandler(handler)
         root.setLevel(logging.WARNING)
         os.chdir(cwd)
@@ -76,43 +76,124 @@ def _child(argv: list[str], env: dict, cwd: Path, out: int, err: int) -> None:
         os._exit(code if isinstance(code, int) else 1)
 
 
+def serve(fd: int) -> None:
+    """The zygote's loop (a fresh interpreter runs it): import once, then one forked child per request."""
+    # What every child needs already (what a fresh interpreter spends its start on); never TensorFlow.
+    import boto3  # noqa: F401
+    import model_signing  # noqa: F401  (what a reader loads with --public-key)
+    import numpy  # noqa: F401
+    import onnxruntime  # noqa: F401
+    from cryptography import x509  # noqa: F401
+    from no_tensorflow import loaded_heavy
+    from PIL import Image  # noqa: F401
+
+    import job.catalog
+    import job.cli
+    import job.predict
+    import job.serving
+    import job.storage.signing  # noqa: F401
+
+    assert not loaded_heavy(), f"the zygote imported {loaded_heavy()}: its children could not fork safely"
+    control = socket.socket(fileno=fd)
+    control.send(b"ready")
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(control, MESSAGE_BYTES, 2)
+        except (ConnectionError, OSError):
+            return
+        if not data:  # the test process closed its end: it is done
+            return
+        argv, env, cwd = pickle.loads(data)
+        out, err = fds
+        pid = os.fork()
+        if pid == 0:
+            control.close()
+            _child(argv, env, cwd, out, err)
+        os.close(out)
+        os.close(err)
+        control.send(pickle.dumps(pid))
+        _, status, usage = os.wait4(pid, 0)
+        control.send(pickle.dumps((status, usage.ru_maxrss)))
+
+
+class _Zygote:
+    """This test process's zygote, started on first use and again if it died."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.sock: socket.socket | None = None
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        code = f"import sys; sys.path.insert(0, {str(HERE)!r}); import forked; forked.serve({theirs.fileno()})"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("JOB_")}
+        env.update(PYTHONPATH=str(HERE.parent), TF_CPP_MIN_LOG_LEVEL="2")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            env=env,
+            cwd=HERE.parent,
+        )
+        theirs.close()
+        ours.settimeout(300)
+        if ours.recv(16) != b"ready":
+            raise RuntimeError("the forked runner's zygote did not start")
+        self.sock = ours
+        atexit.register(self.stop)
+
+    def stop(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def run(self, argv, env, cwd, out: int, err: int, timeout: float) -> tuple[int, int]:
+        """(wait status, peak RSS in KiB) of one forked child; the child is killed after `timeout` seconds."""
+        with self.lock:
+            if self.proc is None or self.proc.poll() is not None:
+                self.stop()
+                self.start()
+            self.sock.settimeout(60)
+            socket.send_fds(self.sock, [pickle.dumps((list(argv), dict(env), str(cwd)))], [out, err])
+            pid = pickle.loads(self.sock.recv(MESSAGE_BYTES))
+            self.sock.settimeout(timeout)
+            try:
+                return pickle.loads(self.sock.recv(MESSAGE_BYTES))
+            except TimeoutError:
+                os.kill(pid, signal.SIGKILL)
+                self.sock.settimeout(60)
+                self.sock.recv(MESSAGE_BYTES)  # the zygote reaped it
+                raise subprocess.TimeoutExpired(["job", *argv], timeout) from None
+
+
+_ZYGOTE = _Zygote()
+
+
 def run_forked(
     argv: list[str], *, env: dict, cwd: Path, timeout: float = 120
 ) -> tuple[subprocess.CompletedProcess, float]:
     """`python -m job *argv` as a forked child: (CompletedProcess with text stdout/stderr, peak RSS in MiB).
 
-    The peak counts the pages shared with the parent at the fork: rows that bound memory keep the subprocess
+    The peak counts the pages shared with the zygote at the fork: rows that bound memory keep the subprocess
     runner (helpers.run_measured)."""
-    if any(m in sys.modules for m in HEAVY):  # TensorFlow's threads do not survive a fork: a fresh interpreter
-        return run_fresh(argv, env=env, cwd=cwd, timeout=timeout)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            _child(argv, env, cwd, out.fileno(), err.fileno())
-        deadline = time.monotonic() + timeout
-        delay = 0.001
-        while True:
-            done, status, usage = os.wait4(pid, os.WNOHANG)
-            if done:
-                break
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                os.wait4(pid, 0)
-                raise subprocess.TimeoutExpired(["job", *argv], timeout)
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
-        code = os.waitstatus_to_exitcode(status)
+        status, peak_kib = _ZYGOTE.run(argv, env, cwd, out.fileno(), err.fileno(), timeout)
         out.seek(0)
         err.seek(0)
         proc = subprocess.CompletedProcess(
             ["job", *argv],
-            code,
+            os.waitstatus_to_exitcode(status),
             out.read().decode("utf-8", "replace"),
             err.read().decode("utf-8", "replace"),
         )
-    return proc, usage.ru_maxrss / 1024
+    return proc, peak_kib / 1024
 
 
 def run_fresh(argv, *, env, cwd, timeout):

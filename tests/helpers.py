@@ -94,6 +94,23 @@ def make_cifar_python(root: Path, *, per_batch: int = 20, seed: int = 0) -> Path
     return folder
 
 
+def built_once(tmp_path_factory, worker_id: str, name: str, build) -> Path:
+    """`build(folder)` once per test run, whatever the number of xdist workers: the first worker to take the
+    lock builds it in the run's shared base folder, the others wait and reuse it."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    root = root if worker_id == "master" else root.parent
+    folder = root / name
+    with FileLock(str(root / f"{name}.lock")):
+        if not (folder / ".built").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            (folder / ".built").touch()
+    return folder
+
+
 def job_env(**extra: str) -> dict:
     """The environment of a job subprocess: this one's, without stray JOB_* settings, importing this checkout."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOB_")}
@@ -134,6 +151,23 @@ def wait_for_event(proc: subprocess.Popen, event: str) -> dict:
     raise AssertionError(f"the job ended (exit {proc.wait()}) without a {event!r} event")
 
 
+def signal_after(proc: subprocess.Popen, marker: str, sig: int, delay: float = 0.0) -> tuple[list[str], float]:
+    """Read `proc`'s stderr (text) until a line holding `marker`, wait `delay` s, then send `sig`, unless `proc`
+    has ended by then (its returncode is then set). Returns the stderr lines read and how many seconds late the
+    signal went (a starved test process sends it late)."""
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if marker in line:
+            break
+    started = time.monotonic()
+    time.sleep(delay)
+    late = time.monotonic() - started - delay
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    return seen, late
+
+
 def run_job(
     *args: str, env: dict | None = None, cwd: Path | None = None, timeout: int = 600, module: str = "job"
 ) -> subprocess.CompletedProcess:
@@ -145,18 +179,6 @@ def run_job(
         cwd=cwd or ROOT,
         timeout=timeout,
     )
-
-
-# Prepended to `python -c` code that must run without TensorFlow: any import of it (or of Keras, tf2onnx)
-# raises, so a check that "TensorFlow was not needed" fails when it is.
-BLOCK_TENSORFLOW = """
-import sys
-class _BlockTensorFlow:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("tensorflow", "keras", "tf2onnx"):
-            raise ImportError(f"{name} is blocked in this process")
-sys.meta_path.insert(0, _BlockTensorFlow())
-"""
 
 
 def bad_tree(tmp_path, problem):
@@ -195,15 +217,26 @@ def bad_tar(tmp_path, problem):
     return tar
 
 
-def make_run_dir(tmp_path: Path, name: str = "run", content: str = "a") -> Path:
-    """A small finished run folder with its manifest (run id r1)."""
+def make_run_dir(
+    base: Path, name: str = "run", content: str = "a", *, run_id: str = "r1", files: dict | None = None
+) -> Path:
+    """The tests' one builder of a fake finished run folder: `base/name` holding `files`, then its manifest (run id
+    `run_id`). `files` maps a relative path to its text, its bytes, or a function that writes the file at that
+    path (a model); by default a metrics.json and sub/file.bin holding `content`."""
     from job.storage.manifest import write_manifest
 
-    d = tmp_path / name
-    (d / "sub").mkdir(parents=True)
-    (d / "metrics.json").write_text('{"test_accuracy": 0.5}')
-    (d / "sub" / "file.bin").write_text(content)
-    write_manifest(d, "r1")
+    d = base / name
+    d.mkdir(parents=True, exist_ok=True)
+    for rel, value in (files or {"metrics.json": '{"test_accuracy": 0.5}', "sub/file.bin": content}).items():
+        path = d / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if callable(value):
+            value(path)
+        elif isinstance(value, bytes):
+            path.write_bytes(value)
+        else:
+            path.write_text(value)
+    write_manifest(d, run_id)
     return d
 
 

@@ -2,11 +2,13 @@
 job.config.resolve merges the layers that set them."""
 
 import dataclasses
-import json
 import re
 import typing
 from dataclasses import dataclass, field, fields
 
+from job.config import parts
+from job.config.checks import MOMENTUM, NOT_NEGATIVE, POSITIVE
+from job.config.checks import within as _within
 from job.presets import PRESETS
 from job.runtime.redact import redact_value
 
@@ -18,23 +20,6 @@ def _f(default, help, *, choices=None, group="train", metavar=None, check=None):
     """A setting. `check`: (predicate on the value, what the value must be), tested by validate()."""
     metadata = {"help": help, "choices": choices, "group": group, "metavar": metavar, "check": check}
     return field(default=default, metadata=metadata)
-
-
-def _within(low, high, why, *, low_open=False, high_open=False):
-    """A range check for _f: low <= value <= high (or < where open); None = unbounded on that side."""
-
-    def ok(value) -> bool:
-        above = low is None or (value > low if low_open else value >= low)
-        below = high is None or (value < high if high_open else value <= high)
-        return above and below
-
-    return ok, why
-
-
-NOT_NEGATIVE = _within(0, None, "must be 0 or more")
-FRACTION = _within(0.0, 1.0, "is a fraction between 0 and 1")
-MOMENTUM = _within(0.0, 1.0, "must be in [0, 1)", high_open=True)
-POSITIVE = _within(0, None, "must be positive", low_open=True)
 
 
 @dataclass
@@ -93,6 +78,7 @@ class Config:
         "(lookahead, as in airbench); 0 = off",
         check=NOT_NEGATIVE,
     )
+    lookahead_bn_stats: bool = _f(True, "sgd, with --lookahead-every: average the BatchNorm running statistics too")
     stem_bias_epochs: int = _f(
         0, "fast_net: epochs in which the whitening layer's bias learns (its kernel never does)", check=NOT_NEGATIVE
     )
@@ -119,6 +105,12 @@ class Config:
     )
     activation: str = _f(
         "relu", "fast_net: activation (gelu = its tanh form, which ONNX exports)", choices=("relu", "gelu")
+    )
+    train_layers: str = _f(
+        "stock",
+        "fast_net's layers while training: 'fused' = BatchNorm as one op in the compute dtype and GELU as one "
+        "compiled loop each way (the same functions, faster); the published model has stock Keras layers either way",
+        choices=("stock", "fused"),
     )
     drop_last: bool = _f(False, "drop each epoch's last partial batch (airbench does)")
     precision: str = _f(
@@ -269,7 +261,19 @@ class Config:
         return redact_value(dataclasses.asdict(self))
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        return parts.settings_json(self.to_dict())
+
+    # The pieces (job.config.parts): what each part of the job reads. Read-only attributes, not fields: config.json,
+    # the flags and the layers stay as declared above, and a piece always shows the current values.
+    dataset = parts.PieceOf(parts.DataConfig)  # cfg.data is the source setting (--data)
+    arch = parts.PieceOf(parts.ModelConfig)  # cfg.model is the architecture's name (--model)
+    optim = parts.PieceOf(parts.OptimConfig)
+    inputs = parts.PieceOf(parts.InputSpec)
+    training = parts.PieceOf(parts.TrainConfig)
+    gates = parts.PieceOf(parts.GateConfig)
+    publishing = parts.PieceOf(parts.PublishConfig)
+    runtime = parts.PieceOf(parts.RuntimeConfig)
+    record = parts.PieceOf(parts.RunRecord)
 
 
 def settable_fields() -> list[dataclasses.Field]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from job.data.dataset import IMAGE_SIZE, Dataset
+from job.runtime.signals import signals_held
 from job.storage.files import atomic_path, sha256_file
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,8 @@ def read_cache(cache_dir: Path, digest: str) -> Dataset | None:
 
 def write_cache(cache_dir: Path, digest: str, ds: Dataset) -> None:
     empty = np.zeros((0, *IMAGE_SIZE, 3), np.uint8)
-    try:
-        with atomic_path(_cache_file(cache_dir, digest)) as tmp, tmp.open("wb") as fh:
+    try:  # a signal waits for the write (np.savez's own cleanup, cut in the middle, raises in place of the signal)
+        with signals_held(), atomic_path(_cache_file(cache_dir, digest)) as tmp, tmp.open("wb") as fh:
             np.savez(
                 fh,
                 x_train=ds.x_train,

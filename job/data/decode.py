@@ -8,7 +8,7 @@ import numpy as np
 from job.data.dataset import IMAGE_SIZE
 from job.data.entries import read_entry
 from job.errors import DataError
-from job.runtime.signals import child_signals, held_during_forks
+from job.runtime.signals import child_signals, signals_held
 
 CHUNK = 2048
 TRAINING_FORMATS = ("PNG", "JPEG")  # the data sources take .png, .jpg and .jpeg names; the bytes must agree
@@ -45,11 +45,11 @@ def _decode_in_pool(chunks: list, workers: int) -> list:
     waiting for the chunks still queued, its own finalizers again with the signals held."""
     pool = ProcessPoolExecutor(workers, initializer=child_signals)
     try:
-        with held_during_forks():
+        with signals_held():
             futures = [pool.submit(_decode_chunk, chunk) for chunk in chunks]
         return [future.result() for future in futures]
     finally:
-        with held_during_forks():
+        with signals_held():
             pool.shutdown(wait=True, cancel_futures=True)
             pool = None
 

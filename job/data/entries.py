@@ -69,23 +69,54 @@ def iter_folder(path: Path) -> Iterator[tuple[str, Path | None]]:
             yield rel, p
 
 
+def open_tar(path: Path) -> tarfile.TarFile:
+    """The archive as a stream ("r|*": tarfile's _Stream, a plain object over os.read, with the decompressor
+    the first bytes name). Not "r:*": that opens each decompressor in turn, and gzip/bz2/lzma file objects
+    are io.BufferedReader-based, whose constructors, `closed` checks and finalizers clear what a signal's handler
+    raised in them (see member_bytes). Members are read in archive order, as they are here."""
+    return tarfile.open(path, "r|*")
+
+
+def is_tar(path: Path) -> bool:
+    """tarfile.is_tarfile through open_tar."""
+    try:
+        with open_tar(path):
+            return True
+    except (tarfile.TarError, EOFError, OSError, ValueError):
+        return False
+
+
 def iter_tar(path: Path) -> Iterator[tuple[str, bytes | None]]:
     """(name, bytes) for every file member, (name + '/', None) for every folder, in archive order."""
     try:
-        with tarfile.open(path, "r:*") as tar:
+        with open_tar(path) as tar:
             for member in tar:
                 name = safe_member_name(path, member)
                 if member.isdir():
                     yield name.rstrip("/") + "/", None
                 else:
-                    handle = tar.extractfile(member)
-                    yield name, handle.read() if handle else b""
+                    yield name, member_bytes(tar, member, path)
     except DataError:
         raise
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:  # zlib/gzip errors are OSError/EOFError
         raise DataError(
             f"{path}: unreadable archive ({exc or type(exc).__name__}); re-download or re-create it"
         ) from None
+
+
+def member_bytes(tar: tarfile.TarFile, member: tarfile.TarInfo, archive: Path) -> bytes:
+    """A regular member's bytes, read from the archive's stream, not through tar.extractfile(): that wraps a
+    Python file object in an io.BufferedReader, whose constructor calls its tell() and clears whatever it raised,
+    and whose finalizer clears what its close() raised. A SIGTERM handled in either (its handler raises
+    job.errors.Terminated there) was dropped without a trace, and the run went on to publish
+    (job.runtime.signals explains the class). The stream only seeks forward: call it once per member, in order."""
+    if member.issparse():  # its bytes are not one extent; image sets never need one
+        raise DataError(f"{archive}: entry {member.name!r} is a sparse file; re-create the archive without --sparse")
+    tar.fileobj.seek(member.offset_data)
+    data = tar.fileobj.read(member.size)
+    if len(data) != member.size:
+        raise tarfile.ReadError("unexpected end of data")
+    return data
 
 
 def read_entry(handle: Path | bytes) -> bytes:

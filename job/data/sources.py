@@ -14,7 +14,6 @@ import io
 import logging
 import os
 import pickle
-import tarfile
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -22,7 +21,7 @@ import numpy as np
 from job.data.cache import read_cache, source_sha256, write_cache
 from job.data.dataset import CIFAR10_CLASSES, Dataset
 from job.data.decode import decode_split
-from job.data.entries import check_regular_file, iter_folder, iter_tar, read_entry
+from job.data.entries import check_regular_file, is_tar, iter_folder, iter_tar, read_entry
 from job.errors import DataError
 from job.gates.class_names import check_class_names
 
@@ -70,7 +69,7 @@ def load(spec: str, cache_dir: Path | None = None, s3_options=None) -> Dataset:
         )
     if not path.is_dir():
         check_regular_file(path, limit=MAX_SOURCE_BYTES)  # a FIFO or device (/dev/zero) is refused, not read
-        if not tarfile.is_tarfile(path):
+        if not is_tar(path):
             raise DataError(f"data source {spec!r} is not a folder or a .tar/.tar.gz archive; {LAYOUT_HINT}")
 
     digest = source_sha256(path)

@@ -16,6 +16,7 @@ from job.export.quantize import VARIANTS, calibration_images, quantize_int8
 from job.export.savedmodel import load_savedmodel
 from job.runtime.ort import ort_session
 from job.runtime.resources import cpu_has, cpu_model
+from job.storage.layout import MODEL_ONNX, SAVEDMODEL_DIRS
 
 
 def verify(
@@ -28,13 +29,13 @@ def verify(
     seed: int,
     threads: int,
     tolerance: float,
-    savedmodel_dir: str = "saved_model",
+    savedmodel_dir: str = SAVEDMODEL_DIRS["runs"],
 ) -> Parity:
     """Raises ParityError. `seed` draws the random batches; `threads` is ONNX Runtime's (0 = automatic)."""
     inputs = parity_inputs(x_test, seed)
     reference = [keras_test_probs] + [predict(serve, x) for x in inputs[1:]]
     try:
-        session = ort_session(run_dir / "model.onnx", threads)
+        session = ort_session(run_dir / MODEL_ONNX, threads)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... classes
         raise ParityError(f"ONNX Runtime cannot load the exported model.onnx ({exc}); nothing was published") from None
     onnx_out = [run_onnx(session, x) for x in inputs]
@@ -85,7 +86,7 @@ def quantize(
         }
     calibration = calibration_images(x_calibrate, seed)
     path = run_dir / VARIANTS[variant]["file"]
-    quantize_int8(run_dir / "model.onnx", path, calibration, variant)
+    quantize_int8(run_dir / MODEL_ONNX, path, calibration, variant)
     int8_probs = run_onnx(ort_session(path, threads), x_test)
     accuracy = float(np.mean(int8_probs.argmax(1) == y_test))
     drop = float(np.mean(float_probs.argmax(1) == y_test)) - accuracy

@@ -8,6 +8,7 @@ import numpy as np
 
 from job.contract import INPUT_NAME
 from job.runtime.resources import VNNI
+from job.storage.layout import MODEL_INT8, MODEL_INT8_VNNI
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,8 @@ def calibration_images(train_images: np.ndarray, seed: int, count: int = 1024) -
 # the VNNI file is opt-in (--int8-vnni). Accuracy on the 5,000-image holdout: float 81.94%, portable 81.76%,
 # VNNI 81.72%.
 VARIANTS = {
-    "portable": {"file": "model.int8.onnx", "reduce_range": True, "requires": ""},
-    "vnni": {"file": "model.int8-vnni.onnx", "reduce_range": False, "requires": VNNI},
+    "portable": {"file": MODEL_INT8, "reduce_range": True, "requires": ""},
+    "vnni": {"file": MODEL_INT8_VNNI, "reduce_range": False, "requires": VNNI},
 }
 
 

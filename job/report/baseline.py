@@ -6,14 +6,10 @@ runs layout and checked against the baseline's own manifest (a store's bytes are
 refused (exit 2) unless both runs were evaluated on the same test images (`data.test_fingerprint`).
 """
 
-import tempfile
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from job.errors import ConfigError, DataError, QualityGateError
-from job.gates.json_doc import read_json_file
-
-MAX_METRICS_BYTES = 4 * 1024 * 1024  # a run's metrics.json is about 20 KB
+from job.storage.layout import METRICS, json_number, read_metrics
 
 
 @dataclass(frozen=True)
@@ -35,21 +31,11 @@ def load_baseline(uri: str, s3_options=None, trust=None) -> Baseline:
     from job.storage.signing import checked_manifest
 
     manifest = checked_manifest(store, run, trust)  # read once; with --public-key a baseline must be signed (exit 3)
-    listed = manifest["files"].get("metrics.json")
-    if listed is not None and listed["bytes"] > MAX_METRICS_BYTES:  # refused from its size, never downloaded
-        raise DataError(
-            f"--baseline {uri}: metrics.json is {listed['bytes']:,} bytes, over the {MAX_METRICS_BYTES:,}-byte "
-            "limit for a metrics file"
-        )
-    with tempfile.TemporaryDirectory(prefix="baseline-") as tmp:
-        path = store.fetch_verified(run, "metrics.json", Path(tmp) / "metrics.json", manifest)
-        metrics = read_json_file(  # NaN allowed: a diverged run's loss is written as NaN
-            path, f"--baseline {uri}: metrics.json", max_bytes=MAX_METRICS_BYTES, allow_nan=True, expect=dict
-        )
-    accuracy = metrics.get("test_accuracy")
+    metrics = read_metrics(store, run, manifest, f"--baseline {uri}: {METRICS}")  # hashed against that manifest
+    accuracy = json_number(metrics.get("test_accuracy"))
     fingerprint = (metrics.get("data") or {}).get("test_fingerprint") if isinstance(metrics.get("data"), dict) else None
-    if not isinstance(accuracy, (int, float)) or isinstance(accuracy, bool) or not 0.0 <= accuracy <= 1.0:
-        raise DataError(f"--baseline {uri}: metrics.json has no test_accuracy between 0 and 1")
+    if accuracy is None or not 0.0 <= accuracy <= 1.0:
+        raise DataError(f"--baseline {uri}: {METRICS} has no test_accuracy between 0 and 1")
     return Baseline(
         store.location.describe(run) if run else store.uri,
         run or str(metrics.get("run_id") or ""),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from job.gates.text import markdown_cell, shown
 from job.report.outputs import output_failed, probe_append_file, probe_replace_file, write_text
-from job.storage.pointer import json_number
+from job.storage.layout import json_number
 
 MESSAGE_LIMIT = 2000  # characters of a failure message in a workflow command or a summary
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from job.config import Config
+from job.config.parts import RunRecord
 from job.data.dataset import Splits
 from job.export.parity import Parity
 from job.report.history import write_history
@@ -15,11 +15,12 @@ from job.report.metrics import HoldoutMetrics
 from job.report.model_card import write_model_card
 from job.report.plots import plot_confusion_matrix, plot_curves, plot_misclassified
 from job.runtime.telemetry import versions
+from job.storage import layout
 
 
 @dataclass(frozen=True)
-class RunRecord:
-    """What a finished run made, stage by stage: everything the report describes."""
+class RunResults:
+    """What a finished run made, stage by stage: everything the report describes besides its settings."""
 
     platform: str
     splits: Splits
@@ -36,20 +37,21 @@ class RunRecord:
     threads: tuple[int, int]
 
 
-def write_report(run_dir: Path, cfg: Config, run: RunRecord) -> dict:
+def write_report(run_dir: Path, record: RunRecord, run: RunResults) -> dict:
+    """`record`: the run's settings as the report shows them (cfg.record)."""
     splits = run.splits
-    write_history(run.history, run_dir / "history.csv")
-    plot_curves(run.history, run_dir / "curves.png")
-    plot_confusion_matrix(run.test.confusion_matrix, splits.class_names, run_dir / "confusion_matrix.png")
+    write_history(run.history, run_dir / layout.HISTORY)
+    plot_curves(run.history, run_dir / layout.CURVES)
+    plot_confusion_matrix(run.test.confusion_matrix, splits.class_names, run_dir / layout.CONFUSION_MATRIX)
     misclassified = plot_misclassified(
-        splits.x_test, splits.y_test, run.test_probs, splits.class_names, run_dir / "misclassified.png"
+        splits.x_test, splits.y_test, run.test_probs, splits.class_names, run_dir / layout.MISCLASSIFIED
     )
-    (run_dir / "classification_report.txt").write_text(run.test.report_text)
-    (run_dir / "config.json").write_text(cfg.to_json())
+    (run_dir / layout.CLASSIFICATION_REPORT).write_text(run.test.report_text)
+    (run_dir / layout.CONFIG).write_text(record.config_json())
     images = len(splits.y_train) * len(run.history)
     metrics = {
-        "run_id": cfg.run_id,
-        "preset": cfg.preset,
+        "run_id": record.run_id,
+        "preset": record.preset,
         "platform": run.platform,
         "data": splits.info,
         **run.test.as_dict(),
@@ -57,11 +59,11 @@ def write_report(run_dir: Path, cfg: Config, run: RunRecord) -> dict:
         "onnx_test_accuracy": run.parity.onnx_test_accuracy,
         "parity": run.parity.as_dict(),
         "training": {
-            "epochs": cfg.epochs,
+            "epochs": record.optim.epochs,
             "seconds": round(run.train_seconds, 3),
             "images_per_second": round(images / max(run.train_seconds, 1e-9), 1),
             "optimizer_steps": run.optimizer_steps,
-            "precision": cfg.precision,
+            "precision": record.precision,
             "resumed_from": run.resumed_from,
             "final": run.history[-1] if run.history else {},
         },
@@ -71,5 +73,5 @@ def write_report(run_dir: Path, cfg: Config, run: RunRecord) -> dict:
         "versions": versions(),
         "finished_at": run.finished_at,
     }
-    write_model_card(run_dir, cfg, metrics)
+    write_model_card(run_dir, record, metrics)
     return metrics

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import numpy as np
 
-from job.config import Config
+from job.config.parts import RunRecord
 from job.contract import OPSET
 from job.data.dataset import CIFAR10_CLASSES
-from job.storage.runs import SAVEDMODEL_DIRS
+from job.storage.layout import CONFUSION_MATRIX, MISCLASSIFIED, MODEL_CARD, SAVEDMODEL_DIRS
 
 TTA_LEVELS = {0: "none", 1: "mirror", 2: "mirror + 1-pixel translations"}
 
@@ -33,7 +33,7 @@ def top_confusions(matrix: list[list[int]], class_names: list[str], n: int = 3) 
     return [(class_names[i], class_names[j], int(m[i, j])) for i, j in order if m[i, j] > 0]
 
 
-def front_matter(cfg: Config, metrics: dict) -> str:
+def front_matter(run_id: str, metrics: dict) -> str:
     """The YAML header model hubs and tools read (Hugging Face's model card metadata: library_name,
     pipeline_tag, datasets, metrics and a model-index with the test results). Written by hand: block YAML of
     plain scalars, quoted where needed, so the job needs no YAML library."""
@@ -57,7 +57,7 @@ def front_matter(cfg: Config, metrics: dict) -> str:
         "metrics:",
         "  - accuracy",
         "model-index:",
-        f"  - name: {q('cifar10-job-' + cfg.run_id)}",
+        f"  - name: {q('cifar10-job-' + run_id)}",
         "    results:",
         "      - task:",
         "          type: image-classification",
@@ -77,11 +77,8 @@ def front_matter(cfg: Config, metrics: dict) -> str:
     return "\n".join([*lines, "---", ""])
 
 
-def render(cfg: Config, metrics: dict) -> str:
-    names = metrics["data"]["class_names"]
-    sizes = metrics["data"]["sizes"]
-    report = metrics["classification_report"]
-    parity = metrics["parity"]
+def class_table(report: dict, names: list[str]) -> str:
+    """The per-class precision / recall / F1 rows, then the two averages."""
     rows = "\n".join(
         f"| {c} | {report[c]['precision']:.4f} | {report[c]['recall']:.4f} | "
         f"{report[c]['f1-score']:.4f} | {int(report[c]['support'])} |"
@@ -92,44 +89,73 @@ def render(cfg: Config, metrics: dict) -> str:
             f"\n| *{avg}* | {report[avg]['precision']:.4f} | {report[avg]['recall']:.4f} | "
             f"{report[avg]['f1-score']:.4f} | {int(report[avg]['support'])} |"
         )
+    return rows
+
+
+def int8_lines(int8: dict | None) -> str:
+    """The quantized models' lines of the test metrics ("" without --int8)."""
+    if not int8:
+        return ""
+    lines = (
+        f"\n- INT8 ONNX (`model.int8.onnx`): test accuracy {int8['test_accuracy']:.4f}, "
+        f"argmax agreement with float {int8['argmax_agreement']:.4f}, "
+        f"{'published' if int8.get('published') else 'not published: ' + int8.get('reason', '')}"
+    )
+    vnni = int8.get("vnni")
+    if vnni is None:
+        return lines
+    return lines + (
+        "\n- INT8 ONNX for CPUs with VNNI (`model.int8-vnni.onnx`, 8-bit weights; wrong results without VNNI, "
+        "so the predictor refuses it there): "
+        + (
+            f"test accuracy {vnni['test_accuracy']:.4f}, measured on {vnni['measured_on']}, published"
+            if vnni.get("published")
+            else "not published: " + vnni.get("reason", "")
+        )
+    )
+
+
+def model_section(run: RunRecord) -> str:
+    """The card's "Model" section: what was trained, how, and the files and serving it comes with."""
+    model, optim, inputs = run.model, run.optim, run.inputs
+    augmentation = f"random crop (pad {inputs.crop_padding}) + alternating flip" if inputs.augment else "none"
+    savedmodel = SAVEDMODEL_DIRS[run.layout] if SAVEDMODEL_DIRS[run.layout] != "." else "the run folder itself"
+    return f"""## Model
+- Architecture: {MODEL_DESCRIPTIONS.get(model.name, model.name)}
+- Preset `{run.preset}`; {optim.epochs} epochs, batch {optim.batch_size}, optimizer {optim.optimizer}
+  (learning rate {optim.learning_rate:g}), label smoothing {optim.label_smoothing:g},
+  augmentation {augmentation}, test-time augmentation {TTA_LEVELS[run.tta_level]} (level {run.tta_level}), seed {inputs.seed}.
+- Files: `model.keras` (Keras), the SavedModel in `{savedmodel}`
+  (TensorFlow, signature `serving_default`), `model.onnx` (ONNX opset {OPSET}; its contract: docs/model-contract.md).
+- Serving: `python -m job runs export-serving STORE {run.run_id} DEST` writes a Triton / KServe model repository;
+  in a browser, open `examples/web/index.html?model=<URL of model.onnx>` (onnxruntime-web, docs/model-contract.md).
+"""
+
+
+def parity_section(parity: dict) -> str:
+    return f"""## Parity (exported models vs Keras)
+- ONNX Runtime: max |Δprob| {parity["onnxruntime"]["max_abs_diff"]:.2e}, argmax agreement
+  {parity["onnxruntime"]["argmax_agreement"]:.4f} on {parity["onnxruntime"]["samples"]} images
+- SavedModel: max |Δprob| {parity["savedmodel"]["max_abs_diff"]:.2e}, argmax agreement
+  {parity["savedmodel"]["argmax_agreement"]:.4f}
+- Gate: max |Δprob| ≤ {parity["tolerance"]:g} and no argmax difference, on the test split and random
+  uint8 batches of sizes {", ".join(str(n) for n in parity["random_batch_sizes"])}.
+"""
+
+
+def render(run: RunRecord, metrics: dict) -> str:
+    names = metrics["data"]["class_names"]
+    sizes = metrics["data"]["sizes"]
+    report = metrics["classification_report"]
+    rows = class_table(report, names)
     weak = ", ".join(f"{c} (F1 {f:.2f})" for c, f in weak_classes(metrics, names))
     confusions = ", ".join(f"{a} → {b} ({k})" for a, b, k in top_confusions(metrics["confusion_matrix"], names))
-    int8 = metrics.get("int8")
-    int8_line = ""
-    if int8:
-        int8_line = (
-            f"\n- INT8 ONNX (`model.int8.onnx`): test accuracy {int8['test_accuracy']:.4f}, "
-            f"argmax agreement with float {int8['argmax_agreement']:.4f}, "
-            f"{'published' if int8.get('published') else 'not published: ' + int8.get('reason', '')}"
-        )
-        vnni = int8.get("vnni")
-        int8_line += (
-            ""
-            if vnni is None
-            else (
-                "\n- INT8 ONNX for CPUs with VNNI (`model.int8-vnni.onnx`, 8-bit weights; wrong results without VNNI, "
-                "so the predictor refuses it there): "
-                + (
-                    f"test accuracy {vnni['test_accuracy']:.4f}, measured on {vnni['measured_on']}, published"
-                    if vnni.get("published")
-                    else "not published: " + vnni.get("reason", "")
-                )
-            )
-        )
+    int8_line = int8_lines(metrics.get("int8"))
     return (
-        front_matter(cfg, metrics)
-        + f"""# Model card: CIFAR-10 classifier, run `{cfg.run_id}`
+        front_matter(run.run_id, metrics)
+        + f"""# Model card: CIFAR-10 classifier, run `{run.run_id}`
 
-## Model
-- Architecture: {MODEL_DESCRIPTIONS.get(cfg.model, cfg.model)}
-- Preset `{cfg.preset}`; {cfg.epochs} epochs, batch {cfg.batch_size}, optimizer {cfg.optimizer}
-  (learning rate {cfg.learning_rate:g}), label smoothing {cfg.label_smoothing:g},
-  augmentation {f"random crop (pad {cfg.crop_padding}) + alternating flip" if cfg.augment else "none"}, test-time augmentation {TTA_LEVELS[cfg.tta_level]} (level {cfg.tta_level}), seed {cfg.seed}.
-- Files: `model.keras` (Keras), the SavedModel in `{SAVEDMODEL_DIRS[cfg.layout] if SAVEDMODEL_DIRS[cfg.layout] != "." else "the run folder itself"}`
-  (TensorFlow, signature `serving_default`), `model.onnx` (ONNX opset {OPSET}; its contract: docs/model-contract.md).
-- Serving: `python -m job runs export-serving STORE {cfg.run_id} DEST` writes a Triton / KServe model repository;
-  in a browser, open `examples/web/index.html?model=<URL of model.onnx>` (onnxruntime-web, docs/model-contract.md).
-
+{model_section(run)}
 ## Data and splits
 - Source: `{metrics["data"]["source"]}` (sha256 `{metrics["data"]["source_sha256"][:16]}…`)
 - Classes ({len(names)}): {", ".join(names)}
@@ -150,18 +176,11 @@ uses a bilinear filter).
 |---|---|---|---|---|
 {rows}
 
-![confusion matrix](confusion_matrix.png)
+![confusion matrix]({CONFUSION_MATRIX})
 
-The test images it got most confidently wrong: ![misclassified](misclassified.png)
+The test images it got most confidently wrong: ![misclassified]({MISCLASSIFIED})
 
-## Parity (exported models vs Keras)
-- ONNX Runtime: max |Δprob| {parity["onnxruntime"]["max_abs_diff"]:.2e}, argmax agreement
-  {parity["onnxruntime"]["argmax_agreement"]:.4f} on {parity["onnxruntime"]["samples"]} images
-- SavedModel: max |Δprob| {parity["savedmodel"]["max_abs_diff"]:.2e}, argmax agreement
-  {parity["savedmodel"]["argmax_agreement"]:.4f}
-- Gate: max |Δprob| ≤ {parity["tolerance"]:g} and no argmax difference, on the test split and random
-  uint8 batches of sizes {", ".join(str(n) for n in parity["random_batch_sizes"])}.
-
+{parity_section(metrics["parity"])}
 ## Intended use
 Classifying small (32x32) natural images into the {len(names)} CIFAR-10 classes; a baseline and a
 reference for serving and export pipelines.
@@ -176,5 +195,5 @@ reference for serving and export pipelines.
     )
 
 
-def write_model_card(run_dir: Path, cfg: Config, metrics: dict) -> None:
-    (run_dir / "MODEL_CARD.md").write_text(render(cfg, metrics))
+def write_model_card(run_dir: Path, run: RunRecord, metrics: dict) -> None:
+    (run_dir / MODEL_CARD).write_text(render(run, metrics))

@@ -114,14 +114,14 @@ def probe_folder(path, what: str) -> None:
         ) from None
 
 
-def probe_outputs(cfg, env=None) -> dict:
+def probe_outputs(log_dir: str, env=None) -> dict:
     """The TensorBoard folder (--log-dir, or the platform's) and the CI report files, before any data is read
     and in `--dry-run`. A URI log dir (gs://...) is TensorFlow's own file system: not probed here."""
     from job.report import ci
 
-    if cfg.log_dir and "://" not in cfg.log_dir:
-        probe_folder(cfg.log_dir, "TensorBoard log folder (--log-dir)")
-    return {"tensorboard": cfg.log_dir or None, **ci.probe(env)}
+    if log_dir and "://" not in log_dir:
+        probe_folder(log_dir, "TensorBoard log folder (--log-dir)")
+    return {"tensorboard": log_dir or None, **ci.probe(env)}
 
 
 def _append(path: Path, data: bytes) -> None:

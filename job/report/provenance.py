@@ -18,14 +18,16 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-from job.errors import DataError
-from job.gates.json_doc import load_json
+from job.config.parts import RunRecord
+from job.errors import DataError, StorageError
 from job.runtime.redact import redact, redact_value
 from job.runtime.telemetry import versions
 from job.storage.files import sha256_file
+from job.storage.layout import PROVENANCE, read_metrics
 from job.storage.manifest import run_files
 from job.storage.pointer import utc_now
-from job.storage.signing import PROVENANCE, UNSIGNED
+from job.storage.runs import run_folder
+from job.storage.signing import UNSIGNED
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
@@ -111,17 +113,18 @@ def builder_and_invocation(platform_name: str, env: Mapping[str, str], run_id: s
     return f"urn:cifar10-job:{platform_name}", run_id
 
 
-def provenance(run_dir: Path, cfg, platform, data_info: dict, env: Mapping[str, str] | None = None) -> dict:
+def provenance(
+    run_dir: Path, record: RunRecord, platform, data_info: dict, env: Mapping[str, str] | None = None
+) -> dict:
     env = os.environ if env is None else env
-    config = {k: v for k, v in cfg.to_dict().items() if k != "sources"}  # redacted by Config.to_dict
-    builder, invocation = builder_and_invocation(platform.name, env, cfg.run_id)
+    config = record.params  # redacted by Config.to_dict
+    builder, invocation = builder_and_invocation(platform.name, env, record.run_id)
     produced = versions()
-    metrics = {}
     try:
-        metrics = load_json((run_dir / "metrics.json").read_bytes(), "metrics.json", allow_nan=True)
-    except (OSError, DataError):
-        pass
-    started = (metrics.get("training") or {}).get("started_at") if isinstance(metrics, dict) else None
+        metrics = read_metrics(run_folder(run_dir)) or {}
+    except (DataError, StorageError):
+        metrics = {}
+    started = (metrics.get("training") or {}).get("started_at")
     return {
         "_type": STATEMENT_TYPE,
         "subject": subjects(run_dir),
@@ -148,7 +151,7 @@ def provenance(run_dir: Path, cfg, platform, data_info: dict, env: Mapping[str, 
     }
 
 
-def write_provenance(run_dir: Path, cfg, platform, data_info: dict) -> dict:
-    statement = provenance(run_dir, cfg, platform, data_info)
+def write_provenance(run_dir: Path, record: RunRecord, platform, data_info: dict) -> dict:
+    statement = provenance(run_dir, record, platform, data_info)
     (run_dir / PROVENANCE).write_text(json.dumps(statement, indent=2) + "\n")
     return statement

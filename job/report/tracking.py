@@ -23,11 +23,12 @@ import os
 import time
 from pathlib import Path
 
-from job.config import Config
+from job.config.parts import GateConfig, RunRecord, TrackingConfig
 from job.contract import INPUT_NAME
 from job.errors import ConfigError, StorageError
 from job.gates.text import shown
 from job.report.outputs import bounded, output_failed
+from job.storage.layout import MODEL_ONNX
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +62,15 @@ CHAMPION = "champion"  # the registered model's alias for the last version that 
 DIGEST_CHARS = 36  # what MLflow's tracking store keeps of a dataset digest
 
 
-def gates_passed(cfg: Config, metrics: dict) -> bool:
+def gates_passed(gates: GateConfig, metrics: dict) -> bool:
     """A version is blessed only when a gate was configured (--min-accuracy above 0, or --baseline) and every
     configured gate passed; with no gate nothing was checked, and the alias does not move."""
-    if cfg.min_accuracy <= 0 and not cfg.baseline:
+    if gates.min_accuracy <= 0 and not gates.baseline:
         return False
-    if cfg.min_accuracy > 0 and not metrics.get("test_accuracy", 0.0) >= cfg.min_accuracy:
+    if gates.min_accuracy > 0 and not metrics.get("test_accuracy", 0.0) >= gates.min_accuracy:
         return False
     baseline = metrics.get("baseline")
-    return not cfg.baseline or (isinstance(baseline, dict) and baseline.get("passed") is True)
+    return not gates.baseline or (isinstance(baseline, dict) and baseline.get("passed") is True)
 
 
 def _mlflow():
@@ -114,8 +115,12 @@ def probe(uri: str) -> dict:
 class Tracker:
     """One MLflow run mirroring one job run."""
 
-    def __init__(self, cfg: Config, platform_name: str, versions: dict):
-        self.cfg = cfg
+    def __init__(
+        self, record: RunRecord, tracking: TrackingConfig, gates: GateConfig, platform_name: str, versions: dict
+    ):
+        """`record`: the run's settings (its params); `tracking`: the server, experiment and model name; `gates`:
+        what decides whether a registered version becomes the champion."""
+        self.record, self.tracking, self.gates = record, tracking, gates
         self.mlflow = _mlflow()
         self.run_id: str | None = None
         self.failed: str | None = None  # why tracking stopped; every later call is skipped
@@ -135,36 +140,36 @@ class Tracker:
         seconds = round(time.monotonic() - t0, 1)
         output_failed(
             "MLflow tracking",
-            f"{shown(self.cfg.mlflow)} failed at {stage} after {seconds} s ({reason}); the run goes on untracked",
+            f"{shown(self.tracking.uri)} failed at {stage} after {seconds} s ({reason}); the run goes on untracked",
             stage=stage,
             seconds=seconds,
         )
         return None
 
     def _start(self, platform_name: str, versions: dict) -> None:
-        cfg = self.cfg
+        record, tracking = self.record, self.tracking
         from mlflow.tracking import MlflowClient
 
-        self.client = MlflowClient(tracking_uri=cfg.mlflow)
-        experiment = self.client.get_experiment_by_name(cfg.mlflow_experiment)
-        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(cfg.mlflow_experiment)
+        self.client = MlflowClient(tracking_uri=tracking.uri)
+        experiment = self.client.get_experiment_by_name(tracking.experiment)
+        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(tracking.experiment)
         tags = {
-            "cifar10_job.run_id": cfg.run_id,
-            "cifar10_job.preset": cfg.preset,
+            "cifar10_job.run_id": record.run_id,
+            "cifar10_job.preset": record.preset,
             "cifar10_job.platform": platform_name,
             "cifar10_job.version": versions.get("cifar10-job", ""),
             "cifar10_job.revision": versions.get("revision", ""),
-            "mlflow.runName": cfg.run_id,
+            "mlflow.runName": record.run_id,
         }
         run_id = self.client.create_run(experiment_id, tags=tags).info.run_id
         if not isinstance(run_id, str) or not run_id:
             raise ValueError("the server answered create-run without a run id")
         self.run_id = run_id
-        params = {k: str(v)[:6000] for k, v in cfg.to_dict().items() if k != "sources"}
+        params = {k: str(v)[:6000] for k, v in record.params.items()}
         from mlflow.entities import Param
 
         self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in sorted(params.items())])
-        log.info("MLflow run %s in experiment %s at %s", self.run_id, cfg.mlflow_experiment, cfg.mlflow)
+        log.info("MLflow run %s in experiment %s at %s", self.run_id, tracking.experiment, tracking.uri)
 
     def on_event(self, event: str, record: dict) -> None:
         if event == "epoch" and not self.failed:
@@ -199,13 +204,13 @@ class Tracker:
         import onnx
         from mlflow.models import infer_signature
 
-        mlflow.set_tracking_uri(self.cfg.mlflow)
+        mlflow.set_tracking_uri(self.tracking.uri)
         with mlflow.start_run(run_id=self.run_id):
-            onnx_model = onnx.load(str(run_dir / "model.onnx"))
+            onnx_model = onnx.load(str(run_dir / MODEL_ONNX))
             example = {INPUT_NAME: sample_images}
             import onnxruntime as ort
 
-            probs = ort.InferenceSession(str(run_dir / "model.onnx"), providers=["CPUExecutionProvider"]).run(
+            probs = ort.InferenceSession(str(run_dir / MODEL_ONNX), providers=["CPUExecutionProvider"]).run(
                 None, {INPUT_NAME: sample_images}
             )[0]
             info = mlflow.onnx.log_model(
@@ -213,21 +218,18 @@ class Tracker:
                 name="model",
                 input_example=example,
                 signature=infer_signature(example, probs),
-                registered_model_name=self.cfg.mlflow_model_name or None,
+                registered_model_name=self.tracking.model_name or None,
                 onnx_execution_providers=["CPUExecutionProvider"],
                 # named, not inferred: inference loads the model in a subprocess (minutes on a loaded machine)
                 pip_requirements=mlflow.onnx.get_default_pip_requirements(),
             )
-        logged = {"mlflow_run_id": self.run_id, "model_uri": info.model_uri, "tracking_uri": self.cfg.mlflow}
-        if self.cfg.mlflow_model_name:
-            logged["registered_model"] = {
-                "name": self.cfg.mlflow_model_name,
-                "version": str(info.registered_model_version),
-            }
-            if gates_passed(self.cfg, metrics):  # a refused run (exit 6) never gets here: the alias stays where it was
-                self.client.set_registered_model_alias(
-                    self.cfg.mlflow_model_name, CHAMPION, str(info.registered_model_version)
-                )
+        logged = {"mlflow_run_id": self.run_id, "model_uri": info.model_uri, "tracking_uri": self.tracking.uri}
+        if self.tracking.model_name:
+            version = str(info.registered_model_version)
+            logged["registered_model"] = {"name": self.tracking.model_name, "version": version}
+            # a refused run (exit 6) never gets here: the alias stays where it was
+            if gates_passed(self.gates, metrics):
+                self.client.set_registered_model_alias(self.tracking.model_name, CHAMPION, version)
                 logged["registered_model"]["alias"] = CHAMPION
         log.info("MLflow: %s", json.dumps(logged))
         return logged

@@ -6,6 +6,8 @@ import resource
 import sys
 import time
 
+from job.runtime.signals import raise_dropped_signal
+
 log = logging.getLogger("job")
 
 VERSIONED_PACKAGES = (
@@ -27,6 +29,7 @@ class Timer:
 
     @contextlib.contextmanager
     def stage(self, name: str):
+        raise_dropped_signal()  # one that the previous stage's code dropped ends the run here
         log.info("stage %s: started", name)
         t0 = time.perf_counter()
         try:

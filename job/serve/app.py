@@ -23,9 +23,10 @@ from job.gates.text import shown
 from job.runtime.events import emit
 from job.serve import sagemaker, v2, vertex
 from job.serve.batcher import Batcher
-from job.serve.http import HTTPError, header, json_bytes, read_body, send, send_error, send_json
+from job.serve.http import HTTPError, header, read_body, send, send_error, send_json
+from job.serve.images import fits_on_loop
 from job.serve.metrics import Metrics
-from job.serve.predictions import predictions
+from job.serve.predictions import predictions_json
 
 OFF_LOOP_BYTES = 256 * 1024  # v2 tensor bodies larger than this are parsed in the decode pool, off the event loop
 # Threads that parse request bodies and decode images: at most this many images are decoded at once, so the
@@ -61,6 +62,7 @@ class App:
             self.fixed[("GET", settings.health_route)] = self._ready
         if settings.predict_route:
             self.fixed[("POST", settings.predict_route)] = self._vertex_predict
+        self._fixed_paths = {path for _, path in self.fixed}
 
     @property
     def ready(self) -> bool:
@@ -164,7 +166,7 @@ class App:
         handler = self.fixed.get((method, path))
         if handler is not None:
             return path, handler
-        if any(m != method and p == path for m, p in self.fixed):
+        if path in self._fixed_paths:
             return path, _refuse(405, f"{method} is not allowed on {path}")
         parts = path.strip("/").split("/")
         if len(parts) >= 3 and parts[:2] == ["v2", "models"]:
@@ -225,14 +227,14 @@ class App:
         While draining, a request that reached the server is still answered: only readiness drops."""
         if self.model is None:
             self._require_ready()
-        self.batcher.arriving += 1
+        self.batcher.arrive()
         try:
             body = await read_body(scope, receive, self.settings.max_body_bytes)
-            if images or len(body) > OFF_LOOP_BYTES:
+            if (images and not fits_on_loop(body)) or len(body) > OFF_LOOP_BYTES:
                 return body, await asyncio.get_running_loop().run_in_executor(self._decode, parse, body)
             return body, parse(body)
         finally:
-            self.batcher.arriving -= 1
+            self.batcher.arrived()
 
     async def _v2_infer(self, scope, receive, send_fn) -> int:
         s, length = self.settings, header(scope, v2.HEADER_LENGTH)
@@ -264,7 +266,7 @@ class App:
 
     async def _answer_predictions(self, send_fn, images) -> int:
         probs = await self.batcher.submit(images)
-        await send(send_fn, 200, json_bytes({"predictions": predictions(probs, self.model.class_names)}))
+        await send(send_fn, 200, predictions_json(probs, self.model.class_names))
         return 200
 
 

@@ -22,7 +22,7 @@ class Batcher:
     def __init__(self, infer, *, max_batch: int, max_wait_s: float, max_queue: int, on_batch=None):
         self.infer, self.max_batch, self.max_wait_s, self.max_queue = infer, max_batch, max_wait_s, max_queue
         self.on_batch = on_batch or (lambda **_: None)
-        self.arriving = 0  # requests whose bodies are being read: a batch may wait for them
+        self.arriving = 0  # requests whose bodies are being read: a batch may wait for them (arrive()/arrived())
         self.queued = 0  # images waiting in the queue
         self._items: deque = deque()  # (images, future, enqueued_at)
         self._wakeup = asyncio.Event()
@@ -39,6 +39,16 @@ class Batcher:
             await asyncio.gather(self._task, return_exceptions=True)
         self._executor.shutdown(wait=True)
 
+    def arrive(self) -> None:
+        """A request's body is being read: a filling batch may wait for it."""
+        self.arriving += 1
+
+    def arrived(self) -> None:
+        """Its body is read (or refused): the last one lets a filling batch start at once."""
+        self.arriving -= 1
+        if self.arriving == 0 and self._items:
+            self._wakeup.set()
+
     async def submit(self, images: np.ndarray) -> np.ndarray:
         """float32 [N, C] for these images; HTTPError 429 when the queue has no room for them."""
         n = len(images)
@@ -47,20 +57,30 @@ class Batcher:
         future = asyncio.get_running_loop().create_future()
         self._items.append((images, future, time.monotonic()))
         self.queued += n
-        self._wakeup.set()
+        # Wake the loop only when a batch can start (the first item, a full batch, nobody else arriving): under
+        # load most requests join a filling batch without a wake-up, a task switch or a timer of their own.
+        if len(self._items) == 1 or self.queued >= self.max_batch or self.arriving == 0:
+            self._wakeup.set()
         return await future
 
     async def _fill(self) -> None:
+        """Until a full batch, nobody arriving, or the oldest request's wait bound: one timer per batch."""
         deadline = self._items[0][2] + self.max_wait_s
-        while self.queued < self.max_batch and self.arriving > 0:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
-            except TimeoutError:
-                return
+        if self.queued >= self.max_batch or self.arriving == 0 or deadline <= time.monotonic():
+            return
+        expired = []  # a flag, not the clock: asyncio may run a timer up to its clock resolution early
+
+        def expire() -> None:
+            expired.append(True)
+            self._wakeup.set()
+
+        timer = asyncio.get_running_loop().call_at(deadline, expire)  # loop.time() is time.monotonic()
+        try:
+            while self.queued < self.max_batch and self.arriving > 0 and not expired:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+        finally:
+            timer.cancel()
 
     def _take(self) -> list:
         taken, n = [], 0

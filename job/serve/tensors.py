@@ -5,6 +5,8 @@ objects), each 0..255, a shape of exactly [N, 32, 32, 3] (or one [32, 32, 3] ima
 N from 1 to the server's batch bound, and as many values as the shape says.
 """
 
+import math
+
 import numpy as np
 
 from job.contract import CHANNELS, IMAGE_HEIGHT, IMAGE_WIDTH
@@ -44,13 +46,13 @@ def from_values(data, shape: tuple[int, ...] | None, max_batch: int, what: str) 
         if array.shape == IMAGE_SHAPE:
             array = array[None]
         check_shape(list(array.shape), max_batch, what)
-    elif array.size != int(np.prod(shape)):
+    elif array.size != math.prod(shape):
         raise HTTPError(400, f"{what}: {array.size} values for shape {list(shape)}")
     return array.astype(np.uint8).reshape(shape or array.shape)
 
 
 def from_bytes(raw: bytes, shape: tuple[int, ...], what: str) -> np.ndarray:
     """Raw UINT8 bytes (the v2 binary tensor extension) -> uint8 of `shape` (already checked)."""
-    if len(raw) != int(np.prod(shape)):
+    if len(raw) != math.prod(shape):
         raise HTTPError(400, f"{what}: {len(raw)} bytes for shape {list(shape)} (uint8: one byte per value)")
     return np.frombuffer(raw, np.uint8).reshape(shape)

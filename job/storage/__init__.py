@@ -1,18 +1,19 @@
 """storage: locations (a local folder, an S3 prefix) with one small interface, and the runs layout on top.
 Every name read from a store passes job.runtime.names.confine before it becomes a path or a key.
 
+    layout.py    every file name of a run folder and a store, the one metrics.json reader, json_number
     local.py     LocalLocation: never follows a link, reads regular files only, bounded, atomic writes
-    s3.py        S3Location: one key function, one 404 test, one pagination
+    s3.py        S3Location: one key function, one 404 test, one pagination (s3body.py: bodies, Content-MD5;
+                 s3publish.py: a run folder and the pointer, all or nothing)
     runs.py      RunStore: publish, latest.json, verify (hashing content), download, fetch a verified file
     manifest.py  manifest.json: written last, parsed with every path confined, the one verifier
     pointer.py   latest.json's record and ordering;  files.py  atomic writes, sha256, full-disk check
     s3client.py  the boto3 client and one-line error explanations;  s3download.py  S3 data sources
-    signing.py   model.sig: sign a run folder (--sign-key), require a trusted signature (--public-key) on read
+    signing/     model.sig: sign a run folder (--sign-key), require a trusted signature (--public-key) on read
 
 Imports no training code (enforced by the import-linter contracts in pyproject.toml).
 """
 
-from job.config import Config
 from job.storage.local import LocalLocation
 from job.storage.runs import RunStore
 
@@ -34,12 +35,3 @@ def open_store(out: str, s3_options=None, layout: str = "runs") -> RunStore:
 def open_blobs(uri: str, s3_options=None):
     """A flat named-file location (checkpoints): a local folder or an s3:// prefix."""
     return open_location(uri, s3_options, "checkpoint location", "choose a writable --checkpoint-dir")
-
-
-def s3_options_from(cfg: Config):
-    """S3 settings of a Config, or None when nothing in it is on S3 (boto3 then never loads)."""
-    if not any(v.startswith("s3://") for v in (cfg.data, cfg.out, cfg.checkpoint_dir, cfg.baseline)):
-        return None
-    from job.storage.s3client import S3Options
-
-    return S3Options(cfg.s3_endpoint, cfg.s3_region, cfg.s3_path_style, cfg.s3_retries, cfg.s3_timeout)

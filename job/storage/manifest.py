@@ -9,8 +9,8 @@ from job.errors import DataError
 from job.gates.json_doc import load_json
 from job.runtime.names import UnsafeName, confine
 from job.storage.files import sha256_file
+from job.storage.layout import MANIFEST
 
-MANIFEST = "manifest.json"
 MAX_FILE_BYTES = 2 * 1024**3  # no file of a run comes near this; a manifest saying more is refused
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 

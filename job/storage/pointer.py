@@ -7,13 +7,7 @@ store; a conditional write, If-Match on the pointer's ETag, on S3).
 
 import time
 
-LATEST = "latest.json"
-
-
-def json_number(value) -> int | float | None:
-    """A JSON number as itself; anything else a record read from a store may hold (a string, a bool, null, a
-    list) as None. The one check of the numbers in metrics.json and latest.json that readers show or compare."""
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+from job.storage.layout import MANIFEST
 
 
 def utc_now() -> str:
@@ -24,7 +18,7 @@ def latest_record(run_id: str, run_uri: str, summary: dict) -> dict:
     return {
         "run_id": run_id,
         "uri": run_uri,
-        "manifest": f"{run_uri}/manifest.json",
+        "manifest": f"{run_uri}/{MANIFEST}",
         "finished_at": summary.get("finished_at") or utc_now(),
         "published_at": utc_now(),
         "test_accuracy": summary.get("test_accuracy"),

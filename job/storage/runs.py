@@ -21,26 +21,25 @@ from job.gates.text import shown
 from job.runtime.names import confine, confine_run_id
 from job.runtime.signals import deferred_signals
 from job.storage.files import folder_mode
-from job.storage.manifest import MANIFEST, parse_manifest, problems, run_files
-from job.storage.pointer import LATEST, latest_record, should_replace
+from job.storage.layout import LATEST, MANIFEST, MODEL_ONNX, SAVEDMODEL_DIRS, savedmodel_dir
+from job.storage.manifest import parse_manifest, problems, run_files
+from job.storage.pointer import latest_record, should_replace
 
 log = logging.getLogger(__name__)
 
 MAX_POINTER_BYTES = 64 * 1024  # latest.json is a few hundred bytes
 
-# Where each layout puts the SavedModel inside the run folder; the other files sit beside it.
-SAVEDMODEL_DIRS = {"runs": "saved_model", "sagemaker": "1", "vertex": "."}
 
+def run_folder(run_dir: Path) -> "RunStore":
+    """A run folder on this machine as a store of one run (run ""): read with the same checks as a store."""
+    from job.storage.local import LocalLocation
 
-def savedmodel_dir(layout: str) -> str:
-    return SAVEDMODEL_DIRS[layout]
+    return RunStore(LocalLocation(str(run_dir), what="run folder"))
 
 
 def local_manifest_problems(run_dir: Path) -> list[str]:
     """A run folder on this machine against its own manifest (the one verifier, on a local location)."""
-    from job.storage.local import LocalLocation
-
-    folder = LocalLocation(str(run_dir), what="run folder")
+    folder = run_folder(run_dir).location
     try:
         return problems(folder, "", parse_manifest(folder.read(MANIFEST), str(run_dir)))
     except DataError as exc:
@@ -163,7 +162,7 @@ class RunStore:
     def here_or_latest(self) -> str | None:
         """ "" when the location is itself a run folder (a manifest or a model at its top), else latest.json's run
         id, else None."""
-        if self.read("", MANIFEST) is not None or self.read("", "model.onnx") is not None:
+        if self.read("", MANIFEST) is not None or self.read("", MODEL_ONNX) is not None:
             return ""
         return self.latest()
 
@@ -183,14 +182,6 @@ class RunStore:
 
     def read(self, run: str, name: str) -> bytes | None:
         return self.location.read(self._name(run, name))
-
-    def read_json(self, run: str, name: str, kind: type = dict):
-        """A JSON file of a run (through the JSON gate; NaN allowed: a diverged run's metrics hold it), of the given
-        top-level type; None where it is missing."""
-        raw = self.read(run, name)
-        if raw is None:
-            return None
-        return load_json(raw, self.location.describe(self._name(run, name)), allow_nan=True, expect=kind)
 
     def manifest(self, run: str) -> dict:
         """The run's manifest, read ONCE and parsed; "raw" holds the bytes read. A reader reads it once per
@@ -263,4 +254,4 @@ class RunStore:
         return dest
 
 
-__all__ = ["MANIFEST", "RunStore", "run_files", "savedmodel_dir"]
+__all__ = ["MANIFEST", "SAVEDMODEL_DIRS", "RunStore", "run_files", "savedmodel_dir"]

@@ -7,12 +7,13 @@ never trusted as proof of content: readers hash what they download (job.storage.
 Uploads prove what arrived: every PUT (and every part of a multipart upload) carries Content-MD5, which the
 server checks before it stores anything, and a published run is read back and hashed before it is marked
 complete. A body that arrives shorter than its Content-Length is fetched again (bounded), never used.
+
+    s3.py         S3Location: keys, reads (GET with retries on a cut body), listing, single writes, uploads
+    s3body.py     a GET's body streamed and hashed, Content-MD5, the 404 test
+    s3publish.py  the all-or-nothing writes: a run folder (publish_tree) and the pointer (swap)
 """
 
-import base64
 import contextlib
-import hashlib
-import io
 import logging
 import mimetypes
 import secrets
@@ -24,10 +25,10 @@ from pathlib import Path
 from job.errors import DataError, StorageError
 from job.gates.text import shown
 from job.runtime.names import UnsafeName, confine
-from job.runtime.signals import deferred_signals
 from job.storage.files import sha256_file
 from job.storage.local import MAX_READ
 from job.storage.location import Location, Missing
+from job.storage.s3body import Buffer, CutShort, is_missing, md5_b64, stream_body
 from job.storage.s3client import (
     CONTENT_TYPES,
     MULTIPART_THRESHOLD,
@@ -37,33 +38,9 @@ from job.storage.s3client import (
     parse_uri,
     s3_errors,
 )
+from job.storage.s3publish import publish_tree, swap
 
 log = logging.getLogger(__name__)
-
-
-class CutShort(Exception):
-    """A response body that ended before its Content-Length (a dropped connection, a proxy cutting it)."""
-
-
-def _streaming_errors() -> tuple[type[BaseException], ...]:
-    from botocore.exceptions import ConnectionClosedError, IncompleteReadError, ReadTimeoutError, ResponseStreamingError
-    from urllib3.exceptions import HTTPError
-
-    return (ConnectionClosedError, IncompleteReadError, ReadTimeoutError, ResponseStreamingError, HTTPError)
-
-
-def _md5_b64(data: bytes) -> str:
-    return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
-
-
-def is_missing(exc: Exception) -> bool:
-    """A 404 for a key (NoSuchKey, or a HEAD's bare 404), as opposed to a missing bucket (NoSuchBucket)."""
-    from botocore.exceptions import ClientError
-
-    if not isinstance(exc, ClientError):
-        return False
-    code = exc.response.get("Error", {}).get("Code", "")
-    return code in ("NoSuchKey", "404", "NotFound") and code != "NoSuchBucket"
 
 
 class S3Location(Location):
@@ -92,21 +69,21 @@ class S3Location(Location):
         return StorageError(f"{self.what}: " + explain(exc, self.client, self.bucket, action))
 
     @contextlib.contextmanager
-    def _errors(self, action: str) -> Iterator[None]:
+    def storage_errors(self, action: str) -> Iterator[None]:
         try:
             yield
         except s3_errors() as exc:
             raise self.fail(exc, action) from None
 
-    def _pages(self, prefix: str, delimiter: str = "") -> Iterator[dict]:
+    def pages(self, prefix: str, delimiter: str = "") -> Iterator[dict]:
         kwargs = {"Bucket": self.bucket, "Prefix": prefix, **({"Delimiter": delimiter} if delimiter else {})}
-        with self._errors(f"list {prefix or '/'} in"):
+        with self.storage_errors(f"list {prefix or '/'} in"):
             yield from self.client.get_paginator("list_objects_v2").paginate(**kwargs)
 
     # ------------------------------------------------------------------ reading
 
-    def _get(self, name: str, limit: int) -> dict | None:
-        with self._errors(f"read {self.key(name)} from"):
+    def get_object(self, name: str, limit: int) -> dict | None:
+        with self.storage_errors(f"read {self.key(name)} from"):
             try:
                 obj = self.client.get_object(Bucket=self.bucket, Key=self.key(name))
             except s3_errors()[1] as exc:
@@ -118,35 +95,17 @@ class S3Location(Location):
             raise DataError(f"{self.describe(name)} is {obj['ContentLength']:,} bytes, over the {limit:,}-byte limit")
         return obj
 
-    def _body(self, name: str, obj: dict, out, limit: int) -> str:
-        """Stream a GET's body into `out`, hashing it; CutShort when fewer bytes than its Content-Length arrive."""
-        h, size = hashlib.sha256(), 0
-        try:
-            for block in iter(lambda: obj["Body"].read(1 << 20), b""):
-                size += len(block)
-                if size > limit:
-                    raise DataError(f"{self.describe(name)} is over the {limit:,}-byte limit")
-                h.update(block)
-                out.write(block)
-        except _streaming_errors() as exc:
-            raise CutShort(f"{type(exc).__name__} after {size:,} bytes") from None
-        finally:
-            obj["Body"].close()
-        if size != obj["ContentLength"]:
-            raise CutShort(f"{size:,} of {obj['ContentLength']:,} bytes")
-        return h.hexdigest()
-
     def _fetch(self, name: str, limit: int, open_sink: Callable[[], object]) -> tuple[object, str] | None:
         """GET `name` into a fresh sink (None: missing). A body cut short is fetched again, up to the retry
         count (--s3-retries), then a StorageError: a partial body is never returned as the object."""
         attempts = max(self.options.retries, 1)
         for attempt in range(1, attempts + 1):
-            obj = self._get(name, limit)
+            obj = self.get_object(name, limit)
             if obj is None:
                 return None
-            with self._errors(f"read {self.key(name)} from"), open_sink() as sink:
+            with self.storage_errors(f"read {self.key(name)} from"), open_sink() as sink:
                 try:
-                    return sink, self._body(name, obj, sink, limit)
+                    return sink, stream_body(obj, sink, limit, self.describe(name))
                 except CutShort as cut:
                     problem = str(cut)
             log.warning("%s: body cut short (%s), attempt %d of %d", self.describe(name), problem, attempt, attempts)
@@ -158,7 +117,7 @@ class S3Location(Location):
         )
 
     def read(self, name: str, limit: int = MAX_READ) -> bytes | None:
-        got = self._fetch(name, limit, _Buffer)
+        got = self._fetch(name, limit, Buffer)
         return None if got is None else got[0].data
 
     def copy_out(self, name: str, dest: Path, limit: int) -> str:
@@ -185,7 +144,7 @@ class S3Location(Location):
                 return None
 
     def head(self, name: str) -> dict | None:
-        with self._errors(f"read {self.key(name)} from"):
+        with self.storage_errors(f"read {self.key(name)} from"):
             try:
                 return self.client.head_object(Bucket=self.bucket, Key=self.key(name))
             except s3_errors()[1] as exc:
@@ -200,7 +159,7 @@ class S3Location(Location):
         segment, a double slash) is listed under a marker name with size -1, never turned into a path."""
         base = self.key(prefix) + "/" if (prefix or self.prefix) else ""
         out: dict[str, int] = {}
-        for page in self._pages(base):
+        for page in self.pages(base):
             for obj in page.get("Contents", []):
                 rel = obj["Key"][len(base) :]
                 try:
@@ -214,7 +173,7 @@ class S3Location(Location):
         base = self.key() + "/" if self.prefix else ""
         names = (
             p["Prefix"][len(base) :].rstrip("/")
-            for page in self._pages(base, "/")
+            for page in self.pages(base, "/")
             for p in page.get("CommonPrefixes", [])
         )
         return sorted(n for n in names if n and not n.startswith(".") and "/" not in n)
@@ -222,7 +181,7 @@ class S3Location(Location):
     def empty(self) -> bool:
         """No object at all under the prefix (one listing request of one key)."""
         base = self.key() + "/" if self.prefix else ""
-        with self._errors(f"list {base or '/'} in"):
+        with self.storage_errors(f"list {base or '/'} in"):
             page = self.client.list_objects_v2(Bucket=self.bucket, Prefix=base, MaxKeys=1)
         return not page.get("Contents")
 
@@ -240,9 +199,9 @@ class S3Location(Location):
             raise StorageError(f"{self.what}: " + explain(exc, quick, self.bucket, "write to")) from None
 
     def write(self, name: str, data: bytes, **conditions) -> None:
-        with self._errors(f"write {self.key(name)} to"):
+        with self.storage_errors(f"write {self.key(name)} to"):
             self.client.put_object(
-                Bucket=self.bucket, Key=self.key(name), Body=data, ContentMD5=_md5_b64(data), **conditions
+                Bucket=self.bucket, Key=self.key(name), Body=data, ContentMD5=md5_b64(data), **conditions
             )
 
     def put_file(self, name: str, src: Path) -> str:
@@ -252,10 +211,10 @@ class S3Location(Location):
         ctype = CONTENT_TYPES.get(src.suffix) or mimetypes.guess_type(src.name)[0] or "application/octet-stream"
         digest, key = sha256_file(src), self.key(name)
         args = {"Bucket": self.bucket, "Key": key, "ContentType": ctype, "Metadata": {"sha256": digest}}
-        with self._errors(f"write {key} to"):
+        with self.storage_errors(f"write {key} to"):
             if src.stat().st_size <= MULTIPART_THRESHOLD:
                 data = src.read_bytes()
-                self.client.put_object(Body=data, ContentMD5=_md5_b64(data), **args)
+                self.client.put_object(Body=data, ContentMD5=md5_b64(data), **args)
                 return digest
             upload = self.client.create_multipart_upload(**args)["UploadId"]
             try:
@@ -264,7 +223,7 @@ class S3Location(Location):
                     for number, data in enumerate(iter(lambda: fh.read(MULTIPART_THRESHOLD), b""), start=1):
                         part = self.client.upload_part(
                             Bucket=self.bucket, Key=key, UploadId=upload, PartNumber=number, Body=data,
-                            ContentMD5=_md5_b64(data),
+                            ContentMD5=md5_b64(data),
                         )  # fmt: skip
                         parts.append({"PartNumber": number, "ETag": part["ETag"]})
                 self.client.complete_multipart_upload(
@@ -309,108 +268,9 @@ class S3Location(Location):
         return Path(tempfile.mkdtemp(prefix=f"job-{name}-"))
 
     def publish_tree(self, staged: Path, name: str, commit: Callable[[], None], last: str) -> str:
-        """Upload every file of `staged` under `name/`, the file `last` (the manifest) after all others, then
-        `commit()`; an earlier folder of that name is first un-completed (its `last` removed) and removed.
-        Every object is read back and hashed before `last` is written, and `last` itself before `commit()`.
-        On any failure the objects written are removed (`last` first) and nothing else changed."""
-        run_prefix, written = self.key(name), []
-        files = sorted(p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file())
-        started, requests0 = time.perf_counter(), self.requests
-        try:
-            previous = [o["Key"] for page in self._pages(run_prefix + "/") for o in page.get("Contents", [])]
-            if previous:
-                log.info("replacing the %d objects of an earlier run %s", len(previous), self.describe(name))
-                self.delete_keys([k for k in previous if k.endswith("/" + last)])
-                self.delete_keys(previous)
-            sent = {}
-            for rel in [f for f in files if f != last]:
-                written.append(f"{run_prefix}/{rel}")
-                sent[rel] = self.put_file(f"{name}/{rel}", staged / rel)
-            t0 = time.perf_counter()
-            for rel, digest in sent.items():  # read back before the run can look complete
-                self.check_arrived(f"{name}/{rel}", digest, (staged / rel).stat().st_size)
-            checked = time.perf_counter() - t0
-            with deferred_signals():  # the commit: `last` marks the folder complete, then commit() (the pointer)
-                written.append(f"{run_prefix}/{last}")
-                digest = self.put_file(f"{name}/{last}", staged / last)
-                t0 = time.perf_counter()
-                self.check_arrived(f"{name}/{last}", digest, (staged / last).stat().st_size)
-                checked += time.perf_counter() - t0
-                commit()
-        except BaseException:
-            # `last` first, so that a partially removed run never looks complete
-            self.delete_keys(sorted(written, key=lambda k: not k.endswith("/" + last)), quiet=True)
-            raise
-        seconds = time.perf_counter() - started
-        total = sum((staged / rel).stat().st_size for rel in files)
-        self.last_upload = {
-            "bytes": total,
-            "objects": len(files),
-            "seconds": round(seconds, 3),
-            "mb_per_s": round(total / 1e6 / max(seconds, 1e-9), 2),
-            "requests": self.requests - requests0,
-            "verify_seconds": round(checked, 3),
-        }
-        log.info("published %d objects (%.1f MB) to %s in %.2fs", len(files), total / 1e6, self.describe(name), seconds)
-        return self.describe(name)
+        """All or nothing, read back before `last` (the manifest) is written (job.storage.s3publish)."""
+        return publish_tree(self, staged, name, commit, last)
 
     def swap(self, name: str, decide: Callable[[bytes | None], bytes | None], attempts: int = 8) -> None:
-        """Compare-and-swap `name`: read it with its ETag, `decide(current)` the new content (None: keep), write
-        it with If-Match (If-None-Match: * where there is none). A 409/412 means another writer moved it in
-        between: read again. Stores without conditional writes (501) get a plain write, logged."""
-        from botocore.exceptions import ClientError
-
-        cut = None
-        for _ in range(attempts):
-            obj = self._get(name, MAX_READ)
-            etag = obj["ETag"] if obj else None
-            current = None
-            if obj:
-                with self._errors(f"read {self.key(name)} from"), _Buffer() as sink:
-                    try:
-                        self._body(name, obj, sink, MAX_READ)
-                    except CutShort as exc:  # never taken for a damaged pointer (which would be replaced)
-                        cut = exc
-                        log.warning("%s: body cut short (%s); reading it again", self.describe(name), cut)
-                        continue
-                    current, cut = sink.getvalue(), None
-            new = decide(current)
-            if new is None:
-                return
-            condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
-            try:
-                self.client.put_object(
-                    Bucket=self.bucket,
-                    Key=self.key(name),
-                    Body=new,
-                    ContentMD5=_md5_b64(new),
-                    ContentType="application/json",
-                    **condition,
-                )
-                return
-            except ClientError as exc:
-                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-                if exc.response.get("Error", {}).get("Code") == "NotImplemented" or status == 501:
-                    log.warning("this S3 store has no conditional writes; %s written unconditionally", name)
-                    self.write(name, new)
-                    return
-                if status not in (409, 412):
-                    raise self.fail(exc, f"write {self.key(name)} to") from None
-        if cut is not None:
-            raise StorageError(
-                f"{self.what}: {shown(self.describe(name))}: the body was cut short on {attempts} attempts to read it "
-                f"(last: {cut}); check the network or proxy to {self.client.meta.endpoint_url}"
-            )
-        raise StorageError(
-            f"{self.describe(name)} kept changing under {attempts} attempts to update it; publish again to move it"
-        )
-
-
-class _Buffer(io.BytesIO):
-    """A byte sink that keeps its content after the `with` block closes it."""
-
-    data = b""
-
-    def close(self) -> None:
-        self.data = self.getvalue()
-        super().close()
+        """Compare-and-swap on the object's ETag (job.storage.s3publish)."""
+        swap(self, name, decide, attempts)

@@ -8,8 +8,8 @@ instead (job.storage.s3.S3Location.put_file), which every S3-compatible server v
 """
 
 import os
-from dataclasses import dataclass
 
+from job.config.parts import S3Options  # the publish piece's S3 settings (cfg.publishing.s3)
 from job.errors import StorageError
 from job.gates.text import shown
 
@@ -24,15 +24,6 @@ CONTENT_TYPES = {
     ".pb": "application/octet-stream",
 }
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class S3Options:
-    endpoint: str = ""
-    region: str = ""
-    path_style: bool = False
-    retries: int = 5
-    timeout: float = 20.0
 
 
 def parse_uri(uri: str) -> tuple[str, str]:

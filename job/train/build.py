@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from job.config import Config
+from job.config.parts import TrainConfig
 from job.train import model as model_lib
 from job.train import optim
 from job.train.optim import build_optimizer
@@ -22,17 +22,17 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def compile_model(cfg: Config, num_classes: int, x_train: np.ndarray) -> keras.Model:
-    warn_if_emulated(cfg.precision)
-    with precision_policy(cfg.precision):
+def compile_model(training: TrainConfig, num_classes: int, x_train: np.ndarray) -> keras.Model:
+    warn_if_emulated(training.precision)
+    with precision_policy(training.precision):
         # fast_net fits its fixed first layer to the training images (never val/test).
         net = model_lib.build(
-            model_lib.Architecture.of(cfg), num_classes, whitening_images=x_train, whitening_seed=cfg.seed
+            training.model, num_classes, whitening_images=x_train, whitening_seed=training.inputs.seed
         )
-    optimizer = build_optimizer(cfg, len(x_train))
+    optimizer = build_optimizer(training.optim, len(x_train))
     net.compile(
         optimizer=optimizer,
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=training.optim.label_smoothing),
         metrics=["accuracy"],
     )
     optimizer.build(net.trainable_variables)
@@ -47,14 +47,14 @@ def bind_statistics(net: keras.Model) -> keras.Model:
     return net
 
 
-def in_precision(net: keras.Model, cfg: Config, num_classes: int, x_train: np.ndarray) -> keras.Model:
+def in_precision(net: keras.Model, training: TrainConfig, num_classes: int, x_train: np.ndarray) -> keras.Model:
     """A checkpoint written under another precision (`--precision auto` on another CPU: a preempted job that
     came back on another node type) resumes with the same weights and optimizer state in this run's precision.
     The variables are float32 under either policy, so nothing is lost."""
-    if model_precision(net) == cfg.precision:
+    if model_precision(net) == training.precision:
         return bind_statistics(net)
-    log.info("checkpoint trained in %s; resuming in %s on this CPU", model_precision(net), cfg.precision)
-    fresh = compile_model(cfg, num_classes, x_train)
+    log.info("checkpoint trained in %s; resuming in %s on this CPU", model_precision(net), training.precision)
+    fresh = compile_model(training, num_classes, x_train)
     fresh.set_weights(net.get_weights())
     for mine, theirs in zip(fresh.optimizer.variables, net.optimizer.variables, strict=True):
         mine.assign(theirs)

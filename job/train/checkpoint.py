@@ -13,11 +13,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from job.config import Config
+from job.config.parts import TrainConfig
 from job.errors import CheckpointError
 from job.gates.json_doc import load_json
 from job.storage import open_blobs
 from job.storage.files import sha256_file
+from job.storage.layout import CHECKPOINT_STATE, MODEL_KERAS
 
 log = logging.getLogger(__name__)
 
@@ -26,39 +27,28 @@ log = logging.getLogger(__name__)
 MODEL_FILE = re.compile(r"^model-e\d{4,}-s\d{6,}\.keras$")
 MAX_MODEL_BYTES = 2 * 1024**3
 
-# Not precision: with `--precision auto` it follows the CPU, and a preempted job may come back on another node
-# type; train() resumes such a checkpoint in this machine's precision (the weights are float32 either way).
-FINGERPRINT_KEYS = (
-    "model",
-    "width",
-    "activation",
-    "bn_momentum",
-    "drop_last",
-    "epochs",
-    "batch_size",
-    "optimizer",
-    "learning_rate",
-    "momentum",
-    "weight_decay",
-    "bias_lr_scale",
-    "lookahead_every",
-    "stem_bias_epochs",
-    "label_smoothing",
-    "augment",
-    "crop_padding",
-    "seed",
-    "limit",
-    "val_fraction",
-    "test_fraction",
-)
 
-
-def fingerprint(cfg: Config, splits) -> dict:
-    fp = {k: getattr(cfg, k) for k in FINGERPRINT_KEYS}
+def fingerprint(training: TrainConfig, splits) -> dict:
+    """What a checkpoint must have been trained with to resume: the settings that shape the weights (by setting
+    name, the keys of every checkpoint so far; not precision, see TrainConfig) and the data's identity."""
+    fp = training.fingerprint()
     fp["data_sha256"] = splits.info.get("source_sha256", "")
     fp["sizes"] = splits.info.get("sizes", {})
     fp["class_names"] = splits.class_names
     return fp
+
+
+def check_fingerprint(where: str, fp: dict, theirs) -> None:
+    """A checkpoint resumes only the configuration that wrote it (exit 7 otherwise, naming what differs). Both
+    sides as JSON has them: a checkpoint stores its fingerprint as JSON."""
+    if theirs == json.loads(json.dumps(fp)):
+        return
+    theirs = theirs if isinstance(theirs, dict) else {}
+    diff = sorted(k for k in set(fp) | set(theirs) if fp.get(k) != theirs.get(k))
+    raise CheckpointError(
+        f"checkpoint {where} was written by a different configuration (differs in: "
+        f"{', '.join(diff) or 'format'}); use another --run-id or --checkpoint-dir"
+    )
 
 
 @dataclass
@@ -94,18 +84,18 @@ class Checkpoints:
             }
             self.blobs.put_file(name, local)
             previous = self._read_state(must_parse=False)
-            self.blobs.write("state.json", json.dumps(state, indent=1).encode())
+            self.blobs.write(CHECKPOINT_STATE, json.dumps(state, indent=1).encode())
         old = previous.get("model_file") if previous else None
         if isinstance(old, str) and old != name and MODEL_FILE.match(old):
             self.blobs.delete(old)
         log.info("checkpoint saved: %s (epoch %d, step %d)", self.location, epoch, step)
 
     def _read_state(self, must_parse: bool = True) -> dict | None:
-        raw = self.blobs.read("state.json")
+        raw = self.blobs.read(CHECKPOINT_STATE)
         if raw is None:
             return None
         try:  # the JSON gate; NaN allowed: a diverged epoch's loss is recorded as NaN in the history
-            return load_json(raw, "state.json", error=CheckpointError, allow_nan=True, expect=dict)
+            return load_json(raw, CHECKPOINT_STATE, error=CheckpointError, allow_nan=True, expect=dict)
         except CheckpointError as exc:
             if not must_parse:
                 return None
@@ -119,13 +109,7 @@ class Checkpoints:
         if state is None:
             return None
         where = self.location
-        if state.get("fingerprint") != fp:
-            theirs = state.get("fingerprint") if isinstance(state.get("fingerprint"), dict) else {}
-            diff = sorted(k for k in set(fp) | set(theirs) if fp.get(k) != theirs.get(k))
-            raise CheckpointError(
-                f"checkpoint {where} was written by a different configuration (differs in: "
-                f"{', '.join(diff) or 'format'}); use another --run-id or --checkpoint-dir"
-            )
+        check_fingerprint(where, fp, state.get("fingerprint"))
         model_file, epoch, step, history = (
             state.get("model_file"),
             state.get("epoch"),
@@ -147,7 +131,7 @@ class Checkpoints:
         from job.train import optim  # noqa: F401  (registers the custom optimizer and schedule with Keras)
 
         with tempfile.TemporaryDirectory() as tmp:
-            local = Path(tmp) / "model.keras"
+            local = Path(tmp) / MODEL_KERAS
             if not self.blobs.get_file(model_file, local, MAX_MODEL_BYTES):
                 raise CheckpointError(
                     f"checkpoint {where}: model file {state.get('model_file')} is missing; delete {where} to start over"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from job.config import Config
+from job.config.parts import InputSpec  # what the training input needs (cfg.inputs)
 from job.train.optim import drops_last_batch
 
 
@@ -80,20 +80,6 @@ def make_dataset(
     options.autotune.enabled = False
     ds = ds.map(prepare, num_parallel_calls=2, deterministic=True).prefetch(2)
     return ds.with_options(options)
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What the training input needs of the run's config."""
-
-    seed: int
-    augment: bool
-    crop_padding: int
-    drop_last: bool
-
-    @classmethod
-    def of(cls, cfg: Config) -> "InputSpec":
-        return cls(cfg.seed, cfg.augment, cfg.crop_padding, cfg.drop_last)
 
 
 def training_dataset(spec: InputSpec, splits, epoch: int, batch_size: int, skip_batches: int = 0) -> tf.data.Dataset:

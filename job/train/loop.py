@@ -1,104 +1,86 @@
-"""The epoch loop: train, checkpoint every epoch, stop cleanly on SIGTERM, resume exactly where it stopped.
+"""Single-worker training: one Keras `fit` per epoch inside the shared epoch loop (job.train.epochs), resumed
+from a job.train.checkpoint checkpoint when there is one; a multi-worker `strategy` hands over to
+job.train.distributed.
 
-`fit` is called once per epoch (initial_epoch=e, epochs=e+1) so that the data order and the augmentation
-of epoch e depend only on (seed, e): a run stopped by SIGTERM in the middle of an epoch saves a checkpoint
-(model + optimizer state, epoch, step, history) and, started again with the same run id and checkpoint
-dir, skips exactly the batches it had already trained on.
+`fit` is called once per epoch (initial_epoch=e, epochs=e+1) so that the data order and the augmentation of
+epoch e depend only on (seed, e): a run stopped by SIGTERM in the middle of an epoch resumes by skipping exactly
+the batches it had already trained on.
 """
 
-import logging
-import signal
+import functools
 import sys
-import time
-from dataclasses import dataclass, field
 
 import keras
 
-from job.config import Config
-from job.errors import CheckpointError, Preempted
+from job.config.parts import TrainConfig
 from job.train.build import compile_model, in_precision
-from job.train.callbacks import ProgressBar, StopOnSignal, epoch_record, report_epoch
+from job.train.callbacks import ProgressBar, StopOnSignal
 from job.train.checkpoint import fingerprint
-from job.train.input import InputSpec, make_dataset, training_dataset
+from job.train.epochs import Plan, Saver, Start, TrainResult, run_epochs
+from job.train.input import make_dataset, training_dataset
 from job.train.optim import steps_per_epoch
-
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainResult:
-    model: keras.Model
-    history: list[dict] = field(default_factory=list)
-    seconds: float = 0.0
-    resumed_from: dict | None = None
+from job.train.tensorboard import GuardedTensorBoard
 
 
-def train(cfg: Config, splits, checkpoints=None, extra_callbacks=(), strategy=None) -> TrainResult:
-    """Train cfg.model on splits.train (splits.val for the curves); resume from `checkpoints` if any.
+def train(training: TrainConfig, splits, checkpoints=None, extra_callbacks=(), strategy=None) -> TrainResult:
+    """Train training.model on splits.train (splits.val for the curves); resume from `checkpoints` if any.
     With a multi-worker `strategy` the custom loop of job.train.distributed runs instead of `fit`."""
     if strategy is not None:
         from job.train.distributed import train_multi_worker
 
-        return TrainResult(*train_multi_worker(cfg, splits, strategy, checkpoints))
+        return train_multi_worker(training, splits, strategy, checkpoints)
+    fp = fingerprint(training, splits)
+    start = _start(training, splits, checkpoints.load(fp) if checkpoints else None)
+    optim = training.optim
+    plan = Plan(training.run_id, optim.epochs, steps_per_epoch(len(splits.y_train), optim.batch_size, optim.drop_last))
+    saver = Saver(checkpoints.location, functools.partial(checkpoints.save, start.net, fp)) if checkpoints else None
+    return run_epochs(FitEpochs(training, splits, start.net, plan.steps, extra_callbacks), start, plan, saver)
 
-    num_classes = splits.num_classes
-    state = checkpoints.load(fingerprint(cfg, splits)) if checkpoints else None
-    if state:
-        net, history = in_precision(state.model, cfg, num_classes, splits.x_train), list(state.history)
-        start_epoch, skip = state.epoch, state.step
-        if start_epoch > cfg.epochs or (start_epoch == cfg.epochs and skip):
-            raise CheckpointError(
-                f"checkpoint {state.info['location']} is at epoch {start_epoch + 1}, step {skip}, beyond this run's "
-                f"--epochs {cfg.epochs}; use another --run-id or --checkpoint-dir"
-            )
-        log.info("resuming run %s at epoch %d, step %d", cfg.run_id, start_epoch + 1, skip)
-    else:
-        net, history, start_epoch, skip = compile_model(cfg, num_classes, splits.x_train), [], 0, 0
 
-    stopper = StopOnSignal()
-    callbacks: list = [stopper, *extra_callbacks]
-    if cfg.log_dir:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=cfg.log_dir, update_freq="epoch"))
-    # No validation split (--val-fraction 0): the curves are the training metrics alone.
-    val_ds = (
-        make_dataset(splits.x_val, splits.y_val, num_classes, max(cfg.batch_size, 256)) if len(splits.y_val) else None
-    )
-    steps = steps_per_epoch(len(splits.y_train), cfg.batch_size, cfg.drop_last)
-    if sys.stderr.isatty():
-        callbacks.append(ProgressBar(cfg.epochs, steps))
-    previous = signal.signal(signal.SIGTERM, lambda *_: setattr(stopper, "requested", True))
-    started = time.perf_counter()
-    try:
-        for epoch in range(start_epoch, cfg.epochs):
-            train_ds = training_dataset(InputSpec.of(cfg), splits, epoch, cfg.batch_size, skip_batches=skip)
-            t0 = time.perf_counter()
-            fit = net.fit(
-                train_ds,
-                validation_data=val_ds,
-                initial_epoch=epoch,
-                epochs=epoch + 1,
-                verbose=0,
-                callbacks=callbacks,
-                shuffle=False,
-            )
-            if stopper.requested:
-                step = skip + stopper.steps_done
-                if step >= steps:  # the signal came during the last step: the epoch is complete
-                    history.append(epoch_record(epoch, fit.history, time.perf_counter() - t0, net))
-                    report_epoch(history[-1], cfg.epochs)
-                    epoch, step = epoch + 1, 0
-                if checkpoints:
-                    checkpoints.save(net, fingerprint(cfg, splits), epoch=epoch, step=step, history=history)
-                    raise Preempted(
-                        f"stopped by SIGTERM at epoch {epoch + 1}, step {step}; checkpoint saved to "
-                        f"{checkpoints.location}; start again with --run-id {cfg.run_id} to resume"
-                    )
-                raise Preempted("stopped by SIGTERM; no --checkpoint-dir was set, so the run cannot resume")
-            history.append(epoch_record(epoch, fit.history, time.perf_counter() - t0, net))
-            report_epoch(history[-1], cfg.epochs)
-            skip = 0
-            if checkpoints:
-                checkpoints.save(net, fingerprint(cfg, splits), epoch=epoch + 1, step=0, history=history)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    return TrainResult(net, history, time.perf_counter() - started, state.info if state else None)
+def _start(training: TrainConfig, splits, state) -> Start:
+    """A new model, or the checkpoint's (`state`, job.train.checkpoint.State) in this machine's precision."""
+    if state is None:
+        return Start(compile_model(training, splits.num_classes, splits.x_train))
+    net = in_precision(state.model, training, splits.num_classes, splits.x_train)
+    return Start(net, list(state.history), state.epoch, state.step, state.info)
+
+
+class FitEpochs:
+    """One `fit` per epoch; StopOnSignal ends it after the step in which SIGTERM came (epochs.EpochTrainer)."""
+
+    def __init__(self, training: TrainConfig, splits, net: keras.Model, steps: int, extra_callbacks=()):
+        batch_size = training.optim.batch_size
+        self.net, self.splits, self.spec, self.batch_size = net, splits, training.inputs, batch_size
+        self.stop = StopOnSignal()
+        self.callbacks: list = [self.stop, *extra_callbacks]
+        if training.log_dir:
+            self.callbacks.append(GuardedTensorBoard(log_dir=training.log_dir, update_freq="epoch"))
+        if sys.stderr.isatty():
+            self.callbacks.append(ProgressBar(training.optim.epochs, steps))
+        # No validation split (--val-fraction 0): the curves are the training metrics alone.
+        self.val_ds = (
+            make_dataset(splits.x_val, splits.y_val, splits.num_classes, max(batch_size, 256))
+            if len(splits.y_val)
+            else None
+        )
+        self.history: dict = {}
+
+    def fit(self, epoch: int, skip: int) -> tuple[int, bool]:
+        train_ds = training_dataset(self.spec, self.splits, epoch, self.batch_size, skip_batches=skip)
+        fit = self.net.fit(
+            train_ds,
+            validation_data=self.val_ds,
+            initial_epoch=epoch,
+            epochs=epoch + 1,
+            verbose=0,
+            callbacks=self.callbacks,
+            shuffle=False,
+        )
+        self.history = fit.history
+        return self.stop.steps_done, self.stop.requested
+
+    def logs(self) -> dict:
+        return self.history
+
+    def reported(self, record: dict) -> None:
+        """The TensorBoard callback has written the epoch already."""

@@ -1,38 +1,36 @@
 """Network architectures. Each takes float32 images scaled to [0, 1] and returns class probabilities."""
 
 import math
-from dataclasses import dataclass
 
 import keras
 import numpy as np
 from keras import layers
 
-from job.config import Config
+from job.config.parts import ModelConfig
+from job.train import fast_layers
 
-
-@dataclass(frozen=True)
-class Architecture:
-    """What building a network needs of the run's config, and nothing more."""
-
-    name: str = "seed_cnn"
-    width: int = 64
-    bn_momentum: float = 0.6
-    activation: str = "relu"
-
-    @classmethod
-    def of(cls, cfg: Config) -> "Architecture":
-        return cls(cfg.model, cfg.width, cfg.bn_momentum, cfg.activation)
+# What building a network needs of the run's config, and nothing more: the model piece (cfg.arch).
+Architecture = ModelConfig
 
 
 def build(
-    arch: Architecture, num_classes: int, whitening_images: np.ndarray | None = None, whitening_seed: int = 0
+    arch: Architecture,
+    num_classes: int,
+    whitening_images: np.ndarray | None = None,
+    whitening_seed: int = 0,
+    for_training: bool = False,
 ) -> keras.Model:
     """`whitening_images`: training images (uint8) that fast_net's frozen first layer is fitted to (a random
-    sample of them, drawn with `whitening_seed`); other models ignore them, and the fast_net settings."""
+    sample of them, drawn with `whitening_seed`); other models ignore them, and the fast_net settings.
+    `for_training`: the network that trains, in `arch.train_layers` (job.train.fast_layers where "fused");
+    otherwise (the network that is evaluated, exported and published) stock Keras layers always."""
     if arch.name == "seed_cnn":
         return seed_cnn(num_classes)
     if arch.name == "fast_net":
-        return fast_net(num_classes, arch.width, whitening_images, whitening_seed, arch.bn_momentum, arch.activation)
+        fused = for_training and arch.train_layers == "fused"
+        return fast_net(
+            num_classes, arch.width, whitening_images, whitening_seed, arch.bn_momentum, arch.activation, fused
+        )
     raise ValueError(f"unknown model {arch.name!r}")
 
 
@@ -95,13 +93,14 @@ def whitening_kernel(
     return np.concatenate([filters, -filters], axis=3).astype(np.float32)
 
 
-def _bn(momentum: float):
+def _bn(momentum: float, fused: bool = False):
     """No scale (the activation after it makes the scale redundant), eps 1e-12: airbench's settings.
     `momentum` is Keras' weight of the *old* running average (PyTorch's is the new batch's): airbench's
     `BatchNorm(momentum=0.6)` hands PyTorch 1 - 0.6, so the new batch weighs 0.4 and Keras' value is 0.6.
     The job used 0.4 (the opposite) until measured: width 64, 11 epochs, AMX Xeon, same seed, validation
     89.24 -> 89.69%, holdout 89.08 -> 89.44% (docs/performance.md has the screening table)."""
-    return layers.BatchNormalization(momentum=momentum, epsilon=1e-12, scale=False)
+    kind = fast_layers.FusedBatchNorm if fused else layers.BatchNormalization
+    return kind(momentum=momentum, epsilon=1e-12, scale=False)
 
 
 # The head is fan-in uniform like every other layer, as in airbench (it was Keras' Glorot; measured in the
@@ -134,8 +133,10 @@ def _gelu(x):
     return layers.Multiply()([x, layers.Activation("sigmoid")(inner)])
 
 
-def _activation(name: str, x):
-    return _gelu(x) if name == "gelu" else layers.Activation("relu")(x)
+def _activation(name: str, x, fused: bool = False):
+    if name == "gelu":
+        return fast_layers.FusedGelu()(x) if fused else _gelu(x)
+    return layers.Activation("relu")(x)
 
 
 def fast_net(
@@ -145,9 +146,11 @@ def fast_net(
     whitening_seed: int = 0,
     bn_momentum: float = 0.6,
     activation: str = "relu",
+    fused: bool = False,
 ) -> keras.Model:
     """airbench-style network: patch-whitening stem, three blocks of (conv-pool-BN-act,
-    conv-BN-act) with widths (w, 4w, 4w), global max-pool, a bias-free linear head with temperature."""
+    conv-BN-act) with widths (w, 4w, 4w), global max-pool, a bias-free linear head with temperature.
+    `fused`: BatchNorm and GELU from job.train.fast_layers (training only; the same weights, in the same order)."""
     inputs = keras.Input(shape=(32, 32, 3), name="image")
     # Per-channel standardisation as constants (a Normalization layer's state would become extra ONNX inputs).
     x = layers.Rescaling(
@@ -155,14 +158,14 @@ def fast_net(
     )(inputs)
     # Its kernel stays as fitted: BiasScaledSGD skips it (a frozen layer could not have a trainable bias).
     whiten = layers.Conv2D(2 * WHITENING_PATCH**2 * 3, WHITENING_PATCH, padding="valid", name=WHITEN)
-    x = _activation(activation, whiten(x))
+    x = _activation(activation, whiten(x), fused)
     if whitening_images is not None:
         whiten.kernel.assign(whitening_kernel(whitening_images, seed=whitening_seed))
     for filters in (width, width * 4, width * 4):
         x = layers.MaxPooling2D(2)(_conv(x, filters))
-        x = _activation(activation, _bn(bn_momentum)(x))
+        x = _activation(activation, _bn(bn_momentum, fused)(x), fused)
         x = _conv(x, filters)
-        x = _activation(activation, _bn(bn_momentum)(x))
+        x = _activation(activation, _bn(bn_momentum, fused)(x), fused)
     x = layers.GlobalMaxPooling2D()(x)
     head_init = fan_in_uniform() if HEAD_FAN_IN else "glorot_uniform"
     logits = layers.Dense(num_classes, use_bias=False, kernel_initializer=head_init)(x)

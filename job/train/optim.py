@@ -4,7 +4,7 @@ a triangle (one-cycle) learning rate. Both are registered Keras objects, so chec
 import keras
 import tensorflow as tf
 
-from job.config import Config
+from job.config.parts import OptimConfig
 from job.train.model import WHITEN
 
 
@@ -59,7 +59,7 @@ class BiasScaledSGD(keras.optimizers.SGD):
       (no averaging early, more towards the end); the last step always syncs, so training ends on the
       average. The slow copies are optimizer variables: checkpoints keep them. With `average_stats` the
       BatchNorm running statistics join the average (bind_statistics), as airbench does (it averages the whole
-      state dict), so the final weights meet statistics averaged with them (LOOKAHEAD_BN_STATS)."""
+      state dict), so the final weights meet statistics averaged with them (--lookahead-bn-stats)."""
 
     def __init__(
         self,
@@ -161,10 +161,6 @@ class BiasScaledSGD(keras.optimizers.SGD):
         }
 
 
-# airbench's lookahead averages BatchNorm running statistics too (measured: docs/performance.md, screening).
-LOOKAHEAD_BN_STATS = True
-
-
 def drops_last_batch(n: int, batch_size: int, drop_last: bool) -> bool:
     """A partial last batch is dropped (airbench does; `drop_last`) only when a full one exists."""
     return drop_last and n >= batch_size
@@ -176,19 +172,19 @@ def steps_per_epoch(n: int, batch_size: int, drop_last: bool = False) -> int:
     return max(1, -(-n // batch_size))
 
 
-def build_optimizer(cfg: Config, train_images: int) -> keras.optimizers.Optimizer:
+def build_optimizer(optim: OptimConfig, train_images: int) -> keras.optimizers.Optimizer:
     """The seed recipe's Adam, or the fast recipe's BiasScaledSGD on a OneCycle schedule over the whole run."""
-    if cfg.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay or None)
-    per_epoch = steps_per_epoch(train_images, cfg.batch_size, cfg.drop_last)
-    total = cfg.epochs * per_epoch
+    if optim.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=optim.learning_rate, weight_decay=optim.weight_decay or None)
+    per_epoch = steps_per_epoch(train_images, optim.batch_size, optim.drop_last)
+    total = optim.epochs * per_epoch
     return BiasScaledSGD(
-        learning_rate=OneCycle(cfg.learning_rate, total),
-        momentum=cfg.momentum,
-        l2=cfg.weight_decay,
-        bias_lr_scale=cfg.bias_lr_scale,
-        stem_bias_steps=cfg.stem_bias_epochs * per_epoch,
-        lookahead_every=cfg.lookahead_every,
+        learning_rate=OneCycle(optim.learning_rate, total),
+        momentum=optim.momentum,
+        l2=optim.weight_decay,
+        bias_lr_scale=optim.bias_lr_scale,
+        stem_bias_steps=optim.stem_bias_epochs * per_epoch,
+        lookahead_every=optim.lookahead_every,
         total_steps=total,
-        average_stats=LOOKAHEAD_BN_STATS,
+        average_stats=optim.lookahead_bn_stats,  # airbench averages them too (docs/performance.md, screening)
     )

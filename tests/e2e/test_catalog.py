@@ -8,28 +8,23 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, job_env, run_job
-from job.storage.manifest import write_manifest
+from helpers import ROOT, job_env, make_run_dir, run_job
 
 
 def finished_run(base: Path, run_id: str, finished_at: str, accuracy: float) -> Path:
-    d = base / run_id
-    d.mkdir(parents=True)
-    (d / "metrics.json").write_text(
-        json.dumps(
-            {
-                "run_id": run_id,
-                "preset": "seed",
-                "finished_at": finished_at,
-                "test_accuracy": accuracy,
-                "onnx_test_accuracy": accuracy,
-            }
-        )
-    )
-    (d / "MODEL_CARD.md").write_text(f"# Model card: run `{run_id}`\n")
-    (d / "model.onnx").write_bytes(run_id.encode() * 100)
-    write_manifest(d, run_id)
-    return d
+    metrics = {
+        "run_id": run_id,
+        "preset": "seed",
+        "finished_at": finished_at,
+        "test_accuracy": accuracy,
+        "onnx_test_accuracy": accuracy,
+    }
+    files = {
+        "metrics.json": json.dumps(metrics),
+        "MODEL_CARD.md": f"# Model card: run `{run_id}`\n",
+        "model.onnx": run_id.encode() * 100,
+    }
+    return make_run_dir(base, run_id, run_id=run_id, files=files)
 
 
 @pytest.fixture

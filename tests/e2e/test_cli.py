@@ -5,9 +5,9 @@ import subprocess
 import sys
 
 import pytest
+from no_tensorflow import PRELUDE as NO_TENSORFLOW
 
 from helpers import (
-    BLOCK_TENSORFLOW,
     ROOT,
     bad_tar,
     bad_tree,
@@ -143,7 +143,7 @@ def test_version_names_the_package_and_the_revision():
 
 
 def test_dry_run_checks_everything_and_trains_nothing(tiny_tar, tmp_path):
-    code = BLOCK_TENSORFLOW + "from job.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = NO_TENSORFLOW + "from job.cli import main; sys.exit(main(sys.argv[1:]))"
     args = [
         "train",
         "--data",

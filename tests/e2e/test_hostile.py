@@ -31,6 +31,7 @@ from helpers import (
     add_tar_member,
     assert_nothing_forged,
     bad_tree,
+    built_once,
     class_image,
     job_env,
     make_cifar_python,
@@ -38,6 +39,7 @@ from helpers import (
     make_run_dir,
     make_tar,
     run_measured,
+    signal_after,
     train_args,
     tree_snapshot,
 )
@@ -780,18 +782,21 @@ ALL = DATA + CONFIG + PLATFORM + CHECKPOINTS + STORAGE + PUBLISH + PREDICT + IMA
 # ------------------------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module")
-def shared(trained_run, tmp_path_factory):
-    """The shared trained run's real checkpoint (1 epoch, run id tiny-1) and decode cache, a tar.gz with one
-    2 GiB member (2 MB compressed) and a 30000x30000 PNG bomb (about 100 KB)."""
-    base = tmp_path_factory.mktemp("hostile")
-    big = base / "big.tar.gz"
-    with gzip.open(big, "wb", compresslevel=1) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
+def _write_big_inputs(base: Path) -> None:
+    with gzip.open(base / "big.tar.gz", "wb", compresslevel=1) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
         info = tarfile.TarInfo("train/airplane/huge.png")
         info.size = BIG_MEMBER_BYTES
         tar.addfile(info, _Zeros(BIG_MEMBER_BYTES))
-    bomb = base / "bomb.png"
-    _write_bomb_png(bomb, 30000, 30000)
+    _write_bomb_png(base / "bomb.png", 30000, 30000)
+
+
+@pytest.fixture(scope="module")
+def shared(trained_run, tmp_path_factory, worker_id):
+    """The shared trained run's real checkpoint (1 epoch, run id tiny-1) and decode cache, a tar.gz with one
+    2 GiB member (2 MB compressed) and a 30000x30000 PNG bomb (about 100 KB); the two files are written once per
+    test run (about 5 s of CPU), whatever the number of workers."""
+    base = built_once(tmp_path_factory, worker_id, "hostile-inputs", _write_big_inputs)
+    big, bomb = base / "big.tar.gz", base / "bomb.png"
     return {
         "checkpoint": trained_run["checkpoint"],
         "run": trained_run["dir"],
@@ -946,12 +951,7 @@ def test_a_signal_at_any_stage_ends_the_run_with_its_code_and_publishes_nothing(
         stderr=subprocess.PIPE,
         text=True,
     )
-    seen = []
-    for line in proc.stderr:
-        seen.append(line)
-        if line.strip() == "PAUSED":
-            break
-    proc.send_signal(sig)
+    seen, _ = signal_after(proc, "PAUSED", sig)
     out, err = proc.communicate(timeout=400)
     stderr = "".join(seen) + err
     assert "PAUSED" in stderr, stderr[-3000:]

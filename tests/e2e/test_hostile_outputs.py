@@ -7,7 +7,9 @@ Every one of these is found before any data is read; `--dry-run` finds the same.
 
 import json
 import os
+import shutil
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -19,7 +21,7 @@ import pytest
 from forked import run_forked
 from test_mlflow_failing import FailingServer
 
-from helpers import ROOT, job_env, make_run_dir, run_measured, train_args, tree_snapshot
+from helpers import ROOT, job_env, make_run_dir, run_measured, start_job, train_args, tree_snapshot, wait_for_event
 
 GITHUB = {"GITHUB_ACTIONS": "true"}
 ROW_SECONDS = 40  # the slowest row: a tracking server that never answers its probe (bounded at 15 s)
@@ -405,6 +407,93 @@ def test_a_step_summary_that_breaks_after_the_probe_is_a_warning_and_an_event(ma
     assert len(failed) == 2 and {e["output"] for e in failed} == {"GITHUB_STEP_SUMMARY"}
     if (tmp_path / "victim.txt").exists():
         assert (tmp_path / "victim.txt").read_text() == "victim"
+
+
+@pytest.mark.parametrize("breaks", ["made a file", "under a file"])
+def test_a_tensorboard_folder_that_breaks_during_training_is_a_warning_and_the_run_publishes(
+    breaks, tiny_tar, tmp_path
+):
+    """The real CLI, 3 epochs: after epoch 1 (the probe passed, TensorBoard wrote it) the folder is replaced by a
+    file, or its parent is: one warning, one `output_failed` event, the training finishes and is published."""
+    parent = tmp_path / "logs"
+    tb, store = parent / "tb", tmp_path / "store"
+    proc = start_job(*train_args(tiny_tar, store, cache=tmp_path / "cache", epochs=3, log_dir=tb))
+    try:
+        wait_for_event(proc, "epoch")
+        broken = tb if breaks == "made a file" else parent
+        shutil.rmtree(broken)
+        broken.write_text("keep me")
+        out, err = proc.communicate(timeout=600)
+    finally:
+        proc.kill()
+    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert proc.returncode == 0, err[-3000:]
+    assert "Traceback" not in err and not [line for line in err.splitlines() if line.startswith("error:")]
+    failed = [e for e in events if e["event"] == "output_failed"]
+    assert len(failed) == 1 and failed[0]["output"] == "TensorBoard", events
+    assert err.count("TensorBoard log folder") == 1 and "the run's outcome is unchanged" in err
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [2, 3]  # epoch 1 was read before
+    assert events[-1]["event"] == "run_complete"
+    assert json.loads((store / "latest.json").read_text())["run_id"] == events[-1]["run_id"]
+    assert broken.read_text() == "keep me"
+
+
+# ------------------------------------------------------------------------------ permission denied
+#
+# The tests run as root, who writes anywhere. The job runs here without CAP_DAC_OVERRIDE (setpriv), as an
+# unprivileged user would, against folders and files owned by another user (nobody, 0755 / 0644).
+
+NO_OVERRIDE = ["--bounding-set=-dac_override,-dac_read_search,-fowner", "--inh-caps=-all", "--"]
+
+
+def _not_ours(path: Path, *, file: bool = False) -> Path:
+    path.write_text("keep me") if file else path.mkdir(parents=True)
+    os.chown(path, 65534, 65534)
+    return path
+
+
+DENIED = [  # (name, build(tmp) -> (flags, env), exit code, the error line names)
+    ("--out", lambda t: ({"out": _not_ours(t / "store")}, {}), 4, "--out"),
+    ("--out under a folder", lambda t: ({"out": _not_ours(t / "theirs") / "store"}, {}), 4, "--out"),
+    ("--log-dir", lambda t: ({"log_dir": _not_ours(t / "tb")}, {}), 4, "TensorBoard"),
+    ("--checkpoint-dir", lambda t: ({"checkpoint_dir": _not_ours(t / "ckpt")}, {}), 4, "--checkpoint-dir"),
+    (
+        "GITHUB_STEP_SUMMARY",
+        lambda t: ({}, {**GITHUB, "GITHUB_STEP_SUMMARY": str(_not_ours(t / "summary.md", file=True))}),
+        4,
+        "GITHUB_STEP_SUMMARY",
+    ),
+    ("--cache-dir", lambda t: ({"cache": _not_ours(t / "cache")}, {}), 0, ""),  # a warning; the run publishes
+]
+
+
+@pytest.mark.parametrize("name,build,code,says", DENIED, ids=[d[0] for d in DENIED])
+def test_a_location_this_user_cannot_write_ends_in_its_documented_state(name, build, code, says, tiny_tar, tmp_path):
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root (to make folders owned by another user) and setpriv (util-linux)")
+    flags, env = build(tmp_path)
+    flags = {"out": tmp_path / "own-store", "cache": tmp_path / "own-cache", **flags}
+    theirs = {p: tree_snapshot(p) if p.is_dir() else p.read_text() for p in tmp_path.iterdir() if p.stat().st_uid}
+    args = train_args(tiny_tar, flags.pop("out"), **flags)
+    proc = subprocess.run(
+        ["setpriv", *NO_OVERRIDE, sys.executable, "-m", "job", *args],
+        capture_output=True,
+        text=True,
+        env=job_env(**env),
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert proc.returncode == code, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    if code:
+        assert len(errors) == 1 and says in errors[0] and "Permission denied" in errors[0], proc.stderr[-3000:]
+        assert "stage data: started" not in proc.stderr  # found before any data was read
+    else:
+        assert not errors and "could not write the data cache" in proc.stderr and "run_complete" in proc.stdout
+    assert theirs and theirs == {
+        p: tree_snapshot(p) if p.is_dir() else p.read_text() for p in tmp_path.iterdir() if p.stat().st_uid
+    }
 
 
 def test_metrics_txt_that_is_a_link_is_replaced_not_followed(tmp_path, capsys):

@@ -29,6 +29,7 @@ from helpers import (
     class_image,
     contract_model,
     job_env,
+    make_run_dir,
     needs,
     tree_snapshot,
 )
@@ -39,7 +40,7 @@ RUN = "good"
 
 
 @dataclass
-class Ctx:
+class TamperedStore:
     """One store (local folder or s3://bucket/team) holding the published run `good` and its latest.json."""
 
     backend: str
@@ -104,7 +105,7 @@ class Ctx:
 class Case:
     name: str
     code: int
-    build: Callable[[Ctx], list[str]]  # prepares the store, returns the CLI arguments
+    build: Callable[[TamperedStore], list[str]]  # prepares the store, returns the CLI arguments
     says: str
     backends: tuple = ("local", "s3")
     env: dict | None = None
@@ -119,17 +120,17 @@ def flip(data: bytes, at: int = 200, n: int = 64) -> bytes:
 def cmd(*args: str):
     """CLI arguments with {store}, {run}, {image}, {dest} filled in."""
 
-    def build(c: Ctx) -> list[str]:
+    def build(c: TamperedStore) -> list[str]:
         values = {"store": c.uri, "run": c.run_uri(), "image": c.image, "dest": c.dest}
         return [a.format(**values) for a in args]
 
     return build
 
 
-def then(prepare: Callable[[Ctx], object], *args: str):
+def then(prepare: Callable[[TamperedStore], object], *args: str):
     run = cmd(*args)
 
-    def build(c: Ctx) -> list[str]:
+    def build(c: TamperedStore) -> list[str]:
         prepare(c)
         return run(c)
 
@@ -173,7 +174,7 @@ UNSAFE_PATHS = {
 
 
 def _unsafe_path(path):
-    def prepare(c: Ctx):
+    def prepare(c: TamperedStore):
         victim = b"owned"
         if path == "../../victim.txt":
             c.put(f"{RUN}/{path}" if c.backend == "s3" else "../victim.txt", victim)  # the file it names exists
@@ -251,7 +252,7 @@ def _tamper(name: str, **extra):
     return lambda c: c.put(f"{RUN}/{name}", flip(c.get(f"{RUN}/{name}")), **extra)
 
 
-def _forged_metadata(c: Ctx):
+def _forged_metadata(c: TamperedStore):
     """Rewritten model.onnx whose sha256 metadata matches its new content: metadata is never proof."""
     data = flip(c.get(f"{RUN}/model.onnx"))
     c.put(f"{RUN}/model.onnx", data, Metadata={"sha256": hashlib.sha256(data).hexdigest()})
@@ -356,8 +357,8 @@ def _pointer_cases():
 # ------------------------------------------------------------------------------------ links and FIFOs (local)
 
 
-def _link(name: str, target: Callable[[Ctx], Path]):
-    def prepare(c: Ctx):
+def _link(name: str, target: Callable[[TamperedStore], Path]):
+    def prepare(c: TamperedStore):
         path, dest = Path(c.uri) / name, target(c)
         if path.exists() or path.is_symlink():
             shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
@@ -369,7 +370,7 @@ def _link(name: str, target: Callable[[Ctx], Path]):
 def _outside_copy(name: str):
     """A file outside the store with exactly the content the manifest expects: a link to it must still fail."""
 
-    def target(c: Ctx) -> Path:
+    def target(c: TamperedStore) -> Path:
         out = c.tmp / "outside" / Path(name).name
         out.parent.mkdir(exist_ok=True)
         out.write_bytes((Path(c.uri) / name).read_bytes())
@@ -379,7 +380,7 @@ def _outside_copy(name: str):
 
 
 def _fifo(name: str):
-    def prepare(c: Ctx):
+    def prepare(c: TamperedStore):
         path = Path(c.uri) / name
         path.unlink()
         os.mkfifo(path)
@@ -387,7 +388,7 @@ def _fifo(name: str):
     return prepare
 
 
-def _subfolder_link(c: Ctx):
+def _subfolder_link(c: TamperedStore):
     run = Path(c.uri) / RUN
     (run / "sub").mkdir()
     (run / "sub" / "x.txt").write_text("x")
@@ -470,8 +471,8 @@ LINKS = [
 # ------------------------------------------------------------------------------------ publish into a store
 
 
-def _publish_with(mutate: Callable[[Path], None], lock: Callable[[Ctx], None] | None = None):
-    def build(c: Ctx) -> list[str]:
+def _publish_with(mutate: Callable[[Path], None], lock: Callable[[TamperedStore], None] | None = None):
+    def build(c: TamperedStore) -> list[str]:
         run = c.tmp / "incoming" / "new-run"
         shutil.copytree(c.tmp / "template", run)
         mutate(run)
@@ -483,7 +484,7 @@ def _publish_with(mutate: Callable[[Path], None], lock: Callable[[Ctx], None] | 
 
 
 def _lock(kind: str):
-    def make(c: Ctx):
+    def make(c: TamperedStore):
         lock = Path(c.uri) / ".latest.lock"
         lock.unlink(missing_ok=True)
         if kind == "symlink":
@@ -550,16 +551,16 @@ PUBLISH = [
 # ------------------------------------------------------------------------------------ download destinations
 
 
-def _dest_file(c: Ctx):
+def _dest_file(c: TamperedStore):
     Path(c.dest).write_text("mine")
 
 
-def _dest_full(c: Ctx):
+def _dest_full(c: TamperedStore):
     Path(c.dest).mkdir()
     (Path(c.dest) / "mine.txt").write_text("mine")
 
 
-def _dest_under_file(c: Ctx):
+def _dest_under_file(c: TamperedStore):
     (c.tmp / "afile").write_text("")
 
 
@@ -591,7 +592,7 @@ DOWNLOADS = [
 
 
 def _contract(**knobs):
-    def prepare(c: Ctx):
+    def prepare(c: TamperedStore):
         model = contract_model(c.tmp / "broken.onnx", **knobs)
         c.put(f"{RUN}/model.onnx", model.read_bytes())
         run = c.tmp / "rewritten"
@@ -622,16 +623,16 @@ CONTRACT_CASES = [
 ]
 
 
-def _bare(make: Callable[[Ctx], Path]):
+def _bare(make: Callable[[TamperedStore], Path]):
     return lambda c: ["predict", str(make(c)), c.image]
 
 
-def _bare_fifo(c: Ctx) -> Path:
+def _bare_fifo(c: TamperedStore) -> Path:
     os.mkfifo(c.tmp / "pipe.onnx")
     return c.tmp / "pipe.onnx"
 
 
-def _bare_dir(c: Ctx) -> Path:
+def _bare_dir(c: TamperedStore) -> Path:
     (c.tmp / "folder.onnx").mkdir()
     return c.tmp / "folder.onnx"
 
@@ -717,7 +718,7 @@ SECRET_URI = f"http://user:{CANARY}@127.0.0.1:9"
 FAKE_KEYS = {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_MAX_ATTEMPTS": "1"}
 
 
-def _with_secret_endpoint(c: Ctx, *flag: str) -> list[str]:
+def _with_secret_endpoint(c: TamperedStore, *flag: str) -> list[str]:
     return ["train", *flag, "--out", c.uri, "--s3-endpoint", SECRET_URI, "--s3-retries", "1"]
 
 
@@ -794,7 +795,7 @@ SECRETS = [
 _PROXIES: list = []  # fault proxies started by the rows below; closed after each test
 
 
-def _proxy(c: Ctx, **faults) -> str:
+def _proxy(c: TamperedStore, **faults) -> str:
     """A FaultProxy in front of the test server; its endpoint."""
     from s3_server import FaultProxy
 
@@ -806,7 +807,7 @@ def _proxy(c: Ctx, **faults) -> str:
 def _publish_via(**faults):
     """`publish` of a new run to the store through a proxy injecting `faults` (2 retries)."""
 
-    def build(c: Ctx) -> list[str]:
+    def build(c: TamperedStore) -> list[str]:
         c.env["JOB_S3_RETRIES"] = "2"
         return [*_publish_with(lambda r: write_manifest(r, "new-run"))(c), "--s3-endpoint", _proxy(c, **faults)]
 
@@ -817,7 +818,7 @@ def _read_via(reader: str, **faults):
     """A reader of the store whose every request goes through a proxy injecting `faults`."""
     run = cmd(*READERS[reader])
 
-    def build(c: Ctx) -> list[str]:
+    def build(c: TamperedStore) -> list[str]:
         c.env["AWS_ENDPOINT_URL"] = _proxy(c, **faults)
         return run(c)
 
@@ -895,8 +896,10 @@ UPLOADS = [
 # ------------------------------------------------------------------------------------ export-serving destinations
 
 
-def _export(dest: Callable[[Ctx], str], *extra: str, prepare: Callable[[Ctx], object] | None = None):
-    def build(c: Ctx) -> list[str]:
+def _export(
+    dest: Callable[[TamperedStore], str], *extra: str, prepare: Callable[[TamperedStore], object] | None = None
+):
+    def build(c: TamperedStore) -> list[str]:
         if prepare:
             prepare(c)
         return ["runs", "export-serving", c.uri, RUN, dest(c), *extra]
@@ -904,11 +907,11 @@ def _export(dest: Callable[[Ctx], str], *extra: str, prepare: Callable[[Ctx], ob
     return build
 
 
-def _s3_dest(c: Ctx) -> str:
+def _s3_dest(c: TamperedStore) -> str:
     return f"s3://{c.bucket}/serving"
 
 
-def _empty_folder(c: Ctx) -> Path:
+def _empty_folder(c: TamperedStore) -> Path:
     (c.tmp / "empty").mkdir(exist_ok=True)
     return c.tmp / "empty"
 
@@ -916,7 +919,7 @@ def _empty_folder(c: Ctx) -> Path:
 def _export_via(**faults):
     """export-serving to s3://bucket/serving with every request through a proxy injecting `faults`."""
 
-    def build(c: Ctx) -> list[str]:
+    def build(c: TamperedStore) -> list[str]:
         c.env["AWS_ENDPOINT_URL"] = _proxy(c, **faults)
         return ["runs", "export-serving", c.uri, RUN, _s3_dest(c)]
 
@@ -1268,14 +1271,17 @@ def _close_proxies():
 @pytest.fixture(scope="module")
 def template(tmp_path_factory) -> Path:
     """A finished run folder: a contract model (10 classes), its INT8 twin, metrics, card, manifest."""
-    run = tmp_path_factory.mktemp("template") / "good"
-    run.mkdir()
-    contract_model(run / "model.onnx", classes=3, class_names=CLASSES[:3], run_id=RUN)
-    contract_model(run / "model.int8.onnx", classes=3, class_names=CLASSES[:3], run_id=RUN)
-    (run / "metrics.json").write_text(json.dumps({"run_id": RUN, "test_accuracy": 0.5, "finished_at": "2026-12-01"}))
-    (run / "MODEL_CARD.md").write_text("# Model card: run `good`\n")
-    write_manifest(run, RUN)
-    return run
+
+    def model(path: Path) -> None:
+        contract_model(path, classes=3, class_names=CLASSES[:3], run_id=RUN)
+
+    files = {
+        "model.onnx": model,
+        "model.int8.onnx": model,
+        "metrics.json": json.dumps({"run_id": RUN, "test_accuracy": 0.5, "finished_at": "2026-12-01"}),
+        "MODEL_CARD.md": "# Model card: run `good`\n",
+    }
+    return make_run_dir(tmp_path_factory.mktemp("template"), RUN, run_id=RUN, files=files)
 
 
 @pytest.fixture
@@ -1286,12 +1292,12 @@ def ctx(request, template, tmp_path, monkeypatch):
     shutil.copytree(template, tmp_path / "template")
     Image.fromarray(class_image(3, np.random.default_rng(0))).save(tmp_path / "cat.png")
     if backend == "local":
-        c = Ctx(backend, tmp_path, str(tmp_path / "store"), {})
+        c = TamperedStore(backend, tmp_path, str(tmp_path / "store"), {})
     else:
         bucket, s3_env = request.getfixturevalue("bucket"), request.getfixturevalue("s3_env")
         from job.storage.s3client import make_client
 
-        c = Ctx(backend, tmp_path, f"s3://{bucket}/team", dict(s3_env), bucket, make_client())
+        c = TamperedStore(backend, tmp_path, f"s3://{bucket}/team", dict(s3_env), bucket, make_client())
     store = open_store(c.uri)
     store.probe()
     staged = store.staging_dir(RUN)

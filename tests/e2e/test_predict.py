@@ -10,9 +10,10 @@ import tarfile
 
 import numpy as np
 import pytest
+from no_tensorflow import PRELUDE as NO_TENSORFLOW
 from PIL import Image
 
-from helpers import BLOCK_TENSORFLOW, CLASSES, ROOT, add_tar_member, class_image, job_env, run_job
+from helpers import CLASSES, ROOT, add_tar_member, class_image, job_env, run_job
 
 NODE_DIR = ROOT / "examples" / "node"
 
@@ -63,7 +64,7 @@ def test_contract_of_a_fresh_export(trained_run):
 
 
 def test_predictor_runs_where_tensorflow_cannot_be_imported(trained_run, images):
-    code = BLOCK_TENSORFLOW + "from job.cli import main; sys.exit(main(['predict'] + sys.argv[1:]))"
+    code = NO_TENSORFLOW + "from job.cli import main; sys.exit(main(['predict'] + sys.argv[1:]))"
     proc = subprocess.run(
         [sys.executable, "-c", code, str(trained_run["dir"]), str(images / "img0.png")],
         cwd=ROOT,

@@ -96,3 +96,40 @@ def test_corrupt_checkpoint_is_refused(preempted, tmp_path, damage):
     proc = run_job(*_args(preempted["data"], preempted["cache"], tmp_path / "o", "pre-1", ckpt))
     assert proc.returncode == 7 and "corrupt" in proc.stderr
     assert not (tmp_path / "o" / "pre-1").exists()
+
+
+# The keys checkpoints were fingerprinted with before the config pieces (issue 32), in the order they were written.
+OLD_FINGERPRINT_KEYS = (
+    *("model", "width", "activation", "bn_momentum", "drop_last", "epochs", "batch_size", "optimizer"),
+    *("learning_rate", "momentum", "weight_decay", "bias_lr_scale", "lookahead_every", "stem_bias_epochs"),
+    *("label_smoothing", "augment", "crop_padding", "seed", "limit", "val_fraction", "test_fraction"),
+)
+
+
+def test_an_old_config_json_resumes_an_old_checkpoint_or_is_refused_with_exit_7(preempted, tmp_path):
+    """A checkpoint fingerprinted from the hand-kept key list, re-run from a flat config.json of before tta_level
+    (--config): it resumes. The same checkpoint with a key this job does not write (as if the pieces' own field
+    names had been fingerprinted) is a different configuration: exit 7, nothing published."""
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(preempted["ckpt"], ckpt)
+    state_file = ckpt / "pre-1" / "state.json"
+    state = json.loads(state_file.read_text())
+    config = json.loads((preempted["out"] / "pre-1" / "config.json").read_text())
+    old_fp = {k: config[k] for k in OLD_FINGERPRINT_KEYS}
+    old_fp.update({k: state["fingerprint"][k] for k in ("data_sha256", "sizes", "class_names")})
+    state_file.write_text(json.dumps({**state, "fingerprint": old_fp}, indent=1))
+    old_config = {k: v for k, v in config.items() if k not in ("tta_level", "run_id")}
+    (tmp_path / "old.json").write_text(json.dumps({**old_config, "tta": False, "tta_translate": False}))
+
+    def rerun(out):
+        args = ["--config", str(tmp_path / "old.json"), "--run-id", "pre-1", "--checkpoint-dir", str(ckpt)]
+        return run_job("train", *args, "--out", str(out))
+
+    resumed = rerun(tmp_path / "o")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming run pre-1" in resumed.stderr
+    assert json.loads((tmp_path / "o" / "pre-1" / "metrics.json").read_text())["training"]["resumed_from"]
+    state_file.write_text(json.dumps({**state, "fingerprint": {**old_fp, "name": old_fp["model"]}}, indent=1))
+    refused = rerun(tmp_path / "o2")
+    assert refused.returncode == 7 and "different configuration (differs in: name)" in refused.stderr
+    assert not (tmp_path / "o2" / "pre-1").exists()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import make_image_tree, make_tar, run_job, train_args
+from helpers import make_image_tree, make_run_dir, make_tar, run_job, train_args
 from job import data
 from job.errors import DataError, StorageError
 from job.storage import open_store
@@ -98,15 +98,8 @@ def test_no_secret_in_logs_or_artifacts(s3_run, s3_env, tmp_path):
 
 
 def _local_run(tmp_path, run_id="r1", files=None):
-    d = tmp_path / run_id
-    d.mkdir(parents=True)
-    for name, content in (
-        files or {"metrics.json": '{"test_accuracy": 0.5}', "model.onnx": "x" * 1000, "sub/a.txt": "a"}
-    ).items():
-        (d / name).parent.mkdir(parents=True, exist_ok=True)
-        (d / name).write_text(content)
-    write_manifest(d, run_id)
-    return d
+    files = files or {"metrics.json": '{"test_accuracy": 0.5}', "model.onnx": "x" * 1000, "sub/a.txt": "a"}
+    return make_run_dir(tmp_path, run_id, run_id=run_id, files=files)
 
 
 def test_publish_command_uploads_an_existing_run_folder(bucket, s3_env, tmp_path):

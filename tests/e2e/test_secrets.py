@@ -5,7 +5,9 @@ param, tag or artifact, and no checkpoint."""
 
 import json
 
-from helpers import job_env, run_job, train_args
+from forked import run_forked
+
+from helpers import ROOT, job_env, run_job, train_args
 
 CANARY = "c4nary-pa55word-7e1d"
 
@@ -47,8 +49,8 @@ def test_a_canary_password_in_every_uri_reaches_no_output_and_no_published_file(
         out = f"s3://{bucket}/v{i}"
         args = train_args(tiny_tar, out, run_id=f"canary-{i}", cache=tmp_path / "cache", **flags)
         args += ["--checkpoint-dir", str(tmp_path / f"ckpt{i}")]
-        for extra in (["--print-config"], ["--dry-run"]):
-            shown = run_job(*args, *extra, env={**s3_env, **env})
+        for extra in (["--print-config"], ["--dry-run"]):  # read-only: a forked child (tests/forked.py)
+            shown, _ = run_forked([*args, *extra], env=job_env(**{**s3_env, **env}), cwd=ROOT)
             assert shown.returncode == 0 and CANARY not in shown.stdout + shown.stderr, shown.stderr[-2000:]
             assert "user:***@" in shown.stdout, shown.stdout
         proc = run_job(*args, env={**s3_env, **env})

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import ROOT, class_image, contract_model, job_env, run_job
+from helpers import ROOT, class_image, contract_model, job_env, make_run_dir, run_job
 from s3_server import free_port
 
 CLASSES = 3
@@ -62,17 +62,9 @@ def slow_model(path: Path, matmuls: int = 6) -> Path:
     return path
 
 
-def run_folder(base: Path, name: str, model_fn=contract_model) -> Path:
-    from job.storage.manifest import write_manifest
-
-    d = base / name
-    d.mkdir(parents=True)
-    if model_fn is contract_model:
-        contract_model(d / "model.onnx", classes=CLASSES, run_id=name)
-    else:
-        model_fn(d / "model.onnx")
-    write_manifest(d, name)
-    return d
+def run_folder(base: Path, name: str, model_fn=None) -> Path:
+    model = model_fn or (lambda path: contract_model(path, classes=CLASSES, run_id=name))
+    return make_run_dir(base, name, run_id=name, files={"model.onnx": model})
 
 
 @pytest.fixture(scope="module")
@@ -596,6 +588,30 @@ def test_an_image_bomb_costs_a_bounded_decode_and_never_stalls_liveness(runs, se
     assert len(live) > 5 and max(live) < 0.5, live
     assert peak - before < DECODE_PEAK_MB, (before, peak)
     assert server.proc.poll() is None
+
+
+def test_only_small_images_declaring_few_pixels_are_decoded_on_the_event_loop():
+    """The routing of image bodies (job.serve.images.fits_on_loop): a tiny JPEG or PNG is decoded on the event loop;
+    a bomb (few bytes, many pixels), a body over 16 KiB, an odd header and every other format go to the pool."""
+    import io
+
+    from job.serve.images import LOOP_BYTES, fits_on_loop
+
+    def saved(size, fmt, **kw) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(class_image(1, np.random.default_rng(0), size=size)).save(buffer, fmt, **kw)
+        return buffer.getvalue()
+
+    for fmt, kw in (("JPEG", {}), ("JPEG", {"progressive": True}), ("JPEG", {"exif": b"Exif\x00\x00" + bytes(64)}),
+                    ("PNG", {})):  # fmt: skip
+        assert fits_on_loop(saved((32, 32), fmt, **kw)) and fits_on_loop(saved((64, 64), fmt, **kw))
+        assert not fits_on_loop(saved((65, 64), fmt, **kw))
+    bomb = palette_bomb(7000)
+    assert len(bomb) < LOOP_BYTES and not fits_on_loop(bomb)
+    tiny = saved((32, 32), "JPEG")
+    assert not fits_on_loop(tiny + bytes(LOOP_BYTES))  # trailing bytes: the body bound, whatever the header
+    for odd in (b"", tiny[:2], tiny[:20], b"\xff\xd8" + bytes(30), saved((32, 32), "GIF"), saved((32, 32), "BMP")):
+        assert not fits_on_loop(odd)
 
 
 def test_metrics_labels_stay_a_fixed_set_whatever_the_paths(runs, serve):

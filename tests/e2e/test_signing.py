@@ -21,7 +21,17 @@ import pytest
 from forked import run_forked
 from PIL import Image
 
-from helpers import CLASSES, ROOT, class_image, contract_model, job_env, needs, static_server, tree_snapshot
+from helpers import (
+    CLASSES,
+    ROOT,
+    class_image,
+    contract_model,
+    job_env,
+    make_run_dir,
+    needs,
+    static_server,
+    tree_snapshot,
+)
 from job.storage.manifest import write_manifest
 
 RUN = "good"
@@ -121,14 +131,9 @@ def _model(path: Path, classes: int = 3) -> Path:
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("template") / RUN
-    run.mkdir()
-    _model(run / "model.onnx")
     metrics = {"run_id": RUN, "test_accuracy": 0.5, "finished_at": "2026-12-01", "data": {"test_fingerprint": "f" * 64}}
-    (run / "metrics.json").write_text(json.dumps(metrics))
-    (run / "MODEL_CARD.md").write_text("# Model card: run `good`\n")
-    write_manifest(run, RUN)
-    return run
+    files = {"model.onnx": _model, "metrics.json": json.dumps(metrics), "MODEL_CARD.md": "# Model card: run `good`\n"}
+    return make_run_dir(tmp_path_factory.mktemp("template"), RUN, run_id=RUN, files=files)
 
 
 def sign(folder: Path, key: Path, certificate: Path | None = None, chain: Path | None = None) -> Path:
@@ -338,7 +343,9 @@ PYTHON_READERS = [r for r in READERS if not r.startswith("node")]
 
 
 @dataclass
-class Ctx:
+class SignedStore:
+    """One store (local folder or s3://bucket/team) holding the signed run under test, and each reader's arguments."""
+
     backend: str
     tmp: Path
     uri: str
@@ -378,19 +385,19 @@ def _publish(folder: Path, uri: str) -> None:
     shutil.rmtree(staged, ignore_errors=True)
 
 
-def _ctx(request, tmp_path, backend: str, folder: Path) -> Ctx:
+def _ctx(request, tmp_path, backend: str, folder: Path) -> SignedStore:
     tmp_path.mkdir(parents=True, exist_ok=True)
     Image.fromarray(class_image(3, np.random.default_rng(0))).save(tmp_path / "cat.png")
     if backend == "local":
-        c = Ctx(backend, tmp_path, str(tmp_path / "store"), {})
+        c = SignedStore(backend, tmp_path, str(tmp_path / "store"), {})
     else:
         bucket, s3_env = request.getfixturevalue("bucket"), request.getfixturevalue("s3_env")
-        c = Ctx(backend, tmp_path, f"s3://{bucket}/team", dict(s3_env))
+        c = SignedStore(backend, tmp_path, f"s3://{bucket}/team", dict(s3_env))
     _publish(folder, c.uri)
     return c
 
 
-def _run(ctx: Ctx, reader: str, trust_args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+def _run(ctx: SignedStore, reader: str, trust_args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
     args = ctx.args(reader, trust_args)
     if args[0] == "node":
         if not (NODE_DIR / "node_modules").is_dir() or not shutil.which("node"):

@@ -16,7 +16,7 @@ def tiny_state(tiny_tar, tmp_path_factory):
     cfg = config.resolve({"data": str(tiny_tar), "epochs": 1, "cache_dir": str(cache)}, env={})
     splits = data.split(data.load(cfg.data, cache), val_fraction=0.1, test_fraction=0.1, seed=cfg.seed)
     seed_everything(cfg.seed, True)
-    return cfg, splits, train(cfg, splits).model
+    return cfg, splits, train(cfg.training, splits).model
 
 
 def _export(tmp_path, cfg, splits, model, tta_level=0):

@@ -48,7 +48,7 @@ def gelu_run(tmp_path_factory):
     )
     assert cfg.activation == "gelu"
     seed_everything(cfg.seed, True)
-    model = train(cfg, splits).model
+    model = train(cfg.training, splits).model
     folder = tmp_path_factory.mktemp("gelu")
     serve = inference_function(model, 0)
     meta = contract.metadata(splits.class_names, run_id="t", preset="fast", test_accuracy=0, tta_level=0, versions={})

@@ -5,11 +5,12 @@ import subprocess
 import sys
 
 import numpy as np
+from no_tensorflow import PRELUDE as NO_TENSORFLOW
 
-from helpers import BLOCK_TENSORFLOW, ROOT
+from helpers import ROOT
 
 ONNX_ONLY = (
-    BLOCK_TENSORFLOW
+    NO_TENSORFLOW
     + """
 from pathlib import Path
 import numpy as np
@@ -50,7 +51,7 @@ def test_checkpoint_round_trip_through_s3(bucket, s3_env):
     from job.train.checkpoint import Checkpoints
 
     cfg = config.resolve({"run_id": "ck-1"}, env={})
-    model = compile_model(cfg, 10, np.zeros((100, 32, 32, 3), np.uint8))
+    model = compile_model(cfg.training, 10, np.zeros((100, 32, 32, 3), np.uint8))
     fp = {"any": "fingerprint"}
     store = Checkpoints(f"s3://{bucket}/checkpoints", "ck-1")
     assert store.load(fp) is None

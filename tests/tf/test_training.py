@@ -44,7 +44,7 @@ def test_whitening_kernel_decorrelates_image_patches():
 def test_fast_net_stem_is_fitted_to_the_images_and_only_its_bias_learns_for_a_few_epochs():
     cfg = config.resolve({"preset": "fast", "width": 8, "batch_size": 8, "stem_bias_epochs": 1}, env={})
     x, y = _smooth_images(32), np.random.default_rng(0).integers(0, 10, 32)
-    net = build.compile_model(cfg, 10, x)
+    net = build.compile_model(cfg.training, 10, x)
     stem = net.get_layer(model_lib.WHITEN)
     fitted = model_lib.whitening_kernel(x, seed=cfg.seed)
     np.testing.assert_allclose(stem.kernel.numpy(), fitted, rtol=1e-5)
@@ -143,7 +143,7 @@ def test_fast_preset_model_survives_a_checkpoint_round_trip(tmp_path):
     cfg = config.resolve({"preset": "fast", "width": 8, "run_id": "ck-fast", "batch_size": 8}, env={})
     rng = np.random.default_rng(0)
     x, y = _smooth_images(32), rng.integers(0, 10, 32)
-    net = build.compile_model(cfg, 10, x)
+    net = build.compile_model(cfg.training, 10, x)
     net.fit(input_lib.make_dataset(x, y, 10, 8), epochs=1, verbose=0)
     store = Checkpoints(str(tmp_path / "ck"), "ck-fast")
     store.save(net, {"fp": 1}, epoch=1, step=0, history=[{"epoch": 1}])
@@ -166,7 +166,7 @@ def test_a_bf16_checkpoint_resumes_in_float32_with_the_same_weights_and_optimize
 
     x, y = _smooth_images(32), np.random.default_rng(0).integers(0, 10, 32)
     on_amx = config.resolve({"preset": "fast", "width": 8, "batch_size": 8, "precision": "mixed_bfloat16"}, env={})
-    net = build.compile_model(on_amx, 10, x)
+    net = build.compile_model(on_amx.training, 10, x)
     net.fit(input_lib.make_dataset(x, y, 10, 8), epochs=1, verbose=0)
     store = Checkpoints(str(tmp_path / "ck"), "moved")
     store.save(net, {"fp": 1}, epoch=1, step=0, history=[])
@@ -174,7 +174,7 @@ def test_a_bf16_checkpoint_resumes_in_float32_with_the_same_weights_and_optimize
     assert model_precision(loaded) == "mixed_bfloat16"
 
     on_avx2 = config.resolve({"preset": "fast", "width": 8, "batch_size": 8, "precision": "float32"}, env={})
-    resumed = build.in_precision(loaded, on_avx2, 10, x)
+    resumed = build.in_precision(loaded, on_avx2.training, 10, x)
     assert model_precision(resumed) == "float32"
     for a, b in zip(net.get_weights(), resumed.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -182,7 +182,7 @@ def test_a_bf16_checkpoint_resumes_in_float32_with_the_same_weights_and_optimize
         np.testing.assert_array_equal(a.numpy(), b.numpy())  # iterations, momenta, lookahead's slow copies
     resumed.fit(input_lib.make_dataset(x, y, 10, 8), epochs=1, verbose=0)
     assert int(resumed.optimizer.iterations) == 8
-    assert build.in_precision(resumed, on_avx2, 10, x) is resumed  # same precision: used as loaded
+    assert build.in_precision(resumed, on_avx2.training, 10, x) is resumed  # same precision: used as loaded
 
 
 def test_training_precision_is_scoped_to_the_model_it_builds():
@@ -190,7 +190,7 @@ def test_training_precision_is_scoped_to_the_model_it_builds():
     the process (the bench, the next test) never inherit it."""
     assert keras.mixed_precision.global_policy().name == "float32"
     cfg = config.resolve({"preset": "fast", "width": 8, "batch_size": 8, "precision": "mixed_bfloat16"}, env={})
-    net = build.compile_model(cfg, 10, _smooth_images(16))
+    net = build.compile_model(cfg.training, 10, _smooth_images(16))
     assert model_precision(net) == "mixed_bfloat16"
     assert keras.mixed_precision.global_policy().name == "float32"
     copy = build.inference_copy(net, model_lib.Architecture.of(cfg), 10)
@@ -224,7 +224,7 @@ def test_lookahead_ends_on_averaged_running_statistics():
     cfg = config.resolve({"preset": "fast", "width": 8, "run_id": "la", "batch_size": 8, "epochs": 2}, env={})
     rng = np.random.default_rng(0)
     x, y = _smooth_images(32), rng.integers(0, 10, 32)
-    net = build.compile_model(cfg, 10, x)
+    net = build.compile_model(cfg.training, 10, x)
     pairs = net.optimizer._stats.items
     assert len(pairs) == 6  # every BatchNorm layer of fast_net
     for epoch in range(2):

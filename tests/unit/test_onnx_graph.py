@@ -1,4 +1,4 @@
-"""The ONNX graph rewrites (job/export/onnx_graph.py) on a small graph shaped like tf2onnx's fast_net block:
+"""The ONNX graph rewrites (job/export/onnx_graph/) on a small graph shaped like tf2onnx's fast_net block:
 Conv -> MaxPool -> BatchNorm as Mul/Add -> GELU as x * sigmoid(c x + c 0.044715 x^3). Same function after each
 rewrite, and ONNX Runtime fuses the tanh form into one FastGelu."""
 

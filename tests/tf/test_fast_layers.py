@@ -1,0 +1,99 @@
+"""The training-only layers (job.train.fast_layers) compute what the stock layers compute, train the same
+weights, and never reach the published model."""
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+tf = pytest.importorskip("tensorflow")
+
+from job.train import build, fast_layers  # noqa: E402
+from job.train import model as model_lib  # noqa: E402
+from job.train.precision import precision_policy  # noqa: E402
+
+ARCH = model_lib.Architecture(name="fast_net", width=8, activation="gelu", train_layers="fused")
+
+
+def _images(n=32, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, 32, 32, 3)).astype(np.uint8)
+
+
+def _pair(precision="float32"):
+    """(stock, fused) networks with the same weights."""
+    x = _images()
+    with precision_policy(precision):
+        stock = model_lib.build(ARCH, 10, x, 0)
+        fused = model_lib.build(ARCH, 10, x, 0, for_training=True)
+    fused.set_weights(stock.get_weights())
+    return stock, fused
+
+
+def _fused_classes(net):
+    return {type(layer).__name__ for layer in net.layers if type(layer).__module__ == fast_layers.__name__}
+
+
+def _training_step(net, x, y):
+    with tf.GradientTape() as tape:
+        loss = keras.losses.categorical_crossentropy(y, net(x, training=True))
+    return [tf.cast(g, tf.float32).numpy() for g in tape.gradient(loss, net.trainable_variables)]
+
+
+def test_only_the_training_network_has_the_fused_layers():
+    stock, fused = _pair()
+    assert _fused_classes(fused) == {"FusedBatchNorm", "FusedGelu"}
+    assert _fused_classes(stock) == set()
+    stock_only = model_lib.Architecture(name="fast_net", width=8, activation="gelu", train_layers="stock")
+    assert _fused_classes(model_lib.build(stock_only, 10, for_training=True)) == set()
+    # The same variables in the same order: the weights copy one to one.
+    assert [w.shape for w in stock.weights] == [w.shape for w in fused.weights]
+    assert [w.path.rsplit("/", 1)[1] for w in stock.weights] == [w.path.rsplit("/", 1)[1] for w in fused.weights]
+
+
+def test_a_fused_training_step_equals_the_stock_one_in_float32():
+    """Outputs, every gradient and the BatchNorm running statistics after one step agree to float32 rounding
+    (the fused BatchNorm's unbiased batch variance is converted back to the biased one Keras averages)."""
+    stock, fused = _pair()
+    x = tf.constant(_images(32, seed=1), tf.float32) / 255.0
+    y = tf.one_hot(np.arange(32) % 10, 10)
+    for want, got in zip(_training_step(stock, x, y), _training_step(fused, x, y), strict=True):
+        assert np.linalg.norm(want - got) <= 1e-4 * np.linalg.norm(want) + 1e-7
+    for want, got in zip(stock.non_trainable_variables, fused.non_trainable_variables, strict=True):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+    moved = [v.numpy() for v in fused.non_trainable_variables if v.path.endswith("moving_variance")]
+    assert not np.allclose(moved[0], 1.0)  # the step did update them: the comparison above is not vacuous
+
+
+def test_bf16_fused_gradients_are_as_close_to_float32_as_the_stock_layers():
+    """Under mixed_bfloat16 both differ from float32 by rounding; the fused layers compute in float32 inside, so
+    they must not be further from it than Keras' own bf16 layers (measured: closer, most of all for the biases)."""
+    with precision_policy("float32"):
+        exact = model_lib.build(ARCH, 10, _images(), 0)
+    stock, fused = _pair("mixed_bfloat16")
+    exact.set_weights(stock.get_weights())
+    x = tf.constant(_images(64, seed=2), tf.float32) / 255.0
+    y = tf.one_hot(np.arange(64) % 10, 10)
+    want = _training_step(exact, x, y)
+
+    def error(net):
+        return sum(
+            np.linalg.norm(g - w) / np.linalg.norm(w) for g, w in zip(_training_step(net, x, y), want, strict=True)
+        )
+
+    assert error(fused) <= 1.1 * error(stock)
+
+
+def test_the_published_copy_is_stock_keras_with_the_trained_weights(tmp_path):
+    """A trained fused network becomes the float32 stock network (what is evaluated, exported and published):
+    same predictions, no class of this job; the training network itself round-trips as a checkpoint would."""
+    _, fused = _pair()
+    fused.compile(optimizer=keras.optimizers.SGD(0.1), loss="categorical_crossentropy")
+    x = _images(64, seed=3)
+    fused.fit(x.astype(np.float32) / 255.0, np.eye(10)[np.arange(64) % 10], batch_size=16, epochs=1, verbose=0)
+    copy = build.inference_copy(fused, ARCH, 10)
+    assert _fused_classes(copy) == set()
+    probe = x[:16].astype(np.float32) / 255.0
+    np.testing.assert_allclose(copy.predict(probe, verbose=0), fused.predict(probe, verbose=0), atol=1e-5)
+    fused.save(tmp_path / "checkpoint.keras")
+    loaded = keras.models.load_model(tmp_path / "checkpoint.keras")
+    assert _fused_classes(loaded) == {"FusedBatchNorm", "FusedGelu"}
+    np.testing.assert_allclose(loaded.predict(probe, verbose=0), fused.predict(probe, verbose=0), atol=1e-6)
