@@ -5,7 +5,9 @@ judged on the same held-out ones (issue 34, item 4).
     python -m bench.equal_data --out /tmp/equal [--source ../shared/data/cifar10-jpeg-train.tar.gz]
 
 The JPEG bytes are copied unchanged (no re-encoding), so both sides decode exactly the same files. The split
-depends only on the sorted member names and the seed: rerunning it writes the same folders.
+depends only on the sorted member names and the seed: rerunning it writes the same folders. Keep caches, runs and
+logs outside OUT: the job reads OUT as an image-folder tree and refuses any file in it over 64 MiB (a decoded
+cache of the training set is 123 MB).
 """
 
 from __future__ import annotations

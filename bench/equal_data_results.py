@@ -23,7 +23,7 @@ def chain_loads(log: Path, name: str) -> dict:
     """start/done times and load averages of one run, from the runner's log lines 'TIME NAME EVENT ... load=A B C'."""
     events = {}
     for line in log.read_text().splitlines() if log.exists() else []:
-        m = re.match(r"(\S+) (\S+) (start|done|tta done).* load=(.*)", line)
+        m = re.match(r"(\S+) (?:\(\S+\) )?(\S+) (start|done|tta done).* load=(.*)", line)  # later lines win
         if m and m.group(2) == name:
             events[m.group(3)] = {"time": m.group(1), "loadavg_1_5_15": [float(x) for x in m.group(4).split()]}
     return events
@@ -89,6 +89,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--cpu", default="", help="the CPU, in words, for the record")
+    p.add_argument("--note", action="append", default=[], help="a line for the record (how the runs were made)")
     args = p.parse_args()
     runs_dir, log = args.root / "runs", args.root / "logs" / "chain.log"
     runs = []
@@ -102,7 +103,7 @@ def main() -> None:
                 {"side": side, "seed": seed, **(result or {"status": "pending"}), "chain": chain_loads(log, name)}
             )
     summary = summarize(runs)
-    record = {"cpu": args.cpu, "root": str(args.root), "summary": summary, "runs": runs}
+    record = {"cpu": args.cpu, "root": str(args.root), "notes": args.note, "summary": summary, "runs": runs}
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     print(table(summary))
 

@@ -11,12 +11,11 @@ Everything goes through job.storage.runs.RunStore: the same confinement and the 
 No TensorFlow is imported.
 """
 
-import json
 import sys
 from pathlib import Path
 
 from job.errors import DataError
-from job.gates.text import json_line, printable, shown
+from job.gates.text import json_line, json_text, printable, shown
 from job.storage import open_store
 from job.storage.layout import MODEL_CARD, json_number, read_metrics
 from job.storage.signing import add_trust_arguments, checked_manifest, load_trust, signature_state
@@ -132,7 +131,7 @@ def cmd_show(args) -> int:
     info = summary(store, run)
     metrics = read_metrics(store, run) or {}
     info.update({k: metrics.get(k) for k in ("data", "training", "durations_s", "peak_rss_mb") if k in metrics})
-    print(printable(json.dumps(info, indent=2, sort_keys=True)))
+    print(printable(json_text(info, indent=2, sort_keys=True)))
     card = store.read(run, MODEL_CARD)
     if card:
         print(printable(card.decode("utf-8", "replace")))

@@ -185,14 +185,23 @@ def cmd_serve(args, platform) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from job.runtime.signals import install_handlers, signal_over_errors
-
-    install_handlers()  # SIGTERM -> Terminated, SIGINT -> KeyboardInterrupt, never dropped (job.runtime.signals)
     from job.runtime import platform as platform_lib
+    from job.runtime.signals import end_of_process
+
+    try:
+        return _main(argv, platform_lib)
+    finally:
+        end_of_process()  # after a publish committed, nothing that arrives can kill the process as it ends
+
+
+def _main(argv: list[str] | None, platform_lib) -> int:
+    from job.runtime.signals import committed, install_handlers, signal_over_errors
 
     command = None
     RUN.clear()
     try:
+        # inside the `try`: a signal handled the moment the handlers are in place is a Terminated like any other
+        install_handlers()  # SIGTERM -> Terminated, SIGINT -> KeyboardInterrupt, never dropped (job.runtime.signals)
         args = build_parser().parse_args(argv)
         command = args.command
         setup_logging()
@@ -217,18 +226,27 @@ def main(argv: list[str] | None = None) -> int:
 
             report_failure(exc.kind, redact(str(exc)))
         return _failed(command, exc.exit_code, exc.kind, redact(str(exc)))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as exc:
+        if committed():  # a signal raised on the way out of a completed publish: the run IS published (exit 0)
+            print(
+                f"warning: {_signal_name(exc)} arrived after the run was published; it stays published", file=sys.stderr
+            )
+            return 0
+        if isinstance(exc, Terminated):
+            print("terminated: SIGTERM; nothing was published", file=sys.stderr, flush=True)
+            return _failed(command, EXIT_PREEMPTED, "terminated", "SIGTERM; nothing was published")
         print("error: interrupted; nothing was published", file=sys.stderr, flush=True)
         return _failed(command, EXIT_INTERRUPTED, "interrupted", "SIGINT; nothing was published")
     except Preempted as exc:
         print(shown(redact(f"preempted: {exc}"), ERROR_LINE_LIMIT), file=sys.stderr, flush=True)
         return _failed(command, EXIT_PREEMPTED, "preempted", redact(str(exc)))
-    except Terminated:
-        print("terminated: SIGTERM; nothing was published", file=sys.stderr, flush=True)
-        return _failed(command, EXIT_PREEMPTED, "terminated", "SIGTERM; nothing was published")
 
 
 RUN: dict = {}  # what the failure event can say about the run (its id, once known)
+
+
+def _signal_name(exc: BaseException) -> str:
+    return "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
 
 
 def _failed(command: str | None, code: int, kind: str, reason: str) -> int:

@@ -7,7 +7,6 @@ manifest is its last file. Any failure (or signal) leaves the store untouched an
 This is where the whole Config is taken apart: each stage gets the pieces it uses (job.config.parts).
 """
 
-import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 from job import stages
 from job.config import Config
 from job.errors import ConfigError, JobError, exit_code_of
+from job.gates.text import json_text
 from job.report.release import publish, summary_of
 from job.runtime.telemetry import Timer, peak_rss_mb
 from job.storage.files import out_of_space
@@ -111,7 +111,7 @@ def _run_stages(cfg: Config, platform, timer: Timer, ends: stages.Ends, run_dir:
         made = (trained, evaluated, parity, int8, threads)
         metrics = stages.report(run_dir, record, platform.name, splits, made)
     metrics = {**metrics, "durations_s": timer.durations(), "peak_rss_mb": peak_rss_mb()}
-    (run_dir / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+    (run_dir / METRICS).write_text(json_text(metrics, indent=2) + "\n")  # strict: a diverged loss is null
     with timer.stage("publish"):
         published = stages.publish(run_dir, record, platform, ends, metrics, splits, cfg.cache_dir)
     return {"event": "run_complete", **published, "durations_s": timer.durations()}

@@ -32,7 +32,7 @@ _AIRBENCH = dict(
     drop_last=True,
     val_fraction=0.02,
     # Training-only BatchNorm and GELU in fewer passes (job.train.fast_layers; the published model keeps stock
-    # layers): 2.1-2.4x the images/s of the stock layers in bf16 on an AMX Xeon (docs/performance.md, "Where the
+    # layers): 1.8-2.4x the images/s of the stock layers in bf16 on an AMX Xeon (docs/performance.md, "Where the
     # time goes").
     train_layers="fused",
 )

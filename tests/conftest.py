@@ -164,29 +164,40 @@ def bucket(s3_env):
 
 _TIER_MARKS = {"tf": "slow", "e2e": "slow", "serving": "serving", "image": "image"}
 
-# Module fixtures that train a model or start a server, and the xdist group of the tests that use them: under
-# `--dist loadgroup` a group is one work unit, so such a fixture is built once per run instead of once on each
-# worker (measured before: the lineage fixture's two trainings ran on both workers, 37 s each; the INT8 GELU
-# model, the preempted run and the MLflow server likewise). Tests that use none of them are spread one by one.
+# Modules whose module fixtures train a model or start a server, and their work unit on the xdist workers: each
+# unit runs on one worker, so the fixture is built once per run instead of once on each worker (measured before:
+# the lineage fixture's two trainings ran on both workers, 37 s each; the INT8 GELU model, the preempted run and
+# the MLflow server likewise). Every other test is a unit of its own, spread as `--dist load` spreads them.
 SHARED_SETUPS = {
-    "mlflow_server": "mlflow",  # one tracking server for test_mlflow, test_lineage and test_secrets
-    "gelu_run": "int8-gelu",
-    "tiny_state": "gate",
-    "preempted": "resume",
-    "two_epochs": "sweeps",
-    "signed_training": "signed-training",
-    "s3_run": "s3-run",
+    "tests/e2e/test_mlflow.py": "mlflow",  # one tracking server for the three modules that use it
+    "tests/e2e/test_lineage.py": "mlflow",
+    "tests/e2e/test_secrets.py": "mlflow",
+    "tests/tf/test_int8_gelu.py": "int8-gelu",
+    "tests/tf/test_gate.py": "gate",
+    "tests/e2e/test_resume.py": "resume",
+    "tests/e2e/test_sweeps.py": "sweeps",
 }
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the node ids
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadgroup` with the units of SHARED_SETUPS. xdist 3.8 cannot group by `xdist_group` marks under
+    pytest 9 (it renames `item._nodeid`, which pytest 9 no longer reads: every test became its own unit), so the
+    controller groups by module path, which it knows without collecting."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedSetupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return SHARED_SETUPS.get(nodeid.split("::", 1)[0], nodeid)
+
+    return SharedSetupScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Each test gets its tier's marker from its folder (`-m "not slow"` is the fast tier), `browser` where it
-    drives Chromium, and the xdist group of the first shared setup it uses (SHARED_SETUPS)."""
+    """Each test gets its tier's marker from its folder (`-m "not slow"` is the fast tier), and `browser` where it
+    drives Chromium."""
     for item in items:
-        group = next((g for f, g in SHARED_SETUPS.items() if f in getattr(item, "fixturenames", ())), None)
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
         parts = Path(str(item.fspath)).parts
         tier = parts[parts.index("tests") + 1] if "tests" in parts else ""
         if tier in _TIER_MARKS:

@@ -6,7 +6,8 @@ test-time augmentation levels 0, 1 and 2 (0 = none, 1 = mirror, 2 = mirror + 1-p
 
 --data is a folder with train/<class>/*.jpg and test/<class>/*.jpg (e.g. from `python -m bench.equal_data`);
 sorted class folder names give the label ids. Images are decoded once with Pillow to uint8 and cached (.npz)
-in that folder (the training set stored in one fixed random order, so that airbench's "first 5,000 training
+in --cache-dir, by default DATA-reference-cache beside DATA: not inside it, since the job refuses an image tree
+holding a 123 MB file (the training set stored in one fixed random order, so that airbench's "first 5,000 training
 images" that fit the whitening layer are a class mix, as in the original's CIFAR order).
 
 Kept from airbench94: hyperparameters (9.9 epochs, batch 1024, lr 11.5 / wd 0.0153 per 1024 examples in
@@ -47,9 +48,9 @@ CIFAR_MEAN = torch.tensor((0.4914, 0.4822, 0.4465)).view(1, 3, 1, 1)
 CIFAR_STD = torch.tensor((0.2470, 0.2435, 0.2616)).view(1, 3, 1, 1)
 
 
-def load_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 [N, 32, 32, 3] and int64 labels of root/split/<class>/*, decoded once and cached beside them."""
-    cache = root / f"{split}.npz"
+def load_split(root: Path, split: str, cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 [N, 32, 32, 3] and int64 labels of root/split/<class>/*, decoded once and cached in cache_dir."""
+    cache = cache_dir / f"{split}.npz"
     if cache.exists():
         with np.load(cache) as saved:
             return saved["images"], saved["labels"]
@@ -62,6 +63,7 @@ def load_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     if split == "train":  # the original's CIFAR order is a class mix; the whitening fit reads the first 5,000
         order = np.random.default_rng(0).permutation(len(labels))
         images, labels = images[order], labels[order]
+    cache_dir.mkdir(parents=True, exist_ok=True)
     np.savez(cache, images=images, labels=labels)
     return images, labels
 
@@ -247,6 +249,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, required=True, help="folder with train/<class>/* and test/<class>/*")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache-dir", type=Path, help="decoded-image cache (default: DATA-reference-cache beside DATA)")
     p.add_argument("--precision", choices=("bfloat16", "float32"), default="bfloat16")
     p.add_argument("--threads", type=int, default=0, help="0 = the CPUs this process may use")
     p.add_argument("--eval-every-epoch", action="store_true", help="test accuracy (TTA 0) after each epoch")
@@ -255,8 +258,9 @@ def main() -> None:
     torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
     torch.manual_seed(args.seed)
     bf16 = args.precision == "bfloat16"
-    x_train, y_train = load_split(args.data, "train")
-    x_test, y_test = load_split(args.data, "test")
+    cache_dir = args.cache_dir or args.data.parent / f"{args.data.name}-reference-cache"
+    x_train, y_train = load_split(args.data, "train", cache_dir)
+    x_test, y_test = load_split(args.data, "test", cache_dir)
     images, labels = normalize(x_train), torch.from_numpy(y_train)
     test_images, test_labels = normalize(x_test), torch.from_numpy(y_test)
     net = make_net()

@@ -1,13 +1,14 @@
 """What a data source holds, from its headers alone (tar member headers, folder listings, S3 HEAD requests):
-for `--dry-run`. Nothing is decoded and nothing is downloaded; unsafe entries are refused as in a real run."""
+for `--dry-run`. Nothing is decoded and nothing is downloaded; the source is read through the run's own reader
+(job.data.entries, its limits) and checked by the run's own layout rules (job.data.tree), so the dry run refuses
+exactly what the run refuses before decoding."""
 
-from collections import Counter
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
-from job.data.entries import iter_folder, safe_member_name
-from job.data.sources import IMAGE_EXTENSIONS, LAYOUT_HINT, resolve_auto
+from job.data.entries import iter_folder, iter_tar
+from job.data.sources import local_source, resolve_auto
+from job.data.tree import check_cifar_python, image_tree, is_cifar_python
 from job.errors import DataError
-from job.gates.class_names import check_class_names
 
 
 def describe(spec: str, s3_options=None) -> dict:
@@ -16,50 +17,24 @@ def describe(spec: str, s3_options=None) -> dict:
         return {"source": "keras", "note": "keras.datasets downloads CIFAR-10 at run time (needs the network)"}
     if spec.startswith("s3://"):
         return _describe_s3(spec, s3_options)
-    path = Path(spec)
-    if not path.exists():
-        raise DataError(f"data source {spec!r} does not exist; {LAYOUT_HINT}")
-    names = [n for n, _ in iter_folder(path)] if path.is_dir() else _tar_names(path)
-    if any(PurePosixPath(n).name == "data_batch_1" for n in names):
+    path = local_source(spec)
+    names = [n for n, _ in (iter_folder(path) if path.is_dir() else iter_tar(path, read=False))]
+    if is_cifar_python(names):
+        check_cifar_python(path, names)
         return {
             "source": str(path),
             "format": "cifar-10-python",
             "batches": sorted(PurePosixPath(n).name for n in names if "_batch" in n),
         }
-    counts: Counter = Counter()
-    for name in names:
-        parts = name.rstrip("/").split("/")
-        if (
-            len(parts) >= 3
-            and parts[-3] in ("train", "test")
-            and PurePosixPath(parts[-1]).suffix.lower() in IMAGE_EXTENSIONS
-        ):
-            counts[(parts[-3], parts[-2])] += 1
-    if not counts:
-        raise DataError(f"{path}: no images under train/<class>/; {LAYOUT_HINT}")
-    splits = {
-        split: dict(sorted((cls, n) for (s, cls), n in counts.items() if s == split)) for split in ("train", "test")
-    }
-    if splits["train"]:  # the class-name gate, as a real run applies it
-        check_class_names(sorted(splits["train"]), f"{path}: train/ class folders")
+    class_names, splits = image_tree(path, names)
     return {
         "source": str(path),
         "format": "image folder",
         "bytes": path.stat().st_size if path.is_file() else None,
-        "images": {split: sum(c.values()) for split, c in splits.items()},
-        "classes": sorted(splits["train"]),
-        "images_per_class": splits["train"],
+        "images": {split: sum(len(v) for v in classes.values()) for split, classes in splits.items()},
+        "classes": class_names,
+        "images_per_class": {cls: len(splits["train"][cls]) for cls in class_names},
     }
-
-
-def _tar_names(path: Path) -> list[str]:
-    import tarfile
-
-    try:
-        with tarfile.open(path, "r:*") as tar:
-            return [safe_member_name(path, m) + ("/" if m.isdir() else "") for m in tar]
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise DataError(f"{path}: unreadable archive ({exc}); re-download or re-create it") from None
 
 
 def _describe_s3(uri: str, s3_options) -> dict:

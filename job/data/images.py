@@ -6,10 +6,9 @@ filter (reported per image). Nothing here imports TensorFlow."""
 
 import io
 import sys
-import tarfile
 from pathlib import Path, PurePosixPath
 
-from job.data.entries import MAX_ENTRY_BYTES, read_file, safe_member_name
+from job.data.entries import MAX_ENTRY_BYTES, UNREADABLE, Archive, is_tar, read_file, safe_member_name
 from job.errors import DataError
 from job.gates.images import MAX_PIXELS, RESIZE_FILTER, ImageRejected, model_input  # noqa: F401 (re-exported)
 
@@ -39,6 +38,8 @@ def iter_inputs(specs: list[str]):
                 yield spec, None, "no such file or folder"
         except OSError as exc:
             yield spec, None, f"cannot read ({exc.strerror or exc})"
+        except DataError as exc:  # an archive past the archive limits (job.data.entries.Archive)
+            yield spec, None, str(exc)
 
 
 def _read_stdin():
@@ -46,20 +47,26 @@ def _read_stdin():
     if len(data) > MAX_ENTRY_BYTES:
         yield "-", None, f"standard input is over the {MAX_ENTRY_BYTES:,}-byte limit"
         return
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
-            members = [
-                (m, tar.extractfile(m).read())
-                for m in tar
-                if m.isfile() and m.size <= MAX_ENTRY_BYTES and PurePosixPath(m.name).suffix.lower() in IMAGE_SUFFIXES
-            ]
-    except (tarfile.TarError, EOFError, OSError):  # not a tar: one image
-        yield "-", data, None
+    stream = io.BytesIO(data)
+    if not is_tar(stream):
+        yield "-", data, None  # not a tar: one image
         return
-    if not members:
+    found = 0
+    try:
+        with Archive(stream, "standard input (a tar stream)") as archive:
+            for member in archive.members():
+                if member.isfile() and _wanted(member) and member.size <= MAX_ENTRY_BYTES and not member.issparse():
+                    found += 1
+                    yield f"-:{member.name}", archive.read(member), None  # one member at a time, never all
+    except UNREADABLE as exc:
+        yield "-", None, f"unreadable tar stream ({exc or type(exc).__name__})"
+        return
+    if not found:
         yield "-", None, "the tar stream holds no images (" + ", ".join(sorted(IMAGE_SUFFIXES)) + ")"
-    for member, blob in members:
-        yield f"-:{member.name}", blob, None
+
+
+def _wanted(member) -> bool:
+    return PurePosixPath(member.name).suffix.lower() in IMAGE_SUFFIXES
 
 
 def _read_one(path: Path):
@@ -72,8 +79,8 @@ def _read_one(path: Path):
 def _iter_tar(path: Path):
     found = 0
     try:
-        with tarfile.open(path, "r:*") as tar:
-            for member in tar:
+        with Archive(path) as archive:
+            for member in archive.members():
                 label = f"{path}:{member.name}"
                 try:
                     safe_member_name(path, member, MAX_ENTRY_BYTES)
@@ -81,10 +88,10 @@ def _iter_tar(path: Path):
                     found += 1
                     yield label, None, f"skipped: {exc}"
                     continue
-                if member.isfile() and PurePosixPath(member.name).suffix.lower() in IMAGE_SUFFIXES:
+                if member.isfile() and _wanted(member):
                     found += 1
-                    yield label, tar.extractfile(member).read(), None
-    except (tarfile.TarError, OSError, EOFError) as exc:
+                    yield label, archive.read(member), None
+    except UNREADABLE as exc:
         yield str(path), None, f"unreadable archive ({exc})"
         return
     if not found:

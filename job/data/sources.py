@@ -22,18 +22,15 @@ from job.data.cache import read_cache, source_sha256, write_cache
 from job.data.dataset import CIFAR10_CLASSES, Dataset
 from job.data.decode import decode_split
 from job.data.entries import check_regular_file, is_tar, iter_folder, iter_tar, read_entry
+from job.data.tree import IMAGE_EXTENSIONS, LAYOUT_HINT, check_cifar_python, image_tree, is_cifar_python
 from job.errors import DataError
 from job.gates.class_names import check_class_names
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png"}
+__all__ = ["IMAGE_EXTENSIONS", "LAYOUT_HINT", "default_cache_dir", "load", "local_source", "resolve_auto"]
 MAX_SOURCE_BYTES = 64 * 1024**3  # an archive of 64 GiB is not CIFAR-10: refuse it before hashing it
 SHARED_DATA_NAME = Path("shared") / "data" / "cifar10-jpeg-train.tar.gz"
-LAYOUT_HINT = (
-    "expected train/<class>/*.jpg|png (and optionally test/<class>/*), "
-    "a cifar-10-python.tar.gz archive or cifar-10-batches-py/ folder, or 'keras'"
-)
 
 
 def default_cache_dir() -> Path:
@@ -61,17 +58,7 @@ def load(spec: str, cache_dir: Path | None = None, s3_options=None) -> Dataset:
         from job.storage.s3download import download_source
 
         spec = str(download_source(spec, cache_dir, s3_options))
-    path = Path(spec)
-    if not path.exists():
-        raise DataError(
-            f"data source {spec!r} does not exist; pass --data with a folder, .tar/.tar.gz, "
-            f"s3:// URI or 'keras' ({LAYOUT_HINT})"
-        )
-    if not path.is_dir():
-        check_regular_file(path, limit=MAX_SOURCE_BYTES)  # a FIFO or device (/dev/zero) is refused, not read
-        if not is_tar(path):
-            raise DataError(f"data source {spec!r} is not a folder or a .tar/.tar.gz archive; {LAYOUT_HINT}")
-
+    path = local_source(spec)
     digest = source_sha256(path)
     cached = read_cache(cache_dir, digest)
     if cached is not None:
@@ -82,6 +69,21 @@ def load(spec: str, cache_dir: Path | None = None, s3_options=None) -> Dataset:
     dataset.source, dataset.sha256 = str(path), digest
     write_cache(cache_dir, digest, dataset)
     return dataset
+
+
+def local_source(spec: str) -> Path:
+    """The path of a local source (a folder or a tar archive), checked as the run and the dry run check it."""
+    path = Path(spec)
+    if not path.exists():
+        raise DataError(
+            f"data source {spec!r} does not exist; pass --data with a folder, .tar/.tar.gz, "
+            f"s3:// URI or 'keras' ({LAYOUT_HINT})"
+        )
+    if not path.is_dir():
+        check_regular_file(path, limit=MAX_SOURCE_BYTES)  # a FIFO or device (/dev/zero) is refused, not read
+        if not is_tar(path):
+            raise DataError(f"data source {spec!r} is not a folder or a .tar/.tar.gz archive; {LAYOUT_HINT}")
+    return path
 
 
 def _load_keras() -> Dataset:
@@ -107,10 +109,10 @@ def _load_keras() -> Dataset:
 
 
 def _load_path(path: Path) -> Dataset:
-    names = list(iter_folder(path) if path.is_dir() else iter_tar(path))
-    if any(PurePosixPath(n).name == "data_batch_1" for n, _ in names):
-        return _load_cifar_python(path, names)
-    return _load_image_tree(path, names)
+    entries = list(iter_folder(path) if path.is_dir() else iter_tar(path))
+    if is_cifar_python([n for n, _ in entries]):
+        return _load_cifar_python(path, entries)
+    return _load_image_tree(path, entries)
 
 
 class _CifarUnpickler(pickle.Unpickler):
@@ -133,6 +135,7 @@ class _CifarUnpickler(pickle.Unpickler):
 
 
 def _load_cifar_python(path: Path, entries) -> Dataset:
+    check_cifar_python(path, [n for n, _ in entries])  # the batches, by name, as the dry run checks them
     by_name = {PurePosixPath(n).name: h for n, h in entries if not n.endswith("/")}
 
     def batch(name: str) -> dict:
@@ -171,67 +174,14 @@ def _load_cifar_python(path: Path, entries) -> Dataset:
 
 
 def _load_image_tree(path: Path, entries) -> Dataset:
-    entries = list(entries)
-    prefix = _tree_prefix(path, [n for n, _ in entries])
-    splits: dict[str, dict[str, list]] = {"train": {}, "test": {}}
-    for name, handle in entries:
-        if not name.startswith(prefix):
-            continue
-        parts = name[len(prefix) :].rstrip("/").split("/")
-        is_dir = name.endswith("/")
-        if parts[0] not in splits or (len(parts) == 1):
-            continue  # README, LICENSE... beside train/ and test/
-        split_name, cls = parts[0], parts[1]
-        if cls.startswith("."):
-            continue
-        classes = splits[split_name]
-        if len(parts) == 2:
-            if is_dir:
-                classes.setdefault(cls, [])
-                continue
-            raise DataError(
-                f"{path}: {name} is a file directly in {split_name}/; images belong in {split_name}/<class>/"
-            )
-        if is_dir:
-            raise DataError(f"{path}: unexpected sub-folder {name}; images belong directly in {split_name}/<class>/")
-        file_name = parts[-1]
-        if file_name.startswith("."):
-            continue
-        if len(parts) > 3:
-            raise DataError(f"{path}: unexpected nesting at {name}; images belong directly in {split_name}/<class>/")
-        if PurePosixPath(file_name).suffix.lower() not in IMAGE_EXTENSIONS:
-            raise DataError(f"{path}: unsupported file {name} (expected .jpg, .jpeg or .png)")
-        classes.setdefault(cls, []).append((name, handle))
-
-    class_names = sorted(splits["train"])
-    if len(class_names) < 2:
-        raise DataError(
-            f"{path}: found {len(class_names)} class folder(s) under train/; need at least 2. {LAYOUT_HINT}"
-        )
-    # the class-name gate, before anything is decoded: labels.txt lines, predict --json keys, log lines, the page
-    check_class_names(class_names, f"{path}: train/ class folders")
-    for split_name, classes in splits.items():
-        for cls, items in classes.items():
-            if not items:
-                raise DataError(f"{path}: class folder {split_name}/{cls}/ is empty; add images or remove it")
-    unknown = sorted(set(splits["test"]) - set(class_names))
-    if unknown:
-        raise DataError(f"{path}: test/ has class folder(s) {', '.join(unknown)} that train/ does not have")
-
-    x_train, y_train = decode_split(path, splits["train"], class_names)
+    handles = dict(entries)
+    class_names, splits = image_tree(path, [n for n, _ in entries])  # the layout, from the names alone
+    x_train, y_train = decode_split(path, _handles(splits["train"], handles), class_names)
     x_test = y_test = None
     if splits["test"]:
-        x_test, y_test = decode_split(path, splits["test"], class_names)
+        x_test, y_test = decode_split(path, _handles(splits["test"], handles), class_names)
     return Dataset(x_train, y_train, class_names, x_test, y_test)
 
 
-def _tree_prefix(path: Path, names: list[str]) -> str:
-    """'' when train/ is at the root; 'top/' when the archive wraps everything in one folder."""
-    if any(n == "train/" or n.startswith("train/") for n in names):
-        return ""
-    tops = {n.split("/", 1)[0] for n in names}
-    if len(tops) == 1:
-        top = tops.pop() + "/"
-        if any(n.startswith(top + "train/") for n in names):
-            return top
-    raise DataError(f"{path}: no train/ folder found; {LAYOUT_HINT}")
+def _handles(classes: dict[str, list[str]], handles: dict) -> dict[str, list]:
+    return {cls: [(name, handles[name]) for name in names] for cls, names in classes.items()}

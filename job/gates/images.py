@@ -6,6 +6,8 @@ Before Pillow sees a byte:
 - the format is read from the file's own first bytes (its magic number), never from its name, and must be in the
   declared allowlist `FORMATS` (or the caller's narrower one). PostScript, EPS (text or binary header) and PDF,
   which Pillow would hand to Ghostscript, SVG, ICO, PSD and everything else are refused unopened;
+- a PNG must have exactly one IHDR header before its image data (`_png_headers`): Pillow keeps the last of several,
+  libpng (browsers, sharp) refuses the file, and a router that reads the first would be lied to;
 - Pillow is then told which one plugin may open it (`Image.open(..., formats=[sniffed])`), so no other plugin can
   claim the bytes, whatever they also look like (a polyglot is read as the format of its first bytes, or refused).
 The pixel count is checked from the header, before anything is decoded (`MAX_PIXELS`, or the caller's lower
@@ -124,6 +126,8 @@ def open_image(blob: bytes, what: str = "image", *, formats=FORMATS, max_pixels:
         raise ImageRejected(
             what, f"not an image in an accepted format ({kind}, refused unopened; accepted: {accepted})"
         )
+    if fmt == "PNG" and _png_headers(blob) != 1:
+        raise ImageRejected(what, "not a readable image (a PNG needs exactly one IHDR header before its image data)")
     try:
         im = Image.open(io.BytesIO(blob), formats=[fmt])
     except Image.DecompressionBombError as exc:  # over Pillow's own bound (about 179 MP), far over this one
@@ -144,6 +148,18 @@ def open_image(blob: bytes, what: str = "image", *, formats=FORMATS, max_pixels:
         im.close()
         raise ImageRejected(what, f"not a readable image (pixel mode {im.mode} is not supported)")
     return im
+
+
+def _png_headers(blob) -> int:
+    """The number of IHDR chunks before the first IDAT (or the end), from the chunk lengths alone."""
+    count, i = 0, 8
+    while i + 8 <= len(blob):
+        kind = bytes(blob[i + 4 : i + 8])
+        if kind == b"IDAT":
+            break
+        count += kind == b"IHDR"
+        i += 12 + int.from_bytes(blob[i : i + 4], "big")
+    return count
 
 
 def to_rgb(im, what: str = "image"):

@@ -17,9 +17,14 @@ Each is written as a visible escape (`\\x0a`, `\\u202e`, `:\\x3a`, `#\\x23[`), s
 was there.
 `shown` also bounds the length (a 1 MB name is one line of `limit` characters plus `...`). `json_line` is the
 same gate for the JSON lines on stdout (events, `--json` output).
+
+Every JSON the job prints or writes for others (stdout lines, `runs show`, metrics.json, the server's answers) is
+strict JSON: a NaN or infinite number (a diverged run's loss, a model's NaN output) is written `null`
+(`finite`), never the tokens NaN/Infinity that Python's json writes and no other parser reads.
 """
 
 import json
+import math
 import re
 import unicodedata
 
@@ -68,8 +73,29 @@ def markdown_cell(text, limit: int = DEFAULT_LIMIT) -> str:
     return out
 
 
+def finite(value):
+    """`value` with every NaN or infinite float (numpy's included) replaced by None, through dicts, lists, tuples."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def json_text(value, **dumps) -> str:
+    """json.dumps of `value` as strict JSON: non-finite numbers written null (`finite`, walked only when one is
+    there: the server answers through this)."""
+    try:
+        return json.dumps(value, allow_nan=False, **dumps)
+    except ValueError:  # "Out of range float values are not JSON compliant" (a circular reference raises it too)
+        return json.dumps(finite(value), allow_nan=False, **dumps)
+
+
 def json_line(value, **dumps) -> str:
-    """`value` as one JSON line for stdout, where a CI runner reads it too: ASCII (every control, line break,
-    format and non-ASCII character escaped by json.dumps), and `##[` written `#\\u0023[`, which decodes to the
-    same text. (A JSON line starts with `{` or `[`, so it never starts a `::` workflow command.)"""
-    return json.dumps(value, ensure_ascii=True, **dumps).replace("##[", "#\\u0023[")
+    """`value` as one strict JSON line for stdout (`json_text`), where a CI runner reads it too: ASCII (every
+    control, line break, format and non-ASCII character escaped by json.dumps), and `##[` written `#\\u0023[`,
+    which decodes to the same text. (A JSON line starts with `{` or `[`, so it never starts a `::` workflow
+    command.)"""
+    return json_text(value, ensure_ascii=True, **dumps).replace("##[", "#\\u0023[")

@@ -1,6 +1,10 @@
 """Signals around a commit point: SIGTERM/SIGINT that arrive while a publish is being committed wait until the
 commit is done, so a run is either published (and the command says so) or not published at all.
 
+Once a commit completed, the run IS published: a later SIGTERM/SIGINT is only logged and the command ends as it
+would have (exit 0, its `run_published`/`run_complete` line); a platform that retries on 143 would otherwise run
+again what is done, and "nothing was published" would be false (`committed`, `end_of_process`).
+
 Everywhere else a signal acts at once: SIGTERM raises job.errors.Terminated, SIGINT raises KeyboardInterrupt
 (`install_handlers`, called by job.cli), and both unwind through the `finally` clauses that remove partial files.
 A handler's exception can be dropped by the code it interrupted (see "dropped" below): the handlers also record
@@ -53,12 +57,43 @@ def deferred_signals():
         yield
         completed = True
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        # The job's own process (its handlers installed): straight from the recorders to the loggers, no moment
+        # where a signal undoes the publish. Anywhere else (a test, a library caller) its handlers come back.
+        if completed and previous.get(signal.SIGTERM) is raise_on_signal:
+            _COMMITTED.append(time.monotonic())
+            for sig in DEFERRED:
+                signal.signal(sig, _after_commit)
+        else:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         if received and completed:
             log.warning("%s arrived while publishing; the publish completed first", signal.Signals(received[0]).name)
         elif received:
             signal.raise_signal(received[0])
+
+
+_COMMITTED: list[float] = []  # when a commit completed, in this process
+
+
+def committed() -> bool:
+    """Whether a publish of this process committed: from then on, the run is published whatever arrives."""
+    return bool(_COMMITTED)
+
+
+def _after_commit(signum, frame) -> None:
+    log.warning(
+        "%s arrived after the run was published; finishing (the run stays published)", signal.Signals(signum).name
+    )
+
+
+def end_of_process() -> None:
+    """After a commit, ignore SIGTERM/SIGINT for the rest of the process: the interpreter's shutdown puts the
+    default action back in place of a Python handler (not of SIG_IGN), and a signal then killed the process (-15)
+    after it had published and said so."""
+    if _COMMITTED:
+        with contextlib.suppress(ValueError):  # not the main thread
+            for sig in DEFERRED:
+                signal.signal(sig, signal.SIG_IGN)
 
 
 # ---------------------------------------------------------------------------------------------- dropped
@@ -91,6 +126,7 @@ def install_handlers() -> None:
     """The process's SIGTERM/SIGINT handlers (the training loop puts its own, checkpointing one in place while it
     runs), a fresh record, and the unraisable-exception safety net."""
     _SIGNALLED.clear()
+    _COMMITTED.clear()
     for sig in DEFERRED:
         signal.signal(sig, raise_on_signal)
     redeliver_swallowed_signals()

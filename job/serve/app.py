@@ -24,7 +24,7 @@ from job.runtime.events import emit
 from job.serve import sagemaker, v2, vertex
 from job.serve.batcher import Batcher
 from job.serve.http import HTTPError, header, read_body, send, send_error, send_json
-from job.serve.images import fits_on_loop
+from job.serve.images import NotForTheLoop, fits_on_loop, parse_on_loop
 from job.serve.metrics import Metrics
 from job.serve.predictions import predictions_json
 
@@ -232,7 +232,10 @@ class App:
             body = await read_body(scope, receive, self.settings.max_body_bytes)
             if (images and not fits_on_loop(body)) or len(body) > OFF_LOOP_BYTES:
                 return body, await asyncio.get_running_loop().run_in_executor(self._decode, parse, body)
-            return body, parse(body)
+            try:
+                return body, parse_on_loop(parse, body)
+            except NotForTheLoop:  # its header lied to fits_on_loop: decoded where a large image belongs
+                return body, await asyncio.get_running_loop().run_in_executor(self._decode, parse, body)
         finally:
             self.batcher.arrived()
 

@@ -4,10 +4,9 @@ A body is refused from its Content-Length before a byte is read, and a body with
 until it passes the bound: a 50 MB upload costs the server at most `max_bytes` of memory, never more.
 """
 
-import json
 import re
 
-from job.gates.text import shown
+from job.gates.text import json_text, shown
 
 _COUNT = re.compile(r"[0-9]{1,18}")  # ASCII digits only: str.isdigit() also accepts '¹', '٣', which int() refuses
 
@@ -62,7 +61,7 @@ async def send(send_fn, status: int, body: bytes, content_type: bytes = b"applic
 
 
 def json_bytes(value) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
+    return json_text(value, separators=(",", ":")).encode()  # strict JSON: NaN/Infinity written null
 
 
 async def send_json(send_fn, status: int, value, extra=()) -> None:

@@ -5,7 +5,9 @@ one preprocessing rule, the resize), exactly as `job predict` decodes a file, wi
 this in its decode pool, never on the event loop, except for the tiny images `fits_on_loop` picks
 (docs/serving.md#memory)."""
 
-from job.gates.images import SERVE_MAX_PIXELS, ImageRejected, model_input
+import contextvars
+
+from job.gates.images import SERVE_MAX_PIXELS, ImageRejected, model_input, open_image
 from job.serve.http import HTTPError
 
 IMAGE_TYPES = {"image/jpeg", "image/png", "application/x-image"}  # SageMaker's generic image type included
@@ -37,9 +39,33 @@ def fits_on_loop(blob: bytes) -> bool:
     return False
 
 
-def decode_image(blob: bytes, what: str):
+_ON_LOOP = contextvars.ContextVar("decoding_on_the_event_loop", default=False)
+
+
+class NotForTheLoop(Exception):
+    """An image routed to the event loop by its first header whose size, as the decoder reads it, is over
+    LOOP_PIXELS: the caller decodes it in the pool instead."""
+
+
+def parse_on_loop(parse, body: bytes):
+    """`parse(body)` on the event loop: every image it decodes is bounded by LOOP_PIXELS, the size Pillow will
+    decode (not the header `fits_on_loop` read), or NotForTheLoop is raised before any pixel is decoded."""
+    token = _ON_LOOP.set(True)
     try:
-        image, _note = model_input(blob, what, max_pixels=SERVE_MAX_PIXELS)
+        return parse(body)
+    finally:
+        _ON_LOOP.reset(token)
+
+
+def decode_image(blob: bytes, what: str):
+    bound = SERVE_MAX_PIXELS
+    try:
+        if _ON_LOOP.get():
+            with open_image(blob, what, max_pixels=SERVE_MAX_PIXELS) as im:  # headers only: refusals as in the pool
+                if im.size[0] * im.size[1] > LOOP_PIXELS:
+                    raise NotForTheLoop(what)
+            bound = LOOP_PIXELS
+        image, _note = model_input(blob, what, max_pixels=bound)
     except ImageRejected as exc:
         raise HTTPError(400, f"{what}: {exc.reason}") from None
     return image

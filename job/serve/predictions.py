@@ -7,6 +7,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from job.gates.text import json_text
+
 
 def predictions(probs: np.ndarray, class_names: list[str]) -> list[dict]:
     rows = probs.tolist()  # float32 -> the same values as Python floats: JSON carries them exactly
@@ -23,8 +25,8 @@ def predictions_json(probs: np.ndarray, class_names: list[str]) -> bytes:
     """`{"predictions": predictions(probs, class_names)}` as compact JSON, byte for byte what json.dumps writes
     (a float is written as its repr there too), with each label's bytes made once per model, not per answer."""
     rows = probs.tolist()
-    if not all(math.isfinite(p) for row in rows for p in row):  # json.dumps writes NaN/Infinity: leave it to it
-        return json.dumps({"predictions": predictions(probs, class_names)}, separators=(",", ":")).encode()
+    if not all(math.isfinite(p) for row in rows for p in row):  # strict JSON: a NaN/Infinity probability is null
+        return json_text({"predictions": predictions(probs, class_names)}, separators=(",", ":")).encode()
     heads = _label_heads(tuple(class_names))
     top = probs.argmax(axis=1).tolist()
     items = [heads[t] + ",".join(map(repr, row)).encode() + b"]}" for t, row in zip(top, rows, strict=True)]

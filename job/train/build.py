@@ -26,8 +26,13 @@ def compile_model(training: TrainConfig, num_classes: int, x_train: np.ndarray) 
     warn_if_emulated(training.precision)
     with precision_policy(training.precision):
         # fast_net fits its fixed first layer to the training images (never val/test).
+        # The network that trains may use faster layers (--train-layers); what is published is inference_copy's.
         net = model_lib.build(
-            training.model, num_classes, whitening_images=x_train, whitening_seed=training.inputs.seed
+            training.model,
+            num_classes,
+            whitening_images=x_train,
+            whitening_seed=training.inputs.seed,
+            for_training=True,
         )
     optimizer = build_optimizer(training.optim, len(x_train))
     net.compile(

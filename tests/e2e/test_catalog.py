@@ -142,3 +142,24 @@ def test_what_a_store_holds_is_shown_safely(runs, tmp_path):
     shown = runs_cmd(store, "show", store["uri"], "run-new")
     assert shown.returncode == 3 and len(shown.stderr.splitlines()) == 1 and "expected a JSON object" in shown.stderr
     assert "Traceback" not in shown.stderr
+
+
+def test_runs_list_json_is_strict_json_when_a_metric_is_nan(tmp_path):
+    """A diverged run's metrics.json may hold NaN (read through the JSON gate with NaN allowed): every JSON the
+    catalog prints is strict, NaN and Infinity written null (before: the token NaN, which Node's JSON.parse
+    rejects)."""
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(AssertionError(f"{c} in {text}")))
+
+    store = tmp_path / "store"
+    make_run_dir(store, "r1", run_id="r1", files={"metrics.json": '{"test_accuracy": NaN, "preset": "seed"}'})
+    (store / "latest.json").write_text(json.dumps({"run_id": "r1"}))
+    r = run_job("runs", "list", str(store), "--json", cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.strip(), r.stderr[-300:]
+    for line in r.stdout.splitlines():
+        assert strict(line)["test_accuracy"] is None
+    show = run_job("runs", "show", str(store), "r1", cwd=ROOT)
+    assert show.returncode == 0, show.stderr[-300:]
+    document = show.stdout[: show.stdout.index("\n}\n") + 2]  # the JSON object, before the model card
+    assert strict(document)["test_accuracy"] is None

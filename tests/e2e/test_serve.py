@@ -7,10 +7,12 @@ import http.client
 import json
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -612,6 +614,65 @@ def test_only_small_images_declaring_few_pixels_are_decoded_on_the_event_loop():
     assert not fits_on_loop(tiny + bytes(LOOP_BYTES))  # trailing bytes: the body bound, whatever the header
     for odd in (b"", tiny[:2], tiny[:20], b"\xff\xd8" + bytes(30), saved((32, 32), "GIF"), saved((32, 32), "BMP")):
         assert not fits_on_loop(odd)
+
+
+def _png_two_ihdr(w=4000, h=4000) -> bytes:
+    """15 KB: a 1x1 IHDR (what a router reading the first header sees), then a 4000x4000 one (what Pillow keeps)."""
+
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+
+    ihdr = lambda w, h: chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))  # noqa: E731
+    idat = zlib.compress((b"\0" * (w + 1)) * h, 9)
+    return b"\x89PNG\r\n\x1a\n" + ihdr(1, 1) + ihdr(w, h) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_a_small_png_whose_header_lies_is_not_decoded_on_the_event_loop(runs, serve):
+    """Before: the first IHDR routed it to the loop, Pillow decoded the last (16 MP, 345 ms each): /ping took up to
+    710 ms under 4 attacking connections. The gate refuses a PNG with two IHDR headers (400, unopened)."""
+    from job.serve.images import LOOP_BYTES
+
+    evil = _png_two_ihdr()
+    assert len(evil) <= LOOP_BYTES
+    server = serve(str(runs["fast"]))
+    status, body, _ = server.request("POST", "/invocations", evil, {"Content-Type": "image/png"})
+    assert status == 400 and b"exactly one IHDR" in body, body
+    stop, worst = threading.Event(), []
+
+    def attack():
+        while not stop.is_set():
+            server.request("POST", "/invocations", evil, {"Content-Type": "image/png"})
+
+    threads = [threading.Thread(target=attack) for _ in range(4)]
+    [t.start() for t in threads]
+    try:
+        time.sleep(0.5)
+        for _ in range(10):
+            t0 = time.perf_counter()
+            server.request("GET", "/ping")
+            worst.append(time.perf_counter() - t0)
+    finally:
+        stop.set()
+        [t.join() for t in threads]
+    assert max(worst) < 0.2, f"liveness answered in up to {max(worst):.2f} s while 15 KB PNGs were decoded"
+
+
+def test_an_image_decoded_on_the_event_loop_is_bounded_by_the_loop_pixels():
+    """Whatever routed it there, an image decoded on the loop is bounded by LOOP_PIXELS as the decoder reads its
+    size: a larger one raises NotForTheLoop (the app decodes it in the pool) before a pixel is decoded."""
+    import io
+
+    from job.serve.images import NotForTheLoop, decode_image, parse_on_loop
+
+    def png(size) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(class_image(1, np.random.default_rng(0), size=size)).save(buffer, "PNG")
+        return buffer.getvalue()
+
+    assert parse_on_loop(lambda b: decode_image(b, "x"), png((64, 64))).shape == (32, 32, 3)
+    with pytest.raises(NotForTheLoop):
+        parse_on_loop(lambda b: decode_image(b, "x"), png((65, 64)))
+    assert decode_image(png((65, 64)), "x").shape == (32, 32, 3)  # in the pool: the server's own bound
 
 
 def test_metrics_labels_stay_a_fixed_set_whatever_the_paths(runs, serve):

@@ -47,6 +47,9 @@ def test_only_the_training_network_has_the_fused_layers():
     # The same variables in the same order: the weights copy one to one.
     assert [w.shape for w in stock.weights] == [w.shape for w in fused.weights]
     assert [w.path.rsplit("/", 1)[1] for w in stock.weights] == [w.path.rsplit("/", 1)[1] for w in fused.weights]
+    # Training really takes the one-op path (the comparisons below would hold trivially on Keras' fallback).
+    step = tf.function(lambda x: fused(x, training=True)).get_concrete_function(tf.TensorSpec([2, 32, 32, 3]))
+    assert "FusedBatchNormV3" in {op.type for op in step.graph.get_operations()}
 
 
 def test_a_fused_training_step_equals_the_stock_one_in_float32():

@@ -212,3 +212,26 @@ def test_a_49_mp_bomb_is_refused_by_the_server_bound_and_decoded_in_bounded_memo
     size, added_mb = map(int, numbers.split())
     assert added_mb < 49 * 8 + 30, added_mb
     assert mode != "1" or size < 10_000
+
+
+def test_a_png_with_more_than_one_ihdr_header_is_refused_unopened():
+    """Pillow keeps the last IHDR, libpng (browsers, sharp) refuses the file, and the server's router read the
+    first: a 1x1 header then a 4000x4000 one was decoded as 16 MP on the event loop. One IHDR, or refused."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    def ihdr(w, h):
+        return chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+
+    idat = chunk(b"IDAT", zlib.compress(b"\0" * 33 * 32))
+    good = b"\x89PNG\r\n\x1a\n" + ihdr(32, 32) + idat + chunk(b"IEND", b"")
+    assert model_input(good, "one")[0].shape == (32, 32, 3)
+    for name, blob in (
+        ("two", b"\x89PNG\r\n\x1a\n" + ihdr(1, 1) + ihdr(32, 32) + idat + chunk(b"IEND", b"")),
+        ("none", b"\x89PNG\r\n\x1a\n" + idat + chunk(b"IEND", b"")),
+    ):
+        with pytest.raises(ImageRejected, match="exactly one IHDR"):
+            model_input(blob, name)
