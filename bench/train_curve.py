@@ -47,12 +47,10 @@ def main() -> None:
     cfg = config.resolve(cli, env={})
     splits, threads, _ = pipeline.prepare(cfg, Timer())  # data, threads and seeds, as the job does
 
-    from job.train.build import inference_copy
-    from job.train.loop import train  # stages.train takes no callbacks: the curve needs one per epoch
-    from job.train.model import Architecture
+    from job import stages
 
     curve = test_curve(cfg, splits)
-    result = train(cfg.training, splits, extra_callbacks=[curve])
+    trained = stages.train(cfg.training, splits, callbacks=[curve])  # the job's train stage, plus the curve
     train_seconds = curve.points[-1]["seconds"]
     images = len(splits.y_train) * cfg.epochs
     record = {
@@ -71,12 +69,11 @@ def main() -> None:
         "seconds_per_epoch": round(train_seconds / cfg.epochs, 2),
         "images_per_second": round(images / train_seconds, 1),
         "final_test_accuracy": curve.points[-1]["test_accuracy"],
-        "forward_flops_per_image": forward_flops(result.model),
+        "forward_flops_per_image": forward_flops(trained.net),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     if args.export:
-        final = inference_copy(result.model, Architecture.of(cfg), splits.num_classes)
-        record["exported"] = export_all(final, cfg, splits, Path(args.export))
+        record["exported"] = export_all(trained.net, cfg, splits, Path(args.export))  # already the float32 copy
     Path(args.out).write_text(json.dumps(record, indent=2))
 
 
@@ -88,7 +85,6 @@ def test_curve(cfg, splits):
 
     from job.export.inference import inference_function, predict
     from job.train.build import inference_copy
-    from job.train.model import Architecture
 
     class Curve(keras.callbacks.Callback):
         def __init__(self):
@@ -104,7 +100,7 @@ def test_curve(cfg, splits):
         def on_epoch_end(self, epoch, logs=None):
             t0, idle_before_eval = time.perf_counter(), idle_cpu_seconds()
             elapsed = t0 - self.started - self.paused
-            evaluated = inference_copy(self.model, Architecture.of(cfg), splits.num_classes)
+            evaluated = inference_copy(self.model, cfg.arch, splits.num_classes)
             probs = predict(inference_function(evaluated, cfg.tta_level), splits.x_test)
             acc = float(np.mean(probs.argmax(1) == splits.y_test))
             # CPU time nobody used while this process trained: with every core busy it stays near 0; where

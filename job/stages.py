@@ -137,11 +137,12 @@ def startup(runtime: RuntimeConfig, train: TrainConfig, tf_config: dict | None =
     return threads, strategy
 
 
-def train(training: TrainConfig, splits: Splits, checkpoints=None, strategy=None) -> Trained:
+def train(training: TrainConfig, splits: Splits, checkpoints=None, strategy=None, callbacks=()) -> Trained:
+    """`callbacks`: extra Keras callbacks for the single-worker loop (bench.train_curve's per-epoch test curve)."""
     from job.train.build import inference_copy
     from job.train.loop import train as train_loop
 
-    result = train_loop(training, splits, checkpoints, strategy=strategy)
+    result = train_loop(training, splits, checkpoints, extra_callbacks=callbacks, strategy=strategy)
     return Trained(
         net=inference_copy(result.model, training.model, splits.num_classes),
         history=list(result.history),

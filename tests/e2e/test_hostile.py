@@ -463,7 +463,7 @@ REASONS = {
     "jpeg2000.jpg": "(JPEG 2000, refused unopened",
     "html.png": "(HTML, refused unopened",
     "postscript-then-jpeg.jpg": "(PostScript, refused unopened",
-    "png-then-postscript.png": "not a readable image (starts like PNG",
+    "png-then-postscript.png": "not a readable image (a PNG needs exactly one IHDR header",
     "jpeg-magic-then-postscript.jpg": "not a readable image (malformed JPEG header",
     "truncated.png": "not a readable image (unreadable or truncated PNG",
     "truncated.jpg": "not a readable image (unreadable or truncated JPEG",

@@ -30,13 +30,12 @@ def gelu_run(tmp_path_factory):
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from job import config, contract
+    from job import config, contract, stages
     from job.data.dataset import Splits
     from job.export.inference import inference_function, predict
     from job.export.onnx_export import export_onnx
     from job.export.quantize import _Calibration, calibration_images
     from job.train.build import seed_everything
-    from job.train.loop import train
 
     x, y = _images(N_TRAIN + N_TEST, 0)
     splits = Splits(
@@ -48,7 +47,7 @@ def gelu_run(tmp_path_factory):
     )
     assert cfg.activation == "gelu"
     seed_everything(cfg.seed, True)
-    model = train(cfg.training, splits).model
+    model = stages.train(cfg.training, splits).net  # the float32 stock-layer copy the job exports
     folder = tmp_path_factory.mktemp("gelu")
     serve = inference_function(model, 0)
     meta = contract.metadata(splits.class_names, run_id="t", preset="fast", test_accuracy=0, tta_level=0, versions={})
