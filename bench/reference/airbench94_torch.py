@@ -40,10 +40,12 @@ def conv(cin: int, cout: int) -> nn.Conv2d:
 
 
 class ConvGroup(nn.Module):
-    def __init__(self, cin: int, cout: int):
+    """`make_conv`: the convolution (bench/reference/airbench94_train.py passes airbench's dirac-initialised one)."""
+
+    def __init__(self, cin: int, cout: int, make_conv=conv):
         super().__init__()
-        self.conv1, self.pool, self.norm1 = conv(cin, cout), nn.MaxPool2d(2), BatchNorm(cout)
-        self.conv2, self.norm2, self.activ = conv(cout, cout), BatchNorm(cout), nn.GELU()
+        self.conv1, self.pool, self.norm1 = make_conv(cin, cout), nn.MaxPool2d(2), BatchNorm(cout)
+        self.conv2, self.norm2, self.activ = make_conv(cout, cout), BatchNorm(cout), nn.GELU()
 
     def forward(self, x):
         x = self.activ(self.norm1(self.pool(self.conv1(x))))

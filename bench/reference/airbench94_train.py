@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from airbench94_torch import BatchNorm, Mul  # the throughput reference's modules
+from airbench94_torch import ConvGroup, Mul  # the throughput reference's modules
 
 # airbench94's hyp (per-1024-example lr and weight decay, in its decoupled form)
 HYP = dict(train_epochs=9.9, batch_size=1024, lr=11.5, momentum=0.85, weight_decay=0.0153, bias_scaler=64.0)
@@ -102,25 +102,14 @@ class Conv(nn.Conv2d):
         torch.nn.init.dirac_(w[: w.size(1)])
 
 
-class ConvGroup(nn.Module):
-    def __init__(self, cin, cout):
-        super().__init__()
-        self.conv1, self.pool, self.norm1 = Conv(cin, cout), nn.MaxPool2d(2), BatchNorm(cout)
-        self.conv2, self.norm2, self.activ = Conv(cout, cout), BatchNorm(cout), nn.GELU()
-
-    def forward(self, x):
-        x = self.activ(self.norm1(self.pool(self.conv1(x))))
-        return self.activ(self.norm2(self.conv2(x)))
-
-
 def make_net() -> nn.Sequential:
     w = HYP["widths"]
     net = nn.Sequential(
         Conv(3, 24, kernel_size=2, padding=0, bias=True),
         nn.GELU(),
-        ConvGroup(24, w[0]),
-        ConvGroup(w[0], w[1]),
-        ConvGroup(w[1], w[2]),
+        ConvGroup(24, w[0], Conv),
+        ConvGroup(w[0], w[1], Conv),
+        ConvGroup(w[1], w[2], Conv),
         nn.MaxPool2d(3),
         nn.Flatten(),
         nn.Linear(w[2], 10, bias=False),

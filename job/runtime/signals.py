@@ -137,13 +137,7 @@ def raise_dropped_signal() -> None:
     such an exception is being handled (a `finally` or `except` clause of the unwinding)."""
     if not _SIGNALLED or isinstance(sys.exception(), (Terminated, KeyboardInterrupt)):
         return
-    sig, at = _SIGNALLED[0]
-    log.warning(
-        "%s arrived %.1f s ago; the code it interrupted dropped it; stopping now",
-        signal.Signals(sig).name,
-        time.monotonic() - at,
-    )
-    raise _exception_for(sig)
+    raise _first_signal("the code it interrupted dropped it; stopping now")
 
 
 @contextlib.contextmanager
@@ -156,14 +150,14 @@ def signal_over_errors():
     except Exception as exc:
         if not _SIGNALLED:
             raise
-        sig, at = _SIGNALLED[0]
-        log.warning(
-            "%s arrived %.1f s ago; %s was raised on the way out; stopping for the signal",
-            signal.Signals(sig).name,
-            time.monotonic() - at,
-            type(exc).__name__,
-        )
-        raise _exception_for(sig) from exc
+        raise _first_signal(f"{type(exc).__name__} was raised on the way out; stopping for the signal") from exc
+
+
+def _first_signal(what_happened: str) -> BaseException:
+    """The exception of the first recorded signal, with one warning line saying when it came and what became of it."""
+    sig, at = _SIGNALLED[0]
+    log.warning("%s arrived %.1f s ago; %s", signal.Signals(sig).name, time.monotonic() - at, what_happened)
+    return _exception_for(sig)
 
 
 # ---------------------------------------------------------------------------------------------- forks
