@@ -8,9 +8,9 @@ test split). No TensorFlow unless --legacy or --relu-reference.
 --legacy rebuilds, from the run's model.keras, the files the job made before its GELU rewrite (model.onnx as
 tf2onnx writes it: GELU as seven elementwise nodes; INT8 with every op quantized; INT8 with only
 Conv/MatMul/Gemm quantized) and measures their accuracy on the run's holdout (the same split, loaded with the
-run's config.json; calibration on the same training images as the job). --relu-reference adds an untrained
-ReLU fast_net of the same width and TTA, exported by the job, for float speed (speed does not depend on the
-weights). Models are timed alternately in one process, several rounds, median: on a shared machine only the
+run's config.json; calibration on the same training images as the job). --relu-reference adds the run's
+recipe with ReLU (same width and TTA), trained through the job on two batches and exported as the job exports,
+for float speed (speed does not depend on the weights). Models are timed alternately in one process, several rounds, median: on a shared machine only the
 ratios within one run mean anything. Besides wall-clock images/s with all CPUs, images per CPU-second with one
 thread at batch 256 (process CPU time: much less sensitive to other load on the machine).
 """
@@ -108,18 +108,20 @@ def _legacy_files(run_dir: Path, folder: Path, cache_dir: str) -> tuple[dict, di
 
 
 def _relu_reference(folder: Path, cfg_json: dict) -> Path:
+    """The same run's recipe with ReLU, trained through the job on two batches (its speed, not its accuracy, is
+    what is compared), exported as the job exports."""
+    from bench.throughput import configs_for, measure
     from job import contract
     from job.export.inference import inference_function
     from job.export.onnx_export import export_onnx
-    from job.train.model import fast_net
 
-    images = np.random.default_rng(0).integers(0, 256, (500, 32, 32, 3), dtype=np.uint8)
-    net = fast_net(10, cfg_json.get("width", 64), images, 0, cfg_json.get("bn_momentum", 0.6), "relu")
-    level = cfg_json.get("tta_level", 0)
+    same = {name: cfg_json[name] for name in ("data", "width", "bn_momentum", "tta_level") if name in cfg_json}
+    _, cfg = configs_for(cfg_json.get("preset", "fast"), 2, 1, {**same, "activation": "relu"})
+    net = measure(cfg)["net"]
     meta = contract.metadata(
-        [f"c{i}" for i in range(10)], run_id="relu", preset="", test_accuracy=0, tta_level=level, versions={}
+        [f"c{i}" for i in range(10)], run_id="relu", preset="", test_accuracy=0, tta_level=cfg.tta_level, versions={}
     )
-    export_onnx(inference_function(net, level), folder / "relu.onnx", meta)
+    export_onnx(inference_function(net, cfg.tta_level), folder / "relu.onnx", meta)
     return folder / "relu.onnx"
 
 
@@ -128,7 +130,11 @@ def main() -> None:
     p.add_argument("run_dir", type=Path)
     p.add_argument("--out", type=Path)
     p.add_argument("--legacy", action="store_true", help="also the files made before the GELU rewrite (needs TF)")
-    p.add_argument("--relu-reference", action="store_true", help="also a ReLU fast_net's float model (needs TF)")
+    p.add_argument(
+        "--relu-reference",
+        action="store_true",
+        help="also the same recipe with ReLU, trained on two batches through the job (needs TF and the data)",
+    )
     p.add_argument("--cache-dir", default="", help="decode cache for --legacy's holdout (default: the run's)")
     p.add_argument("--rounds", type=int, default=5)
     args = p.parse_args()

@@ -66,12 +66,15 @@ def _train_as_worker(cfg: Config, platform, timer: Timer) -> dict:
     }
 
 
-def prepare(cfg: Config, timer: Timer, platform=None):
-    """The data stage, then TensorFlow's startup; returns (splits, threads, strategy)."""
+def prepare(cfg: Config, timer: Timer, platform=None, checkpoints=None):
+    """The data stage, the checkpoint's check (if any), then TensorFlow's startup; returns (splits, threads,
+    strategy)."""
+    multi_worker = platform is not None and platform.num_workers > 1
     with timer.stage("data"):
         splits = stages.data(cfg.dataset, cfg.publishing.s3)
+        if checkpoints is not None and not multi_worker:  # the cluster's checkpoints are TensorFlow's own format
+            stages.resumable(checkpoints, cfg.training, splits)
     with timer.stage("startup"):
-        multi_worker = platform is not None and platform.num_workers > 1
         threads, strategy = stages.startup(cfg.runtime, cfg.training, platform.tf_config if multi_worker else None)
     return splits, threads, strategy
 
@@ -89,7 +92,7 @@ def _stages_with_disk_check(cfg: Config, platform, timer: Timer, ends: stages.En
 
 
 def _run_stages(cfg: Config, platform, timer: Timer, ends: stages.Ends, run_dir: Path) -> dict:
-    splits, threads, strategy = prepare(cfg, timer, platform)
+    splits, threads, strategy = prepare(cfg, timer, platform, ends.checkpoints)
     if ends.baseline:  # before training: a comparison across different test splits is refused at once
         from job.report.baseline import check_same_test_split
 

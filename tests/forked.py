@@ -92,6 +92,11 @@ def serve(fd: int) -> None:
     import job.predict
     import job.serving
     import job.storage.signing  # noqa: F401
+    from job.storage.s3client import _session
+
+    # botocore's parsed S3 model, shared by every session of a process: parsed here once, every child inherits it
+    # (keys given, so no credential lookup runs in the zygote)
+    _session().client("s3", region_name="us-east-1", aws_access_key_id="zygote", aws_secret_access_key="zygote")
 
     assert not loaded_heavy(), f"the zygote imported {loaded_heavy()}: its children could not fork safely"
     control = socket.socket(fileno=fd)

@@ -108,9 +108,9 @@ UNREADABLE = (tarfile.TarError, EOFError, OSError, ValueError)  # zlib/gzip erro
 
 
 class Archive:
-    """One tar archive read as a stream within the archive limits: `members()` yields each header (DataError past
-    MAX_ARCHIVE_MEMBERS), `read(member)` its bytes, `charge(member)` counts them without reading (DataError once
-    the members' bytes pass MAX_ARCHIVE_BYTES, before the member is read). `label` names it in errors."""
+    """One tar archive read as a stream within the archive limits: `members()` yields each header, DataError past
+    MAX_ARCHIVE_MEMBERS entries or once the headers' sizes pass MAX_ARCHIVE_BYTES (before the member is read or
+    skipped); `read(member)` its bytes. `label` names it in errors."""
 
     def __init__(self, source: Path | BinaryIO, label: str | None = None):
         self.source, self.label, self.count, self.bytes = source, label or str(source), 0, 0
@@ -133,18 +133,21 @@ class Archive:
                     f"{self.label}: over {MAX_ARCHIVE_MEMBERS:,} entries, the limit for one archive; "
                     "split the data set or remove what it does not need"
                 )
+            # Every member's bytes are passed in the stream, read or skipped (a skipped 2 GiB member of zeros is
+            # 14 s of gzip), so each header is charged before anyone decides what to do with the member.
+            self._charge(member)
             yield member
 
-    def charge(self, member: tarfile.TarInfo) -> None:
-        self.bytes += member.size
+    def _charge(self, member: tarfile.TarInfo) -> None:
+        self.bytes += max(member.size, 0)
         if self.bytes > MAX_ARCHIVE_BYTES:
             raise DataError(
-                f"{self.label}: its entries hold over {MAX_ARCHIVE_BYTES:,} bytes uncompressed, the limit for one "
-                "archive (a compression bomb, or not a 32x32 image set); check where it came from, or split it"
+                f"{self.label}: its entries up to {member.name!r} hold over {MAX_ARCHIVE_BYTES:,} bytes uncompressed, "
+                "the limit for one archive (a compression bomb, or not a 32x32 image set); check where it came "
+                "from, or split it"
             )
 
     def read(self, member: tarfile.TarInfo) -> bytes:
-        self.charge(member)
         return member_bytes(self.tar, member, self.label)
 
 
@@ -160,7 +163,6 @@ def iter_tar(path: Path, read: bool = True) -> Iterator[tuple[str, bytes | None]
                 elif read:
                     yield name, archive.read(member)
                 else:
-                    archive.charge(member)
                     yield name, None
     except DataError:
         raise

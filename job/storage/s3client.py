@@ -8,6 +8,7 @@ instead (job.storage.s3.S3Location.put_file), which every S3-compatible server v
 """
 
 import os
+import threading
 
 from job.config.parts import S3Options  # the publish piece's S3 settings (cfg.publishing.s3)
 from job.errors import StorageError
@@ -34,7 +35,6 @@ def parse_uri(uri: str) -> tuple[str, str]:
 
 
 def make_client(options: S3Options | None = None, *, attempts: int | None = None, timeout: float | None = None):
-    import boto3
     from botocore.config import Config
 
     options = options or S3Options()
@@ -48,14 +48,38 @@ def make_client(options: S3Options | None = None, *, attempts: int | None = None
     )
     region = options.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     try:
-        return boto3.session.Session().client(
-            "s3", endpoint_url=options.endpoint or None, region_name=region, config=config
-        )
+        return _session().client("s3", endpoint_url=options.endpoint or None, region_name=region, config=config)
     except ValueError as exc:  # malformed endpoint URL
         raise StorageError(
             f"invalid S3 endpoint {options.endpoint!r} ({exc}); pass a URL like "
             "https://s3.example.com or http://127.0.0.1:9000 to --s3-endpoint"
         ) from None
+
+
+# botocore parses its S3 service model (megabytes of JSON) for every new session: 90-120 ms of each client,
+# and a run, `job predict s3://...` or `runs verify` makes several (the store, its probe, the checkpoints). The
+# parsed models are shared by every session of this process through one data loader; each client still gets its
+# own session, so credentials and region are read from the environment and profile when it is made.
+# Measured on 2 cores (Intel Xeon, AMX): 94-116 ms per client without, 14-25 ms with.
+_LOADER_LOCK = threading.Lock()
+_LOADER = None
+
+
+def _session():
+    import boto3
+    import botocore.session
+
+    global _LOADER
+    with _LOADER_LOCK:
+        core = botocore.session.Session()
+        if _LOADER is None:
+            _LOADER = core.get_component("data_loader")
+        else:
+            core.register_component("data_loader", _LOADER)
+        session = boto3.session.Session(botocore_session=core)
+        # boto3 appends its own data folder to the loader's search path once per session: keep each path once
+        _LOADER.search_paths[:] = list(dict.fromkeys(_LOADER.search_paths))
+        return session
 
 
 def endpoint_of(client) -> str:

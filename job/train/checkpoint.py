@@ -51,6 +51,15 @@ def check_fingerprint(where: str, fp: dict, theirs) -> None:
     )
 
 
+def check_position(where: str, epoch: int, step: int, epochs: int) -> None:
+    """A checkpoint past this run's end (it finished `epoch` epochs and `step` steps of the next) cannot resume it."""
+    if epoch > epochs or (epoch == epochs and step):
+        raise CheckpointError(
+            f"checkpoint {where} is at epoch {epoch + 1}, step {step}, beyond this run's --epochs {epochs}; use "
+            "another --run-id or --checkpoint-dir"
+        )
+
+
 @dataclass
 class State:
     model: object
@@ -104,7 +113,10 @@ class Checkpoints:
                 f"{self.location} to start over, or use another --run-id"
             ) from None
 
-    def load(self, fp: dict) -> State | None:
+    def check(self, fp: dict, epochs: int) -> dict | None:
+        """state.json, if there is one, checked against this run without TensorFlow: its fingerprint, model file
+        name, position and `epochs` (CheckpointError, exit 7). The pipeline calls it right after the data stage, so
+        a checkpoint this run cannot resume is refused in well under a second instead of after TensorFlow starts."""
         state = self._read_state()
         if state is None:
             return None
@@ -126,6 +138,15 @@ class Checkpoints:
                 f"checkpoint {where}/state.json has malformed epoch/step/history (corrupt); delete "
                 f"{where} to start over"
             )
+        check_position(where, epoch, step, epochs)
+        return state
+
+    def load(self, fp: dict, epochs: int) -> State | None:
+        state = self.check(fp, epochs)
+        if state is None:
+            return None
+        where, model_file = self.location, state["model_file"]
+        epoch, step, history = state["epoch"], state["step"], state.get("history", [])
         import keras
 
         from job.train import optim  # noqa: F401  (registers the custom optimizer and schedule with Keras)

@@ -19,8 +19,9 @@ from typing import Protocol
 
 import keras
 
-from job.errors import CheckpointError, Preempted
+from job.errors import Preempted
 from job.train.callbacks import epoch_record, report_epoch
+from job.train.checkpoint import check_position
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +104,7 @@ def run_epochs(trainer: EpochTrainer, start: Start, plan: Plan, saver: Saver | N
 def _check_resumable(start: Start, plan: Plan) -> None:
     if not start.resumed_from:
         return
-    if start.epoch > plan.epochs or (start.epoch == plan.epochs and start.step):
-        raise CheckpointError(
-            f"checkpoint {start.resumed_from['location']} is at epoch {start.epoch + 1}, step {start.step}, beyond "
-            f"this run's --epochs {plan.epochs}; use another --run-id or --checkpoint-dir"
-        )
+    check_position(start.resumed_from["location"], start.epoch, start.step, plan.epochs)
     log.info("resuming run %s at epoch %d, step %d", plan.run_id, start.epoch + 1, start.step)
 
 

@@ -30,7 +30,7 @@ def train(training: TrainConfig, splits, checkpoints=None, extra_callbacks=(), s
 
         return train_multi_worker(training, splits, strategy, checkpoints)
     fp = fingerprint(training, splits)
-    start = _start(training, splits, checkpoints.load(fp) if checkpoints else None)
+    start = _start(training, splits, checkpoints.load(fp, training.optim.epochs) if checkpoints else None)
     optim = training.optim
     plan = Plan(training.run_id, optim.epochs, steps_per_epoch(len(splits.y_train), optim.batch_size, optim.drop_last))
     saver = Saver(checkpoints.location, functools.partial(checkpoints.save, start.net, fp)) if checkpoints else None

@@ -84,7 +84,7 @@ def test_a_gzip_bomb_on_predict_stdin_is_bounded(tmp_path):
         r = _capped(["predict", str(run), "-"], stdin=fh)
     assert r.returncode == 3, r.stderr[-400:]
     assert "Traceback" not in r.stderr and "MemoryError" not in r.stderr
-    assert "standard input (a tar stream): its entries hold over" in r.stderr, r.stderr[-400:]
+    assert "standard input (a tar stream): its entries up to" in r.stderr, r.stderr[-400:]
 
 
 def test_an_archive_of_too_many_entries_is_refused_by_the_run_and_the_dry_run(tmp_path, monkeypatch):

@@ -54,14 +54,14 @@ def test_checkpoint_round_trip_through_s3(bucket, s3_env):
     model = compile_model(cfg.training, 10, np.zeros((100, 32, 32, 3), np.uint8))
     fp = {"any": "fingerprint"}
     store = Checkpoints(f"s3://{bucket}/checkpoints", "ck-1")
-    assert store.load(fp) is None
+    assert store.load(fp, epochs=3) is None
     store.save(model, fp, epoch=2, step=5, history=[{"epoch": 1}, {"epoch": 2}])
     store.save(model, fp, epoch=3, step=0, history=[{"epoch": 1}, {"epoch": 2}, {"epoch": 3}])
     from job.storage.s3client import make_client
 
     keys = [o["Key"] for o in make_client().list_objects_v2(Bucket=bucket)["Contents"]]
     assert sorted(keys) == ["checkpoints/ck-1/model-e0003-s000000.keras", "checkpoints/ck-1/state.json"]
-    state = Checkpoints(f"s3://{bucket}/checkpoints", "ck-1").load(fp)
+    state = Checkpoints(f"s3://{bucket}/checkpoints", "ck-1").load(fp, epochs=3)
     assert (state.epoch, state.step, len(state.history)) == (3, 0, 3)
     for a, b in zip(model.get_weights(), state.model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)

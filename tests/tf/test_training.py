@@ -147,7 +147,7 @@ def test_fast_preset_model_survives_a_checkpoint_round_trip(tmp_path):
     net.fit(input_lib.make_dataset(x, y, 10, 8), epochs=1, verbose=0)
     store = Checkpoints(str(tmp_path / "ck"), "ck-fast")
     store.save(net, {"fp": 1}, epoch=1, step=0, history=[{"epoch": 1}])
-    loaded = store.load({"fp": 1}).model
+    loaded = store.load({"fp": 1}, epochs=2).model
     assert isinstance(loaded.optimizer, optim.BiasScaledSGD)
     assert (loaded.optimizer.l2, loaded.optimizer.bias_lr_scale) == (cfg.weight_decay, cfg.bias_lr_scale)
     assert int(loaded.optimizer.iterations) == int(net.optimizer.iterations) == 4
@@ -170,7 +170,7 @@ def test_a_bf16_checkpoint_resumes_in_float32_with_the_same_weights_and_optimize
     net.fit(input_lib.make_dataset(x, y, 10, 8), epochs=1, verbose=0)
     store = Checkpoints(str(tmp_path / "ck"), "moved")
     store.save(net, {"fp": 1}, epoch=1, step=0, history=[])
-    loaded = store.load({"fp": 1}).model
+    loaded = store.load({"fp": 1}, epochs=2).model
     assert model_precision(loaded) == "mixed_bfloat16"
 
     on_avx2 = config.resolve({"preset": "fast", "width": 8, "batch_size": 8, "precision": "float32"}, env={})

@@ -75,3 +75,46 @@ def test_a_curve_run_separately_is_merged_and_the_figures_are_redone(tmp_path):
     assert merged["speedup_to_seed_final_accuracy"]["best"] == {"preset": "fast-short", "ratio": 10.0}
     assert (tmp_path / "2026-01-01-cpu-avx2-2cpu-time_to_accuracy.png").stat().st_size > 1000
     assert (tmp_path / "2026-01-01-cpu-avx2-2cpu-inference.png").stat().st_size > 1000
+
+
+# What builds a model, an optimizer or a dataset: a bench that called one would be a second way to configure a run.
+BUILDERS = {
+    "job.train.model": {"build", "seed_cnn", "fast_net"},
+    "job.train.build": {"compile_model", "in_precision"},
+    "job.train.input": {"make_dataset", "training_dataset"},
+    "job.train.optim": {"build_optimizer"},
+    "job.train.loop": {"train"},
+    "job.data": {"load_splits"},
+}
+
+
+def _builders_used(source: str) -> list[str]:
+    import ast
+
+    used = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module in BUILDERS:
+            used += [f"{node.module}.{a.name}" for a in node.names if a.name in BUILDERS[node.module] | {"*"}]
+        elif isinstance(node, ast.Import):
+            used += [a.name for a in node.names if a.name in BUILDERS]
+    return used
+
+
+def test_bench_builds_nothing_itself_it_goes_through_the_job():
+    """bench calls `pipeline.prepare` and `stages.train` with a config (bench/reference is the other framework)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "bench"
+    found = {
+        str(path.relative_to(root)): used
+        for path in root.rglob("*.py")
+        if "reference" not in path.parts and (used := _builders_used(path.read_text()))
+    }
+    assert found == {}
+
+
+def test_the_builder_check_finds_a_builder():
+    assert _builders_used("from job.train.model import fast_net\nimport job.train.optim\n") == [
+        "job.train.model.fast_net",
+        "job.train.optim",
+    ]
