@@ -172,11 +172,34 @@ SHARED_SETUPS = {
     "tests/e2e/test_mlflow.py": "mlflow",  # one tracking server for the three modules that use it
     "tests/e2e/test_lineage.py": "mlflow",
     "tests/e2e/test_secrets.py": "mlflow",
+    "tests/e2e/test_mlflow_failing.py": "mlflow-failing",  # its module fixture starts every case at once
     "tests/tf/test_int8_gelu.py": "int8-gelu",
     "tests/tf/test_gate.py": "gate",
     "tests/e2e/test_resume.py": "resume",
     "tests/e2e/test_sweeps.py": "sweeps",
+    # tests of a module that is not one unit but whose module fixture trains (each worker would train it again)
+    "tests/e2e/test_s3.py::test_published_run_downloads_intact_against_its_manifest": "s3-run",
+    "tests/e2e/test_s3.py::test_summary_line_is_machine_readable": "s3-run",
+    "tests/e2e/test_s3.py::test_no_secret_in_logs_or_artifacts": "s3-run",
+    "tests/e2e/test_s3.py::test_failed_upload_after_training_keeps_the_run_for_publish": "s3-run",
+    "tests/e2e/test_signing.py::test_a_trained_run_is_signed_and_the_upstream_cli_verifies_it": "signed-training",
+    "tests/e2e/test_signing.py::test_provenance_subjects_are_the_manifest_digests": "signed-training",
+    "tests/e2e/test_signing.py::test_a_signing_failure_after_training_keeps_the_run_unpublished": "signed-training",
 }
+
+# Modules whose single tests are long (whole trainings, clusters, platform retries), scheduled first: xdist hands out
+# work units in collection order after the shared units, so the ~900 sub-second table rows come last and fill the
+# gaps, instead of one worker finishing a 40 s test while the others wait (longest-first scheduling).
+LONG_FIRST = [
+    "tests/e2e/test_multiworker.py",
+    "tests/e2e/test_ci_user.py",
+    "tests/e2e/test_platform_retries.py",
+    "tests/e2e/test_pipeline.py",
+    "tests/tf/test_preemption.py",
+    "tests/e2e/test_signals_data_stage.py",
+    "tests/e2e/test_cli.py",
+    "tests/tf/test_training.py",
+]
 
 
 def pytest_xdist_make_scheduler(config, log):
@@ -189,7 +212,8 @@ def pytest_xdist_make_scheduler(config, log):
 
     class SharedSetupScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return SHARED_SETUPS.get(nodeid.split("::", 1)[0], nodeid)
+            path, _, test = nodeid.partition("::")
+            return SHARED_SETUPS.get(path) or SHARED_SETUPS.get(f"{path}::{test.split('[', 1)[0]}", nodeid)
 
     return SharedSetupScheduling(config, log)
 
@@ -197,6 +221,8 @@ def pytest_xdist_make_scheduler(config, log):
 def pytest_collection_modifyitems(config, items):
     """Each test gets its tier's marker from its folder (`-m "not slow"` is the fast tier), and `browser` where it
     drives Chromium."""
+    rank = {path: i for i, path in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(LONG_FIRST)))  # stable: order kept within
     for item in items:
         parts = Path(str(item.fspath)).parts
         tier = parts[parts.index("tests") + 1] if "tests" in parts else ""

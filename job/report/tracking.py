@@ -151,8 +151,7 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(tracking_uri=tracking.uri)
-        experiment = self.client.get_experiment_by_name(tracking.experiment)
-        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(tracking.experiment)
+        experiment_id = self._experiment_id(tracking.experiment)
         tags = {
             "cifar10_job.run_id": record.run_id,
             "cifar10_job.preset": record.preset,
@@ -170,6 +169,22 @@ class Tracker:
 
         self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in sorted(params.items())])
         log.info("MLflow run %s in experiment %s at %s", self.run_id, tracking.experiment, tracking.uri)
+
+    def _experiment_id(self, name: str) -> str:
+        """The experiment's id, creating it if it does not exist. Trials of a sweep (Katib, SageMaker, Vertex) start
+        together: when another job created it between the lookup and the creation, the server answers
+        RESOURCE_ALREADY_EXISTS, and this job looks it up again instead of running untracked."""
+        from mlflow.exceptions import MlflowException
+
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment:
+            return experiment.experiment_id
+        try:
+            return self.client.create_experiment(name)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS" or not (again := self.client.get_experiment_by_name(name)):
+                raise
+            return again.experiment_id
 
     def on_event(self, event: str, record: dict) -> None:
         if event == "epoch" and not self.failed:

@@ -12,9 +12,10 @@ import tarfile
 
 import numpy as np
 import pytest
+from forked import run_forked
 from PIL import Image
 
-from helpers import ROOT, class_image, needs, run_job, static_server
+from helpers import ROOT, class_image, job_env, needs, static_server
 
 WEB = ROOT / "examples" / "web"
 SHARED = ROOT.parent / "shared" / "data" / "cifar10-jpeg-train.tar.gz"
@@ -95,7 +96,9 @@ def _browser(served, paths):
 
 
 def _python(served, paths):
-    proc = run_job("predict", str(served["model"]), *map(str, paths), "--json", "--top-k", "10")
+    """`job predict --json` (no TensorFlow) as a forked child of the pre-imported zygote (tests/forked.py)."""
+    argv = ["predict", str(served["model"]), *map(str, paths), "--json", "--top-k", "10"]
+    proc = run_forked(argv, env=job_env(), cwd=ROOT, timeout=300)[0]
     assert proc.returncode == 0, proc.stderr[-2000:]
     return [json.loads(line) for line in proc.stdout.splitlines()]
 
@@ -178,25 +181,72 @@ def _web_model(path, **knobs):
     return path
 
 
-def _page_result(page_only, model, shot) -> dict:
-    """The page driven once by the real Chromium with ?model=<model>&image=cat.jpg: its one result line."""
+# run-in-chromium.mjs's page run (the same URL, the same wait for #result, the same half second for injected
+# markup to run, the same look at the DOM) for several models in one Chromium: a launch costs more than a page.
+# Each model gets a fresh context (nothing cached or stored carries over) and prints one JSON line, in order.
+HOSTILE_DRIVER = """
+import { chromium } from %s;
+const [pageUrl, image, ...models] = process.argv.slice(2);
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: ['--no-sandbox', '--headless=new'],
+});
+try {
+  for (const model of models) {
+    const context = await browser.newContext({ viewport: { width: 800, height: 560 } });
+    const page = await context.newPage();
+    await page.goto(`${pageUrl}?model=${encodeURIComponent(model)}&image=${encodeURIComponent(image)}`);
+    await page.waitForFunction(() => document.getElementById('result').textContent.length > 0, null,
+      { timeout: 60000 });
+    const result = JSON.parse(await page.textContent('#result'));
+    await page.waitForTimeout(500);
+    const dom = await page.evaluate(() => ({
+      names: [...document.querySelectorAll('#bars .name')].map((e) => e.textContent),
+      img: document.querySelectorAll('img').length,
+      svg: document.querySelectorAll('svg').length,
+      iframe: document.querySelectorAll('iframe').length,
+      inline_script: document.querySelectorAll('script:not([src])').length,
+      injected: window.__injected ?? null,
+    }));
+    console.log(JSON.stringify({ model, ...result, page: dom }));
+    await context.close();
+  }
+} finally {
+  await browser.close();
+}
+"""
+
+
+def _page_results(page_only, models: list) -> list[dict]:
+    """The page driven by the real Chromium with ?model=<model>&image=cat.jpg for each model: one result each."""
     base = page_only["base"]
+    driver = page_only["root"] / "hostile-driver.mjs"
+    driver.write_text(HOSTILE_DRIVER % json.dumps(str(WEB / "node_modules" / "playwright-core" / "index.mjs")))
+    urls = [f"{base}/files/{model.name}" for model in models]
     proc = subprocess.run(
-        ["node", str(WEB / "run-in-chromium.mjs"), f"{base}/web/index.html", f"{base}/files/{model.name}", str(shot)]
-        + [f"{base}/files/cat.jpg"],
+        ["node", str(driver), f"{base}/web/index.html", f"{base}/files/cat.jpg", *urls],
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=300,
         cwd=WEB,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (result,) = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    return result
+    results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [r["model"] for r in results] == urls, proc.stdout[-3000:]
+    return results
 
 
-def test_class_names_that_are_markup_are_shown_as_text_and_run_nothing(page_only, tmp_path):
-    model = _web_model(page_only["root"] / "files" / "markup.onnx", classes=3, class_names=MARKUP)
-    result = _page_result(page_only, model, tmp_path / "markup.png")
+@pytest.fixture(scope="module")
+def hostile_pages(page_only) -> dict:
+    """Every hostile-names model of this module (MARKUP and REFUSED), each in the page once, in one Chromium."""
+    files = page_only["root"] / "files"
+    models = {"markup": _web_model(files / "markup.onnx", classes=3, class_names=MARKUP)}
+    for i, (names, _) in enumerate(REFUSED):
+        models[json.dumps(names)] = _web_model(files / f"bad-{i}.onnx", classes=2, class_names=names)
+    return dict(zip(models, _page_results(page_only, list(models.values())), strict=True))
+
+
+def test_class_names_that_are_markup_are_shown_as_text_and_run_nothing(hostile_pages):
+    result = hostile_pages["markup"]
     page = result["page"]
     print(f"markup class names in the page: {page}")
     assert "error" not in result, result
@@ -206,21 +256,20 @@ def test_class_names_that_are_markup_are_shown_as_text_and_run_nothing(page_only
     assert page["img"] == page["svg"] == page["iframe"] == page["inline_script"] == 0  # no element was injected
 
 
-@pytest.mark.parametrize(
-    "names,says",
-    [
-        (["cat", "dog\nerror: forged"], "control, line-break or format character"),
-        (["cat", "Cat"], "are the same name"),
-        (["cat", "dog\u202egnp.exe"], "control, line-break or format character"),
-        (["cat", " dog"], "white space"),
-        (["cat", "x" * 65], "longer than 64"),
-        (["cat", 7], "not a string"),
-    ],
-    ids=["line break", "duplicate by case", "bidi override", "leading space", "65 characters", "a number"],
-)
-def test_class_names_the_job_refuses_are_refused_in_the_page(page_only, tmp_path, names, says):
-    model = _web_model(page_only["root"] / "files" / f"bad-{tmp_path.name}.onnx", classes=2, class_names=names)
-    result = _page_result(page_only, model, tmp_path / "bad.png")
+REFUSED = [
+    (["cat", "dog\nerror: forged"], "control, line-break or format character"),
+    (["cat", "Cat"], "are the same name"),
+    (["cat", "dog\u202egnp.exe"], "control, line-break or format character"),
+    (["cat", " dog"], "white space"),
+    (["cat", "x" * 65], "longer than 64"),
+    (["cat", 7], "not a string"),
+]
+REFUSED_IDS = ["line break", "duplicate by case", "bidi override", "leading space", "65 characters", "a number"]
+
+
+@pytest.mark.parametrize("names,says", REFUSED, ids=REFUSED_IDS)
+def test_class_names_the_job_refuses_are_refused_in_the_page(hostile_pages, names, says):
+    result = hostile_pages[json.dumps(names)]
     assert says in result.get("error", ""), result
     assert "does not follow the model contract" in result["error"]
     assert result["page"]["names"] == [] and result["page"]["injected"] is None

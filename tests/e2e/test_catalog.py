@@ -2,13 +2,17 @@
 newest complete run by training finish time, kept so under re-publishing and under concurrent publishers."""
 
 import json
+import os
 import subprocess
-import sys
+import tempfile
+import threading
 from pathlib import Path
 
+import forked
 import pytest
+from forked import run_forked
 
-from helpers import ROOT, job_env, make_run_dir, run_job
+from helpers import ROOT, job_env, make_run_dir
 
 
 def finished_run(base: Path, run_id: str, finished_at: str, accuracy: float) -> Path:
@@ -44,13 +48,37 @@ def store(request, tmp_path):
     return {"uri": f"s3://{bucket}/team/cifar", "env": s3_env}
 
 
+def _job(*args: str, env: dict | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """`python -m job ARGS` (publish and runs: no TensorFlow) as a forked child of the pre-imported zygote
+    (tests/forked.py): its own process, exit status and output, without a fresh interpreter's start-up."""
+    return run_forked(list(args), env=job_env(**(env or {})), cwd=cwd, timeout=120)[0]
+
+
 def publish(run: Path, store: dict):
-    proc = run_job("publish", str(run), store["uri"], env=store["env"])
+    proc = _job("publish", str(run), store["uri"], env=store["env"])
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 def runs_cmd(store: dict, *args: str):
-    return run_job("runs", *args, env=store["env"])
+    return _job("runs", *args, env=store["env"])
+
+
+@pytest.fixture(scope="module")
+def second_zygote():
+    """A second zygote beside this process's own (tests/forked.py), so that two forked `job` processes run at
+    once: each zygote runs one child at a time."""
+    zygote = forked._Zygote()
+    zygote.start()
+    yield zygote
+    zygote.stop()
+
+
+def _exit_code_on(zygote, argv: list[str], env: dict, codes: list, at: int) -> None:
+    """`python -m job ARGV` as a forked child of `zygote` (a thread's work): codes[at] = (exit code, stderr tail)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        status, _ = zygote.run(argv, env, ROOT, out.fileno(), err.fileno(), 120)
+        err.seek(0)
+        codes[at] = (os.waitstatus_to_exitcode(status), err.read().decode("utf-8", "replace")[-2000:])
 
 
 def latest(store: dict) -> str:
@@ -104,26 +132,30 @@ def test_verify_and_download_catch_damage(runs, tmp_path):
     assert not (tmp_path / "dl").exists() and not list(tmp_path.glob(".dl.partial-*"))
 
 
-def test_concurrent_publishers_leave_latest_on_the_newest_run(runs, store, tmp_path):
-    """Two `job publish` processes at once, in both start orders, six times: the pointer always ends on the run
-    that finished training last (a lock file on a local store, If-Match on S3)."""
+def test_concurrent_publishers_leave_latest_on_the_newest_run(runs, store, tmp_path, second_zygote):
+    """Two `job publish` processes at once (forked children of two zygotes, started together from two threads),
+    in both start orders, six times: the pointer always ends on the run that finished training last (a lock file
+    on a local store, If-Match on S3)."""
+    assert _job("--help").returncode == 0  # this process's zygote up too, before the first round races
     for round_ in range(6):
         target = dict(
             store,
             uri=f"{store['uri']}-{round_}" if store["uri"].startswith("s3://") else str(tmp_path / f"store{round_}"),
         )
         order = [runs["old"], runs["new"]] if round_ % 2 else [runs["new"], runs["old"]]
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-m", "job", "publish", str(r), target["uri"]],
-                cwd=ROOT,
-                env=job_env(**target["env"]),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+        codes: list = [None, None]
+        env = job_env(**target["env"])
+        threads = [
+            threading.Thread(
+                target=_exit_code_on, args=(zygote, ["publish", str(r), target["uri"]], env, codes, i), daemon=True
             )
-            for r in order
+            for i, (zygote, r) in enumerate(zip((forked._ZYGOTE, second_zygote), order, strict=True))
         ]
-        assert [p.wait(timeout=120) for p in procs] == [0, 0]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=150)
+        assert [c and c[0] for c in codes] == [0, 0], codes
         assert latest(target) == "run-new", f"round {round_}"
 
 
@@ -155,11 +187,11 @@ def test_runs_list_json_is_strict_json_when_a_metric_is_nan(tmp_path):
     store = tmp_path / "store"
     make_run_dir(store, "r1", run_id="r1", files={"metrics.json": '{"test_accuracy": NaN, "preset": "seed"}'})
     (store / "latest.json").write_text(json.dumps({"run_id": "r1"}))
-    r = run_job("runs", "list", str(store), "--json", cwd=ROOT)
+    r = _job("runs", "list", str(store), "--json", cwd=ROOT)
     assert r.returncode == 0 and r.stdout.strip(), r.stderr[-300:]
     for line in r.stdout.splitlines():
         assert strict(line)["test_accuracy"] is None
-    show = run_job("runs", "show", str(store), "r1", cwd=ROOT)
+    show = _job("runs", "show", str(store), "r1", cwd=ROOT)
     assert show.returncode == 0, show.stderr[-300:]
     document = show.stdout[: show.stdout.index("\n}\n") + 2]  # the JSON object, before the model card
     assert strict(document)["test_accuracy"] is None

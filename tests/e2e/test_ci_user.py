@@ -65,10 +65,15 @@ def test_the_baseline_gate_refuses_a_worse_model_blesses_an_equal_one_and_refuse
     assert "Epoch 1/" not in other.stderr  # refused before any training
 
 
-def test_a_baseline_that_cannot_be_trusted_is_refused(data, tmp_path):
+def test_a_baseline_that_cannot_be_trusted_is_refused(data, trained_run, tmp_path):
+    """The baseline is read (and checked against its manifest) before any data is loaded: any published run
+    serves, so this store is a copy of the shared run's (its latest.json names the run by id)."""
+    from job.report.baseline import load_baseline
+
     store, cache = tmp_path / "store", tmp_path / "cache"
-    assert _train(data, store, "good", cache).returncode == 0
-    metrics = store / "good" / "metrics.json"
+    shutil.copytree(trained_run["out"], store)
+    assert load_baseline(str(store)).run_id == "tiny-1"  # trusted as it was published
+    metrics = store / "tiny-1" / "metrics.json"
     metrics.write_text(metrics.read_text().replace("0", "1", 1))  # changed after publishing
     tampered = _train(data, tmp_path / "o", "x", cache, "--baseline", str(store))
     assert tampered.returncode == 3 and "does not match the run's manifest" in tampered.stderr

@@ -181,16 +181,26 @@ def test_a_runs_own_config_json_re_runs_it_and_flags_still_win(tmp_path):
     assert run_job("train", "--print-config", "--config", str(tmp_path / "bad.json")).returncode == 2
 
 
-def test_stdout_is_json_events_only_and_a_closed_reader_changes_nothing(tiny_tar, trained_run, tmp_path):
-    args = " ".join(train_args(tiny_tar, tmp_path / "store", run_id="piped", cache=tmp_path / "cache"))
-    proc = subprocess.run(
-        ["bash", "-o", "pipefail", "-c", f"{sys.executable} -m job {args} | head -1"],
-        capture_output=True,
+def _shell(command: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        ["bash", "-o", "pipefail", "-c", command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
         env=job_env(),
-        timeout=300,
     )
+
+
+def test_stdout_is_json_events_only_and_a_closed_reader_changes_nothing(tiny_tar, trained_run, tmp_path):
+    def args(run_id: str) -> str:
+        return " ".join(train_args(tiny_tar, tmp_path / "store", run_id=run_id, cache=tmp_path / f"cache-{run_id}"))
+
+    # two independent runs (own run ids and caches; a store takes concurrent publishes), started together
+    piped = _shell(f"{sys.executable} -m job {args('piped')} | head -1")
+    closing = _shell(f"{sys.executable} -m job {args('closed')} >&-")
+    stdout, stderr = piped.communicate(timeout=300)
+    proc = subprocess.CompletedProcess(piped.args, piped.returncode, stdout, stderr)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["event"] == "run_started"  # one line, and it parses
     assert verify_manifest(tmp_path / "store" / "piped") == []  # the job went on to publish
@@ -198,12 +208,6 @@ def test_stdout_is_json_events_only_and_a_closed_reader_changes_nothing(tiny_tar
     events = [json.loads(line)["event"] for line in full.stdout.splitlines()]  # every line is JSON
     assert events[0] == "run_started" and events[-1] == "run_complete" and "epoch" in events
     assert "Epoch 1/1" in full.stderr  # people's progress goes to stderr
-    closed = subprocess.run(
-        ["bash", "-c", f"{sys.executable} -m job {args.replace('piped', 'closed')} >&-"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=job_env(),
-        timeout=300,
-    )
+    stdout, stderr = closing.communicate(timeout=300)
+    closed = subprocess.CompletedProcess(closing.args, closing.returncode, stdout, stderr)
     assert closed.returncode == 0 and verify_manifest(tmp_path / "store" / "closed") == [], closed.stderr[-2000:]

@@ -887,7 +887,11 @@ signal.signal(signal.SIGINT, signal.default_int_handler)
 
 def pause():
     print("PAUSED", file=sys.stderr, flush=True)
-    time.sleep(300)  # the signal ends it; long, because a loaded CI machine can take a while to send it
+    # The signal ends it; long, because a loaded CI machine can take a while to send it. In short sleeps: the kernel
+    # may hand a process's SIGTERM to any of its threads (TensorFlow's, here), and Python runs the handler only when
+    # the main thread next runs bytecode; one time.sleep(300) then held it for 300 s (seen once in ~20 suite runs).
+    for _ in range(3000):
+        time.sleep(0.1)
 
 def pausing(owner, name, *, after=1):
     original, calls = getattr(owner, name), [0]

@@ -78,3 +78,38 @@ def test_an_unreachable_tracking_server_fails_before_training(tiny_tar, tmp_path
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 4 and len(errors) == 1 and "MLflow tracking server" in errors[0]
     assert "stage data" not in proc.stderr and list((tmp_path / "store").iterdir()) == []
+
+
+def test_trials_starting_together_all_track_into_the_experiment_one_of_them_creates(mlflow_server):
+    """A sweep's trials start at once against an experiment that does not exist yet: every one of them creates or
+    finds it (the losers of the creation race look it up again) and tracks its run there; none runs untracked."""
+    import secrets
+    import threading
+
+    from mlflow.tracking import MlflowClient
+
+    from job import config
+    from job.report.tracking import Tracker
+
+    name = "sweep-" + secrets.token_hex(4)
+    trials = 8
+    ready, trackers, errors = threading.Barrier(trials), [None] * trials, []
+
+    def trial(i: int) -> None:
+        cfg = config.resolve({"run_id": f"trial-{i}", "mlflow": mlflow_server, "mlflow_experiment": name}, env={})
+        ready.wait()
+        try:
+            trackers[i] = Tracker(cfg.record, cfg.publishing.tracking, cfg.gates, "local", {})
+        except BaseException as exc:  # reported below, with the trial
+            errors.append((i, exc))
+
+    threads = [threading.Thread(target=trial, args=(i,)) for i in range(trials)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    assert [t.failed for t in trackers] == [None] * trials
+    experiment = MlflowClient(tracking_uri=mlflow_server).get_experiment_by_name(name)
+    runs = MlflowClient(tracking_uri=mlflow_server).search_runs([experiment.experiment_id], max_results=100)
+    assert sorted(r.info.run_id for r in runs) == sorted(t.run_id for t in trackers)

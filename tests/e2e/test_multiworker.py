@@ -5,7 +5,7 @@ import json
 import k8s_manifests as k8s
 import pytest
 
-from helpers import run_job, start_job, train_args
+from helpers import start_job, train_args
 from s3_server import free_port
 
 
@@ -43,7 +43,8 @@ def test_a_preempted_worker_stops_the_cluster_and_the_restart_resumes_with_no_st
 
     from helpers import make_image_tree, make_tar, wait_for_event
 
-    data = make_tar(make_image_tree(tmp_path / "tree", per_class=40, seed=5), tmp_path / "data.tar")
+    # 12 steps an epoch (each a gRPC all-reduce): the signal after epoch 1 still has 24 steps to land in
+    data = make_tar(make_image_tree(tmp_path / "tree", per_class=24, seed=5), tmp_path / "data.tar")
     epochs, batch = 3, 16
     cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
 
@@ -95,14 +96,18 @@ def test_two_pods_of_each_manifest_derive_their_cluster_train_once_and_publish_o
     """The environment each manifest gives its pods (tests/k8s_manifests.py), no TF_CONFIG; on one host the
     derived DNS names are replaced by 127.0.0.1 ports (CLUSTER_ADDRESS_OVERRIDE)."""
     addresses = ",".join(f"127.0.0.1:{free_port()}" for _ in range(2))
-    out, procs, plans = tmp_path / "store", [], []
+    out, procs, dry_runs = tmp_path / "store", [], []
     for index, pod in enumerate(k8s.pods(kind)):
         env = {**pod, "CLUSTER_ADDRESS_OVERRIDE": addresses, "JOB_THREADS": "1"}
         args = [a for a in train_args(tiny_tar, out, cache=tmp_path / f"cache{index}", batch_size=16)]
-        plan = run_job(*args, "--dry-run", env=env)
-        assert plan.returncode == 0, plan.stderr[-2000:]
-        plans.append(json.loads(plan.stdout.splitlines()[-1])["cluster"])
+        # the dry run reads and writes nothing the pods use: it runs while they import TensorFlow
+        dry_runs.append(start_job(*args, "--dry-run", env=env))
         procs.append(start_job(*args, env=env))
+    plans = []
+    for plan in dry_runs:
+        stdout, stderr = plan.communicate(timeout=300)
+        assert plan.returncode == 0, stderr[-2000:]
+        plans.append(json.loads(stdout.splitlines()[-1])["cluster"])
     results = [p.communicate(timeout=300) for p in procs]
     print(f"{kind}: dry-run clusters {plans}")
     assert [p["chief"] for p in plans] == [True, False] and plans[0]["workers"] == plans[1]["workers"]

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from helpers import ROOT, run_job, train_args
+from helpers import ROOT, built_once, run_job, train_args
 from job.storage.files import sha256_file
 from job.storage.runs import local_manifest_problems as verify_manifest
 
@@ -82,14 +82,38 @@ def test_pngs_are_real_images(trained_run):
     assert [s["probability"] for s in shown] == sorted((s["probability"] for s in shown), reverse=True)
 
 
-def test_second_run_reads_the_decode_cache(trained_run, tmp_path):
-    proc = run_job(
-        *train_args(
-            str(trained_run["data"]), str(tmp_path / "o"), run_id="again", cache=str(trained_run["cache"]), epochs=1
-        )
+@pytest.fixture(scope="module")
+def second_run(tmp_path_factory, worker_id, trained_run):
+    """A second 2-epoch run on the shared run's data and decode cache, with a TensorBoard folder, as a Vertex AI
+    tuning trial: one training for the three tests that read it (the cache, the event files, the trial's metric),
+    built once per test run (xdist workers share it)."""
+
+    def build(base):
+        env = {"CLOUD_ML_TRIAL_ID": "3", "CLOUD_ML_HP_METRIC_FILE": str(base / "hypertune" / "output.metrics")}
+        args = train_args(trained_run["data"], base / "o", run_id="again", cache=trained_run["cache"], epochs=2)
+        proc = run_job(*args, "--log-dir", str(base / "tb"), env=env)
+        (base / "returncode").write_text(str(proc.returncode))
+        (base / "stdout").write_text(proc.stdout)
+        (base / "stderr").write_text(proc.stderr)
+
+    base = built_once(tmp_path_factory, worker_id, "pipeline-second-run", build)
+    proc = subprocess.CompletedProcess(
+        ["job", "train"],
+        int((base / "returncode").read_text()),
+        (base / "stdout").read_text(),
+        (base / "stderr").read_text(),
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    metrics = json.loads((tmp_path / "o" / "again" / "metrics.json").read_text())
+    return {
+        "proc": proc,
+        "run": base / "o" / "again",
+        "tb": base / "tb",
+        "metric_file": base / "hypertune" / "output.metrics",
+    }
+
+
+def test_second_run_reads_the_decode_cache(second_run):
+    metrics = json.loads((second_run["run"] / "metrics.json").read_text())
     assert metrics["data"]["from_cache"] is True
 
 
@@ -166,18 +190,8 @@ def test_fast_preset_with_int8_trains_exports_and_passes_parity(tiny_tar, tmp_pa
         assert "8-bit weights" in meta.get_modelmeta().custom_metadata_map["quantization"]
 
 
-def test_log_dir_gets_tensorboard_event_files(trained_run, tmp_path):
-    proc = run_job(
-        *train_args(
-            str(trained_run["data"]),
-            str(tmp_path / "o"),
-            cache=str(trained_run["cache"]),
-            epochs=1,
-            log_dir=str(tmp_path / "tb"),
-        )
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    events = list((tmp_path / "tb").rglob("events.out.tfevents.*"))
+def test_log_dir_gets_tensorboard_event_files(second_run):
+    events = list(second_run["tb"].rglob("events.out.tfevents.*"))
     assert events and any(e.stat().st_size > 0 for e in events)
 
 
@@ -206,14 +220,9 @@ def test_sagemaker_metric_definitions_read_the_real_log(trained_run):
         assert float(found[-1]) == pytest.approx(expected[name], abs=1e-4), name
 
 
-def test_a_vertex_tuning_trial_reports_validation_accuracy_per_epoch(trained_run, tmp_path):
-    metric_file = tmp_path / "hypertune" / "output.metrics"
-    proc = run_job(
-        *train_args(trained_run["data"], tmp_path / "o", cache=trained_run["cache"], epochs=2),
-        env={"CLOUD_ML_TRIAL_ID": "3", "CLOUD_ML_HP_METRIC_FILE": str(metric_file)},
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = [json.loads(line) for line in metric_file.read_text().splitlines()]
+def test_a_vertex_tuning_trial_reports_validation_accuracy_per_epoch(second_run):
+    proc = second_run["proc"]
+    rows = [json.loads(line) for line in second_run["metric_file"].read_text().splitlines()]
     epochs = [json.loads(line) for line in proc.stdout.splitlines() if json.loads(line)["event"] == "epoch"]
     assert [r["global_step"] for r in rows] == ["1", "2"] and {r["trial"] for r in rows} == {"3"}
     assert [float(r["val_accuracy"]) for r in rows] == pytest.approx([e["val_accuracy"] for e in epochs])

@@ -1,12 +1,14 @@
 """S3 publishing, fail-fast checks, faults and S3 data input, against a real S3 server over HTTP."""
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from forked import run_forked
 
-from helpers import make_image_tree, make_run_dir, make_tar, run_job, train_args
+from helpers import ROOT, job_env, make_image_tree, make_run_dir, make_tar, run_job, train_args
 from job import data
 from job.errors import DataError, StorageError
 from job.storage import open_store
@@ -34,9 +36,17 @@ def keys(client, bucket, prefix=""):
     )
 
 
+def _job(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m job ARGS` (commands that do not import TensorFlow) as a forked child of the pre-imported zygote
+    (tests/forked.py): its own process, exit status and output, without a fresh interpreter's start-up."""
+    return run_forked(list(args), env=job_env(**(env or {})), cwd=ROOT, timeout=300)[0]
+
+
 @pytest.fixture(scope="module")
 def s3_run(tmp_path_factory, tiny_tar, s3_endpoint):
-    """A real training run published straight to S3 through the CLI."""
+    """A real training run straight to S3 through the CLI (a unique secret in its environment) whose upload fails
+    after the probe (PUTs fail, through a fault proxy): the run is kept under the cache, and `job publish`
+    publishes it without training again. One training for the failed-upload test and the published-run tests."""
     import secrets
 
     from job.storage.s3client import make_client as mk
@@ -55,14 +65,39 @@ def s3_run(tmp_path_factory, tiny_tar, s3_endpoint):
     os.environ.update(env)
     try:
         mk().create_bucket(Bucket="runs")
+        proxy = FaultProxy(s3_endpoint, fail_after=6, methods={"PUT"})
+        try:
+            train = run_job(
+                *train_args(
+                    str(tiny_tar),
+                    "s3://runs/team/cifar",
+                    run_id="s3-1",
+                    cache=str(base / "cache"),
+                    epochs=1,
+                    s3_endpoint=proxy.endpoint,
+                    s3_retries="2",
+                ),
+                env=env,
+            )
+        finally:
+            proxy.close()
+        kept = base / "cache" / "unpublished" / "s3-1"
+        before_publish = keys(mk(), "runs")
+        kept_problems = verify_manifest(kept) if kept.is_dir() else ["not kept"]
+        proc = _job("publish", str(kept), "s3://runs/team/cifar", env=env)
     finally:
         for k, v in old.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-    proc = run_job(
-        *train_args(str(tiny_tar), "s3://runs/team/cifar", run_id="s3-1", cache=str(base / "cache"), epochs=1), env=env
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return {"proc": proc, "env": env, "secret": secret, "base": base}
+    return {
+        "train": train,
+        "kept": kept,
+        "kept_problems": kept_problems,
+        "keys_before_publish": before_publish,
+        "proc": proc,
+        "env": env,
+        "secret": secret,
+        "base": base,
+    }
 
 
 def test_published_run_downloads_intact_against_its_manifest(s3_run, s3_env, tmp_path):
@@ -79,6 +114,7 @@ def test_published_run_downloads_intact_against_its_manifest(s3_run, s3_env, tmp
 
 
 def test_summary_line_is_machine_readable(s3_run):
+    assert s3_run["proc"].returncode == 0, s3_run["proc"].stderr[-3000:]
     summary = json.loads(s3_run["proc"].stdout.strip().splitlines()[-1])
     assert summary["store"] == "s3://runs/team/cifar" and summary["uri"] == "s3://runs/team/cifar/s3-1"
     assert summary["upload"]["objects"] >= 12 and summary["upload"]["requests"] >= summary["upload"]["objects"]
@@ -89,7 +125,8 @@ def test_summary_line_is_machine_readable(s3_run):
 
 def test_no_secret_in_logs_or_artifacts(s3_run, s3_env, tmp_path):
     secret = s3_run["secret"]
-    assert secret not in s3_run["proc"].stdout and secret not in s3_run["proc"].stderr
+    for proc in (s3_run["train"], s3_run["proc"]):
+        assert secret not in proc.stdout and secret not in proc.stderr
     run = download_run(make_client(), "runs", "team/cifar/s3-1", tmp_path / "dl")
     for file in run.rglob("*"):
         if file.is_file():
@@ -104,7 +141,7 @@ def _local_run(tmp_path, run_id="r1", files=None):
 
 def test_publish_command_uploads_an_existing_run_folder(bucket, s3_env, tmp_path):
     run = _local_run(tmp_path)
-    proc = run_job("publish", str(run), f"s3://{bucket}/p")
+    proc = _job("publish", str(run), f"s3://{bucket}/p")
     assert proc.returncode == 0, proc.stderr
     assert keys(make_client(), bucket) == [
         "p/latest.json",
@@ -137,7 +174,7 @@ def test_large_file_goes_multipart(bucket, s3_env, tmp_path):
 
 def _fail_fast(args, env, tmp_path):
     t0 = time.monotonic()
-    proc = run_job("train", "--data", "/nonexistent-data", "--cache-dir", str(tmp_path), *args, env=env)
+    proc = _job("train", "--data", "/nonexistent-data", "--cache-dir", str(tmp_path), *args, env=env)
     return proc, time.monotonic() - t0
 
 
@@ -197,7 +234,7 @@ def test_persistent_write_failure_leaves_no_manifest_cleans_up_and_keeps_latest(
     proxy = FaultProxy(s3_endpoint, fail_after=3, methods={"PUT"})  # list + first uploads pass, then PUTs fail
     try:
         run = _local_run(tmp_path / "bad", "r2")
-        proc = run_job(
+        proc = _job(
             "publish",
             str(run),
             f"s3://{bucket}/p",
@@ -251,33 +288,19 @@ def test_data_from_s3_detects_corrupt_download(bucket, s3_env, tmp_path):
         data.load(f"s3://{bucket}/missing", tmp_path)
 
 
-def test_failed_upload_after_training_keeps_the_run_for_publish(bucket, s3_env, s3_endpoint, tiny_tar, tmp_path):
-    """Train, fail the upload (PUTs fail after the probe), then publish the kept run without re-training."""
-    proxy = FaultProxy(s3_endpoint, fail_after=6, methods={"PUT"})
-    try:
-        proc = run_job(
-            *train_args(
-                str(tiny_tar),
-                f"s3://{bucket}/p",
-                run_id="kept-1",
-                cache=str(tmp_path / "cache"),
-                epochs=1,
-                s3_endpoint=proxy.endpoint,
-                s3_retries="2",
-            ),
-            env=s3_env,
-        )
-    finally:
-        proxy.close()
+def test_failed_upload_after_training_keeps_the_run_for_publish(s3_run, s3_env):
+    """Train, fail the upload (PUTs fail after the probe), then publish the kept run without re-training (the
+    module's one training: s3_run)."""
+    proc, kept = s3_run["train"], s3_run["kept"]
     assert proc.returncode == 4, proc.stderr[-2000:]
     line = [x for x in proc.stderr.splitlines() if x.startswith("error:")][0]
-    kept = tmp_path / "cache" / "unpublished" / "kept-1"
-    assert f"python -m job publish {kept} s3://{bucket}/p" in line
-    assert verify_manifest(kept) == []
-    assert not any(k.endswith("manifest.json") for k in keys(make_client(), bucket))
-    again = run_job("publish", str(kept), f"s3://{bucket}/p", env=s3_env)
+    assert kept == s3_run["base"] / "cache" / "unpublished" / "s3-1"
+    assert f"python -m job publish {kept} s3://runs/team/cifar" in line
+    assert s3_run["kept_problems"] == [] and verify_manifest(kept) == []
+    assert not any(k.endswith("manifest.json") for k in s3_run["keys_before_publish"])
+    again = s3_run["proc"]
     assert again.returncode == 0, again.stderr
-    assert "p/kept-1/manifest.json" in keys(make_client(), bucket)
+    assert "team/cifar/s3-1/manifest.json" in keys(make_client(), "runs")
 
 
 # ---------------------------------------------------------------- what arrived: uploads read back, GETs retried
@@ -297,7 +320,7 @@ def test_a_corrupted_upload_never_leaves_latest_on_a_run_verify_rejects(bucket, 
         proxy = FaultProxy(s3_endpoint, **faults)
         try:
             run = _local_run(tmp_path / faults["match"].replace("/", "-"), "r2")
-            proc = run_job("publish", str(run), store, "--s3-endpoint", proxy.endpoint, env=s3_env)
+            proc = _job("publish", str(run), store, "--s3-endpoint", proxy.endpoint, env=s3_env)
         finally:
             proxy.close()
         assert proxy.injected == 1
@@ -306,7 +329,7 @@ def test_a_corrupted_upload_never_leaves_latest_on_a_run_verify_rejects(bucket, 
         assert "did not arrive intact" in _error_lines(proc)[0] and faults["match"] in _error_lines(proc)[0]
         assert keys(make_client(), bucket, "p/r2/") == []
         assert make_client().get_object(Bucket=bucket, Key="p/latest.json")["Body"].read() == latest_before
-        verify = run_job("runs", "verify", store, "latest", env=s3_env)
+        verify = _job("runs", "verify", store, "latest", env=s3_env)
         assert verify.returncode == 0, verify.stderr[-2000:]
 
 
@@ -363,7 +386,7 @@ def test_a_truncated_get_is_retried_and_succeeds(bucket, s3_env, s3_endpoint, tm
     for reader in (["runs", "verify", store, "good"], ["runs", "download", store, "good", str(tmp_path / "dl")]):
         proxy = FaultProxy(s3_endpoint, truncate_get=1)  # the first object GET: half its body, then a close
         try:
-            proc = run_job(*reader, env={**s3_env, "AWS_ENDPOINT_URL": proxy.endpoint})
+            proc = _job(*reader, env={**s3_env, "AWS_ENDPOINT_URL": proxy.endpoint})
         finally:
             proxy.close()
         assert proxy.injected == 1
@@ -384,7 +407,7 @@ def test_persistent_truncation_is_a_storage_error(bucket, s3_env, s3_endpoint, t
     open_store(store).publish(_local_run(tmp_path / "good"), "good", {})
     proxy = FaultProxy(s3_endpoint, truncate_get=1000)
     try:
-        proc = run_job("runs", "verify", store, "good", env={**s3_env, "AWS_ENDPOINT_URL": proxy.endpoint})
+        proc = _job("runs", "verify", store, "good", env={**s3_env, "AWS_ENDPOINT_URL": proxy.endpoint})
     finally:
         proxy.close()
     assert proc.returncode == 4, proc.stderr[-2000:]
@@ -409,16 +432,16 @@ def _contract_run(tmp_path) -> Path:
 def test_export_serving_to_s3_writes_a_complete_repository(bucket, s3_env, s3_endpoint, tmp_path):
     store = f"s3://{bucket}/runs"
     open_store(store).publish(_contract_run(tmp_path), "good", {})
-    proc = run_job("runs", "export-serving", store, "good", f"s3://{bucket}/serving", env=s3_env)
+    proc = _job("runs", "export-serving", store, "good", f"s3://{bucket}/serving", env=s3_env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     written = keys(make_client(), bucket, "serving/")
     assert any(k.endswith("/config.pbtxt") for k in written) and any(k.endswith("/1/model.onnx") for k in written)
-    again = run_job("runs", "export-serving", store, "good", f"s3://{bucket}/serving", env=s3_env)
+    again = _job("runs", "export-serving", store, "good", f"s3://{bucket}/serving", env=s3_env)
     assert again.returncode == 3 and "holds objects already" in again.stderr  # never mixed with an older export
     proxy = FaultProxy(s3_endpoint, fake_put=1, match="config.pbtxt")  # the last object: all others were written
     try:
         env = {**s3_env, "AWS_ENDPOINT_URL": proxy.endpoint}
-        failed = run_job("runs", "export-serving", store, "good", f"s3://{bucket}/serving2", env=env)
+        failed = _job("runs", "export-serving", store, "good", f"s3://{bucket}/serving2", env=env)
     finally:
         proxy.close()
     assert failed.returncode == 4 and "were removed" in failed.stderr, failed.stderr[-2000:]
@@ -434,10 +457,7 @@ def test_folders_made_by_download_and_export_follow_the_umask(tmp_path):
         "import os, sys; os.umask(0o022); from job.cli import main; "
         "sys.exit(main(['runs', sys.argv[1], sys.argv[2], 'good', sys.argv[3]]))"
     )
-    import subprocess
     import sys
-
-    from helpers import ROOT, job_env
 
     for command, dest in (("download", tmp_path / "dl"), ("export-serving", tmp_path / "repo")):
         argv = [sys.executable, "-c", code, command, str(store), str(dest)]

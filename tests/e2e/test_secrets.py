@@ -4,6 +4,7 @@ against the real S3 and MLflow test servers, is found in no output stream, no pu
 param, tag or artifact, and no checkpoint."""
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 from forked import run_forked
 
@@ -37,6 +38,16 @@ def _everything_in_mlflow(uri: str, run_id: str) -> str:
     return "\n".join(texts)
 
 
+def _experiment(uri: str, name: str = "cifar10-job") -> None:
+    """The jobs' experiment, made before they start at once: two jobs creating it together on a fresh server race
+    (RESOURCE_ALREADY_EXISTS), and the loser's tracking ends with a warning."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    if client.get_experiment_by_name(name) is None:
+        client.create_experiment(name)
+
+
 def test_a_canary_password_in_every_uri_reaches_no_output_and_no_published_file(
     tiny_tar, bucket, s3_env, s3_endpoint, mlflow_server, tmp_path
 ):
@@ -45,15 +56,20 @@ def test_a_canary_password_in_every_uri_reaches_no_output_and_no_published_file(
         ({}, {"JOB_S3_ENDPOINT": _with_password(s3_endpoint), "MLFLOW_TRACKING_URI": _with_password(mlflow_server)}),
         ({}, {"AWS_ENDPOINT_URL": _with_password(s3_endpoint), "JOB_MLFLOW": _with_password(mlflow_server)}),
     ]
-    for i, (flags, env) in enumerate(variants):
-        out = f"s3://{bucket}/v{i}"
-        args = train_args(tiny_tar, out, run_id=f"canary-{i}", cache=tmp_path / "cache", **flags)
-        args += ["--checkpoint-dir", str(tmp_path / f"ckpt{i}")]
-        for extra in (["--print-config"], ["--dry-run"]):  # read-only: a forked child (tests/forked.py)
-            shown, _ = run_forked([*args, *extra], env=job_env(**{**s3_env, **env}), cwd=ROOT)
-            assert shown.returncode == 0 and CANARY not in shown.stdout + shown.stderr, shown.stderr[-2000:]
-            assert "user:***@" in shown.stdout, shown.stdout
-        proc = run_job(*args, env={**s3_env, **env})
+    _experiment(mlflow_server)
+    runs = []
+    with ThreadPoolExecutor(max_workers=len(variants)) as pool:
+        for i, (flags, env) in enumerate(variants):  # the three trainings at once; the read-only checks meanwhile
+            args = train_args(tiny_tar, f"s3://{bucket}/v{i}", run_id=f"canary-{i}", cache=tmp_path / "cache", **flags)
+            args += ["--checkpoint-dir", str(tmp_path / f"ckpt{i}")]
+            runs.append((i, args, env, pool.submit(run_job, *args, env={**s3_env, **env})))
+        for _, args, env, _ in runs:
+            for extra in (["--print-config"], ["--dry-run"]):  # read-only: a forked child (tests/forked.py)
+                shown, _ = run_forked([*args, *extra], env=job_env(**{**s3_env, **env}), cwd=ROOT)
+                assert shown.returncode == 0 and CANARY not in shown.stdout + shown.stderr, shown.stderr[-2000:]
+                assert "user:***@" in shown.stdout, shown.stdout
+    for i, _, _, trained in runs:
+        proc = trained.result()
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert CANARY not in proc.stdout and CANARY not in proc.stderr
         done = json.loads(proc.stdout.splitlines()[-1])

@@ -415,6 +415,12 @@ def _run(ctx: SignedStore, reader: str, trust_args: list[str], env: dict | None 
     return run_forked(args, env=job_env(**{**ctx.env, **(env or {})}), cwd=ROOT, timeout=120)[0]
 
 
+def _job(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m job ARGS` (no TensorFlow) as a forked child of the pre-imported zygote (tests/forked.py): its own
+    process, exit status and stdout/stderr, without a fresh interpreter's start-up."""
+    return run_forked(list(args), env=job_env(**(env or {})), cwd=ROOT, timeout=120)[0]
+
+
 def _trust_args(keys, trust: str) -> list[str]:
     return ["--public-key", str(keys["a_pub"])] if trust == "key" else ["--trust-certificate", str(keys["ca"])]
 
@@ -533,25 +539,13 @@ def test_runs_list_shows_which_runs_are_signed(keys, template, tmp_path):
     st.publish(staged, "plain", {"finished_at": "2026-11-01T00:00:00Z"})
     rows = {}
     for trust in ([], ["--public-key", str(keys["a_pub"])], ["--public-key", str(keys["b_pub"])]):
-        proc = subprocess.run(
-            [sys.executable, "-m", "job", "runs", "list", str(store), "--json", *trust],
-            capture_output=True,
-            text=True,
-            env=job_env(),
-            cwd=ROOT,
-        )
+        proc = _job("runs", "list", str(store), "--json", *trust)
         assert proc.returncode == 0, proc.stderr
         rows[len(rows)] = {r["run_id"]: r["signature"] for r in map(json.loads, proc.stdout.splitlines())}
     assert rows[0] == {RUN: "signed", "plain": "unsigned"}
     assert rows[1] == {RUN: "verified", "plain": "REFUSED"}
     assert rows[2] == {RUN: "REFUSED", "plain": "REFUSED"}
-    table = subprocess.run(
-        [sys.executable, "-m", "job", "runs", "list", str(store)],
-        capture_output=True,
-        text=True,
-        env=job_env(),
-        cwd=ROOT,
-    )
+    table = _job("runs", "list", str(store))
     assert "signature" in table.stdout.splitlines()[0] and "unsigned" in table.stdout
 
 
@@ -621,24 +615,8 @@ def test_the_upstream_cli_verifies_a_signed_run_offline_and_fails_after_any_chan
 def test_job_publish_signs_with_an_encrypted_key_and_leaves_the_folder_unchanged(keys, template, tmp_path):
     before = tree_snapshot(template)
     store = tmp_path / "store"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "job",
-            "publish",
-            str(template),
-            str(store),
-            "--sign-key",
-            str(keys["encrypted"]),
-            "--sign-key-password-env",
-            "SIGN_PW",
-        ],
-        capture_output=True,
-        text=True,
-        env=job_env(SIGN_PW=PASSWORD),
-        cwd=ROOT,
-    )
+    args = ["publish", str(template), str(store), "--sign-key", str(keys["encrypted"])]
+    proc = _job(*args, "--sign-key-password-env", "SIGN_PW", env={"SIGN_PW": PASSWORD})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert PASSWORD not in proc.stdout + proc.stderr
     assert tree_snapshot(template) == before
@@ -661,9 +639,7 @@ def test_job_publish_with_a_certificate_and_an_encrypted_key_is_verified_by_the_
     store = tmp_path / "store"
     args = ["publish", str(template), str(store), "--sign-key", str(enc), "--sign-key-password-env", "PW"]
     args += ["--sign-certificate", str(keys["leaf"]), "--sign-chain", str(keys["ca"])]
-    proc = subprocess.run(
-        [sys.executable, "-m", "job", *args], capture_output=True, text=True, env=job_env(PW="pw"), cwd=ROOT
-    )
+    proc = _job(*args, env={"PW": "pw"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     upstream = _offline(
         str(MODEL_SIGNING),
@@ -714,9 +690,7 @@ def test_a_signing_key_that_does_not_load_is_exit_2_before_anything_is_read(
         ["train", "--data", str(tiny_tar), "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c"), *flags],
         ["publish", str(template), str(tmp_path / "pub"), *flags],
     ):
-        proc = subprocess.run(
-            [sys.executable, "-m", "job", *args], capture_output=True, text=True, env=job_env(**env), cwd=ROOT
-        )
+        proc = _job(*args, env=env)
         errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
         assert proc.returncode == 2 and len(errors) == 1 and says in errors[0], proc.stderr[-2000:]
         assert "stage data" not in proc.stderr and "Traceback" not in proc.stderr
@@ -762,20 +736,46 @@ IMAGE = "registry.example/cifar10-job@sha256:" + "ab" * 32
 
 @pytest.fixture(scope="module")
 def signed_training(keys, tiny_tar, tmp_path_factory):
-    from helpers import run_job, train_args
+    """The module's one training: a real run with --sign-key whose key is gone when the run is signed, after
+    training (exit 4, the finished run kept unsigned under the cache), then signed and published with `job publish
+    --sign-key` (the command the error line names): a trained run, signed, without training again."""
+    from helpers import start_job, train_args, wait_for_event
 
     base = tmp_path_factory.mktemp("signed-training")
-    proc = run_job(
-        *train_args(tiny_tar, base / "store", run_id="signed-1", cache=base / "cache", epochs=1),
+    key = base / "vanishing.pem"
+    shutil.copy(keys["a"], key)
+    store, cache = base / "store", base / "cache"
+    train = start_job(
+        *train_args(tiny_tar, store, run_id="signed-1", cache=cache),
         "--sign-key",
-        str(keys["a"]),
+        str(key),
         env={"CIFAR10_JOB_IMAGE": IMAGE},
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return {"run": base / "store" / "signed-1", "proc": proc, "data": tiny_tar}
+    try:
+        wait_for_event(train, "epoch")
+        key.unlink()  # loaded and checked before the data was read; gone when the run is signed, after training
+        out, err = train.communicate(timeout=600)
+    finally:
+        train.kill()
+    kept = cache / "unpublished" / "signed-1"
+    unpublished = {
+        "kept_manifest": (kept / "manifest.json").is_file(),
+        "kept_sig": (kept / "model.sig").exists(),
+        "store_run": (store / "signed-1").exists(),
+        "store_latest": (store / "latest.json").exists(),
+    }
+    proc = _job("publish", str(kept), str(store), "--sign-key", str(keys["a"]))
+    return {
+        "run": store / "signed-1",
+        "train": (train.returncode, out, err),
+        "unpublished": unpublished,
+        "publish": proc,
+        "data": tiny_tar,
+    }
 
 
 def test_a_trained_run_is_signed_and_the_upstream_cli_verifies_it(signed_training, keys):
+    assert signed_training["publish"].returncode == 0, signed_training["publish"].stderr[-2000:]
     run = signed_training["run"]
     assert (run / "model.sig").is_file() and (run / "provenance.json").is_file()
     assert _upstream_verify(run, keys["a_pub"]).returncode == 0
@@ -850,47 +850,44 @@ def test_provenance_names_the_platform_and_its_job(platform, env, builder, invoc
     assert builder in got_builder and got_invocation.endswith(invocation)
 
 
-def test_a_signing_failure_after_training_keeps_the_run_unpublished(keys, tiny_tar, tmp_path):
-    from helpers import start_job, train_args, wait_for_event
-
-    key = tmp_path / "vanishing.pem"
-    shutil.copy(keys["a"], key)
-    store, cache = tmp_path / "store", tmp_path / "cache"
-    proc = start_job(*train_args(tiny_tar, store, run_id="lost-1", cache=cache), "--sign-key", str(key))
-    wait_for_event(proc, "epoch")
-    key.unlink()  # loaded and checked before the data was read; gone when the run is signed, after training
-    out, err = proc.communicate(timeout=600)
-    assert proc.returncode == 4, err[-3000:]
+def test_a_signing_failure_after_training_keeps_the_run_unpublished(signed_training, keys):
+    """The module's training (signed_training): its key vanished after it was checked, before the run was signed."""
+    code, out, err = signed_training["train"]
+    assert code == 4, err[-3000:]
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "signing the run" in errors[0] and "--sign-key" in errors[0], err[-2000:]
-    kept = cache / "unpublished" / "lost-1"
-    assert (kept / "manifest.json").is_file() and not (kept / "model.sig").exists()
-    assert not (store / "lost-1").exists() and not (store / "latest.json").exists()
-    proc = subprocess.run(
-        [sys.executable, "-m", "job", "publish", str(kept), str(store), "--sign-key", str(keys["a"])],
-        capture_output=True,
-        text=True,
-        env=job_env(),
-        cwd=ROOT,
-    )
+    assert signed_training["unpublished"] == {
+        "kept_manifest": True,
+        "kept_sig": False,
+        "store_run": False,
+        "store_latest": False,
+    }
+    proc = signed_training["publish"]
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert _upstream_verify(store / "lost-1", keys["a_pub"]).returncode == 0
+    assert _upstream_verify(signed_training["run"], keys["a_pub"]).returncode == 0
 
 
 # ------------------------------------------------------------------------------------ the browser page
 
+# One Chromium for every URL (a launch costs more than a page), each URL in a fresh page of its own context
+# (nothing cached or stored carries over from one run's page to the next): one JSON line per URL, in order.
 PAGE_DRIVER = """
 import { chromium } from %s;
-const [url] = process.argv.slice(2);
+const urls = process.argv.slice(2);
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: ['--no-sandbox', '--headless=new'],
 });
 try {
-  const page = await browser.newPage();
-  await page.goto(url);
-  await page.waitForFunction(() => document.getElementById('result').textContent.length > 0, null, { timeout: 60000 });
-  console.log(JSON.stringify({ result: JSON.parse(await page.textContent('#result')),
-    shown: await page.textContent('#signature') }));
+  for (const url of urls) {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(url);
+    await page.waitForFunction(() => document.getElementById('result').textContent.length > 0, null,
+      { timeout: 60000 });
+    console.log(JSON.stringify({ url, result: JSON.parse(await page.textContent('#result')),
+      shown: await page.textContent('#signature') }));
+    await context.close();
+  }
 } finally {
   await browser.close();
 }
@@ -921,14 +918,16 @@ def test_the_page_shows_whether_the_run_is_signed_by_the_pasted_key(keys, templa
     driver.write_text(PAGE_DRIVER % json.dumps(str(web / "node_modules" / "playwright-core" / "index.mjs")))
     server, base = static_server(root)
     try:
-        seen = {}
+        urls = {}
         for name in [*runs, "no key"]:
             run = "signed" if name == "no key" else name
-            url = f"{base}/web/index.html?model={base}/{run}/model.onnx&image={base}/cat.png"
-            url += "" if name == "no key" else f"&key={base}/a.pub"
-            proc = subprocess.run(["node", str(driver), url], capture_output=True, text=True, timeout=120)
-            assert proc.returncode == 0, proc.stderr[-2000:]
-            seen[name] = json.loads(proc.stdout.splitlines()[-1])
+            urls[name] = f"{base}/web/index.html?model={base}/{run}/model.onnx&image={base}/cat.png"
+            urls[name] += "" if name == "no key" else f"&key={base}/a.pub"
+        proc = subprocess.run(["node", str(driver), *urls.values()], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+        assert [line["url"] for line in lines] == list(urls.values()), proc.stdout[-2000:]
+        seen = dict(zip(urls, lines, strict=True))
     finally:
         server.terminate()
         server.wait(timeout=10)

@@ -34,12 +34,9 @@ def katib_observations(log: str, metrics: list[str]) -> list[tuple[str, str, str
 
 
 @pytest.fixture(scope="module")
-def two_epochs(tmp_path_factory):
-    from helpers import make_image_tree, make_tar
-
+def two_epochs(tiny_tar, tmp_path_factory):
     base = tmp_path_factory.mktemp("sweep")
-    data = make_tar(make_image_tree(base / "tree", per_class=12), base / "tiny.tar.gz")
-    proc = run_job(*train_args(data, base / "store", run_id="sweep", cache=base / "cache", epochs=2))
+    proc = run_job(*train_args(tiny_tar, base / "store", run_id="sweep", cache=base / "cache", epochs=2))
     assert proc.returncode == 0, proc.stderr[-3000:]
     with (base / "store" / "sweep" / "history.csv").open() as fh:
         history = list(csv.DictReader(fh))
