@@ -1,6 +1,6 @@
 # make train   - set up .venv from the lock (if missing or stale) and run the training job
 # make test    - set up .venv, Chromium and Ghostscript if missing, and run every test that runs here
-# make test-fast - the unit and fuzz tiers (no TensorFlow), under a minute and a half
+# make test-fast - the unit and fuzz tiers (no TensorFlow, two workers), under a minute
 # make bench   - training/inference/data benchmarks (not part of the tests)
 # make image / make test-image - build the container / build it and run a tiny job inside it
 # make test-serving - the SavedModels load and serve the same probabilities in TensorFlow 2.20 and 2.15
@@ -68,7 +68,7 @@ test: $(STAMP) $(NODE_STAMP) $(WEB_STAMP) system-tools lint test-fast
 # The unit tier and the fuzz tier (Hypothesis properties of the gates and parsers): no TensorFlow (unimportable
 # here), no servers. FUZZ_EXAMPLES=N runs every property N times (the default keeps the fuzz tier near 30 s).
 test-fast: $(STAMP)
-	UNIT_TIER_BLOCKS_TENSORFLOW=1 $(PY) -m pytest --durations=10 tests/unit tests/fuzz $(PYTEST_ARGS)
+	UNIT_TIER_BLOCKS_TENSORFLOW=1 $(PY) -m pytest -n 2 --durations=10 tests/unit tests/fuzz $(PYTEST_ARGS)
 
 # The serving images' TensorFlow versions, each in its own venv under .venv-serving/ (made on first use).
 test-serving: $(STAMP)
