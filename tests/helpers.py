@@ -364,3 +364,19 @@ def static_server(root: Path):
         except OSError:
             time.sleep(0.1)
     return server, base
+
+
+def page_runs(urls: list[str]) -> list[dict]:
+    """Each whole page URL in the real Chromium (run-in-chromium.mjs --each-url: one browser, a fresh context per
+    URL): one result each, in order."""
+    proc = subprocess.run(
+        ["node", str(ROOT / "examples" / "web" / "run-in-chromium.mjs"), "--each-url", *urls],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT / "examples" / "web",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [r["url"] for r in results] == urls, proc.stdout[-3000:]
+    return results

@@ -9,13 +9,14 @@ import os
 import shutil
 import subprocess
 import tarfile
+from urllib.parse import quote
 
 import numpy as np
 import pytest
 from forked import run_forked
 from PIL import Image
 
-from helpers import ROOT, class_image, job_env, needs, static_server
+from helpers import ROOT, class_image, job_env, needs, page_runs, static_server
 
 WEB = ROOT / "examples" / "web"
 SHARED = ROOT.parent / "shared" / "data" / "cifar10-jpeg-train.tar.gz"
@@ -181,58 +182,13 @@ def _web_model(path, **knobs):
     return path
 
 
-# run-in-chromium.mjs's page run (the same URL, the same wait for #result, the same half second for injected
-# markup to run, the same look at the DOM) for several models in one Chromium: a launch costs more than a page.
-# Each model gets a fresh context (nothing cached or stored carries over) and prints one JSON line, in order.
-HOSTILE_DRIVER = """
-import { chromium } from %s;
-const [pageUrl, image, ...models] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: ['--no-sandbox', '--headless=new'],
-});
-try {
-  for (const model of models) {
-    const context = await browser.newContext({ viewport: { width: 800, height: 560 } });
-    const page = await context.newPage();
-    await page.goto(`${pageUrl}?model=${encodeURIComponent(model)}&image=${encodeURIComponent(image)}`);
-    await page.waitForFunction(() => document.getElementById('result').textContent.length > 0, null,
-      { timeout: 60000 });
-    const result = JSON.parse(await page.textContent('#result'));
-    await page.waitForTimeout(500);
-    const dom = await page.evaluate(() => ({
-      names: [...document.querySelectorAll('#bars .name')].map((e) => e.textContent),
-      img: document.querySelectorAll('img').length,
-      svg: document.querySelectorAll('svg').length,
-      iframe: document.querySelectorAll('iframe').length,
-      inline_script: document.querySelectorAll('script:not([src])').length,
-      injected: window.__injected ?? null,
-    }));
-    console.log(JSON.stringify({ model, ...result, page: dom }));
-    await context.close();
-  }
-} finally {
-  await browser.close();
-}
-"""
-
-
 def _page_results(page_only, models: list) -> list[dict]:
-    """The page driven by the real Chromium with ?model=<model>&image=cat.jpg for each model: one result each."""
+    """The page with ?model=<model>&image=cat.jpg for each model: one result each."""
     base = page_only["base"]
-    driver = page_only["root"] / "hostile-driver.mjs"
-    driver.write_text(HOSTILE_DRIVER % json.dumps(str(WEB / "node_modules" / "playwright-core" / "index.mjs")))
-    urls = [f"{base}/files/{model.name}" for model in models]
-    proc = subprocess.run(
-        ["node", str(driver), f"{base}/web/index.html", f"{base}/files/cat.jpg", *urls],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=WEB,
+    image = quote(f"{base}/files/cat.jpg", safe="")
+    return page_runs(
+        [f"{base}/web/index.html?model={quote(f'{base}/files/{m.name}', safe='')}&image={image}" for m in models]
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert [r["model"] for r in results] == urls, proc.stdout[-3000:]
-    return results
 
 
 @pytest.fixture(scope="module")

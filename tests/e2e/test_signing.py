@@ -29,6 +29,7 @@ from helpers import (
     job_env,
     make_run_dir,
     needs,
+    page_runs,
     static_server,
     tree_snapshot,
 )
@@ -869,30 +870,6 @@ def test_a_signing_failure_after_training_keeps_the_run_unpublished(signed_train
 
 # ------------------------------------------------------------------------------------ the browser page
 
-# One Chromium for every URL (a launch costs more than a page), each URL in a fresh page of its own context
-# (nothing cached or stored carries over from one run's page to the next): one JSON line per URL, in order.
-PAGE_DRIVER = """
-import { chromium } from %s;
-const urls = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: ['--no-sandbox', '--headless=new'],
-});
-try {
-  for (const url of urls) {
-    const context = await browser.newContext();
-    const page = await context.newPage();
-    await page.goto(url);
-    await page.waitForFunction(() => document.getElementById('result').textContent.length > 0, null,
-      { timeout: 60000 });
-    console.log(JSON.stringify({ url, result: JSON.parse(await page.textContent('#result')),
-      shown: await page.textContent('#signature') }));
-    await context.close();
-  }
-} finally {
-  await browser.close();
-}
-"""
-
 
 def test_the_page_shows_whether_the_run_is_signed_by_the_pasted_key(keys, template, tmp_path):
     web = ROOT / "examples" / "web"
@@ -914,8 +891,6 @@ def test_the_page_shows_whether_the_run_is_signed_by_the_pasted_key(keys, templa
         shutil.copytree(folder, root / name)
     shutil.copy(keys["a_pub"], root / "a.pub")
     Image.fromarray(class_image(3, np.random.default_rng(0))).save(root / "cat.png")
-    driver = tmp_path / "driver.mjs"
-    driver.write_text(PAGE_DRIVER % json.dumps(str(web / "node_modules" / "playwright-core" / "index.mjs")))
     server, base = static_server(root)
     try:
         urls = {}
@@ -923,18 +898,14 @@ def test_the_page_shows_whether_the_run_is_signed_by_the_pasted_key(keys, templa
             run = "signed" if name == "no key" else name
             urls[name] = f"{base}/web/index.html?model={base}/{run}/model.onnx&image={base}/cat.png"
             urls[name] += "" if name == "no key" else f"&key={base}/a.pub"
-        proc = subprocess.run(["node", str(driver), *urls.values()], capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-        assert [line["url"] for line in lines] == list(urls.values()), proc.stdout[-2000:]
-        seen = dict(zip(urls, lines, strict=True))
+        seen = dict(zip(urls, page_runs(list(urls.values())), strict=True))  # one Chromium, a context per URL
     finally:
         server.terminate()
         server.wait(timeout=10)
-    print(json.dumps({k: v["shown"] for k, v in seen.items()}, indent=1))
-    assert seen["signed"]["result"]["signature"] == {"checked": True, "verified": True}
-    assert seen["signed"]["shown"].startswith("Signed by the pasted key")
+    print(json.dumps({k: v["page"]["signature"] for k, v in seen.items()}, indent=1))
+    assert seen["signed"]["signature"] == {"checked": True, "verified": True}
+    assert seen["signed"]["page"]["signature"].startswith("Signed by the pasted key")
     for name in ("other", "unsigned", "swapped"):
-        assert seen[name]["result"]["signature"]["verified"] is False, seen[name]
-        assert seen[name]["shown"].startswith("NOT signed by the pasted key"), seen[name]
-    assert seen["no key"]["result"]["signature"] == {"checked": False}
+        assert seen[name]["signature"]["verified"] is False, seen[name]
+        assert seen[name]["page"]["signature"].startswith("NOT signed by the pasted key"), seen[name]
+    assert seen["no key"]["signature"] == {"checked": False}
