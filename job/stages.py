@@ -123,7 +123,7 @@ def data(dataset: DataConfig, s3: S3Options | None) -> Splits:
 
 def resumable(checkpoints, training: TrainConfig, splits: Splits) -> None:
     """A checkpoint this run cannot resume (another configuration or data, a corrupt state.json, past --epochs) is
-    refused before TensorFlow starts (CheckpointError, exit 7): 0.2 s instead of 3 s."""
+    refused before TensorFlow starts (CheckpointError, exit 7): 0.1 s instead of 3 s."""
     from job.train.checkpoint import fingerprint
 
     checkpoints.check(fingerprint(training, splits), training.optim.epochs)

@@ -181,6 +181,17 @@ def run_job(
     )
 
 
+def run_job_forked(
+    *args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    """run_job for commands that do not import TensorFlow (publish, runs, predict, a refusal before the data): a
+    forked child of the pre-imported zygote (tests/forked.py), its own process, exit status and output, without a
+    fresh interpreter's start-up."""
+    from forked import run_forked
+
+    return run_forked(list(args), env=job_env(**(env or {})), cwd=cwd or ROOT, timeout=timeout)[0]
+
+
 def bad_tree(tmp_path, problem):
     tree = make_image_tree(tmp_path / "tree", classes=3, per_class=3)
     if problem == "empty class":

@@ -3,16 +3,14 @@ newest complete run by training finish time, kept so under re-publishing and und
 
 import json
 import os
-import subprocess
 import tempfile
 import threading
 from pathlib import Path
 
 import forked
 import pytest
-from forked import run_forked
 
-from helpers import ROOT, job_env, make_run_dir
+from helpers import ROOT, job_env, make_run_dir, run_job_forked
 
 
 def finished_run(base: Path, run_id: str, finished_at: str, accuracy: float) -> Path:
@@ -48,19 +46,13 @@ def store(request, tmp_path):
     return {"uri": f"s3://{bucket}/team/cifar", "env": s3_env}
 
 
-def _job(*args: str, env: dict | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    """`python -m job ARGS` (publish and runs: no TensorFlow) as a forked child of the pre-imported zygote
-    (tests/forked.py): its own process, exit status and output, without a fresh interpreter's start-up."""
-    return run_forked(list(args), env=job_env(**(env or {})), cwd=cwd, timeout=120)[0]
-
-
 def publish(run: Path, store: dict):
-    proc = _job("publish", str(run), store["uri"], env=store["env"])
+    proc = run_job_forked("publish", str(run), store["uri"], env=store["env"])
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 def runs_cmd(store: dict, *args: str):
-    return _job("runs", *args, env=store["env"])
+    return run_job_forked("runs", *args, env=store["env"])
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +128,7 @@ def test_concurrent_publishers_leave_latest_on_the_newest_run(runs, store, tmp_p
     """Two `job publish` processes at once (forked children of two zygotes, started together from two threads),
     in both start orders, six times: the pointer always ends on the run that finished training last (a lock file
     on a local store, If-Match on S3)."""
-    assert _job("--help").returncode == 0  # this process's zygote up too, before the first round races
+    assert run_job_forked("--help").returncode == 0  # this process's zygote up too, before the first round races
     for round_ in range(6):
         target = dict(
             store,
@@ -187,11 +179,11 @@ def test_runs_list_json_is_strict_json_when_a_metric_is_nan(tmp_path):
     store = tmp_path / "store"
     make_run_dir(store, "r1", run_id="r1", files={"metrics.json": '{"test_accuracy": NaN, "preset": "seed"}'})
     (store / "latest.json").write_text(json.dumps({"run_id": "r1"}))
-    r = _job("runs", "list", str(store), "--json", cwd=ROOT)
+    r = run_job_forked("runs", "list", str(store), "--json", cwd=ROOT)
     assert r.returncode == 0 and r.stdout.strip(), r.stderr[-300:]
     for line in r.stdout.splitlines():
         assert strict(line)["test_accuracy"] is None
-    show = _job("runs", "show", str(store), "r1", cwd=ROOT)
+    show = run_job_forked("runs", "show", str(store), "r1", cwd=ROOT)
     assert show.returncode == 0, show.stderr[-300:]
     document = show.stdout[: show.stdout.index("\n}\n") + 2]  # the JSON object, before the model card
     assert strict(document)["test_accuracy"] is None

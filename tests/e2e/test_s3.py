@@ -1,14 +1,14 @@
 """S3 publishing, fail-fast checks, faults and S3 data input, against a real S3 server over HTTP."""
 
+import functools
 import json
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from forked import run_forked
 
-from helpers import ROOT, job_env, make_image_tree, make_run_dir, make_tar, run_job, train_args
+from helpers import ROOT, job_env, make_image_tree, make_run_dir, make_tar, run_job, run_job_forked, train_args
 from job import data
 from job.errors import DataError, StorageError
 from job.storage import open_store
@@ -36,10 +36,8 @@ def keys(client, bucket, prefix=""):
     )
 
 
-def _job(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`python -m job ARGS` (commands that do not import TensorFlow) as a forked child of the pre-imported zygote
-    (tests/forked.py): its own process, exit status and output, without a fresh interpreter's start-up."""
-    return run_forked(list(args), env=job_env(**(env or {})), cwd=ROOT, timeout=300)[0]
+# publishes through the fault proxy retry with backoff: a longer guard than the forked runner's default
+_job = functools.partial(run_job_forked, timeout=300)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from forked import run_forked
 from PIL import Image
 
 from helpers import (
@@ -30,6 +29,7 @@ from helpers import (
     make_run_dir,
     needs,
     page_runs,
+    run_job_forked,
     static_server,
     tree_snapshot,
 )
@@ -413,13 +413,7 @@ def _run(ctx: SignedStore, reader: str, trust_args: list[str], env: dict | None 
             stdin=subprocess.DEVNULL,
             timeout=120,
         )
-    return run_forked(args, env=job_env(**{**ctx.env, **(env or {})}), cwd=ROOT, timeout=120)[0]
-
-
-def _job(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`python -m job ARGS` (no TensorFlow) as a forked child of the pre-imported zygote (tests/forked.py): its own
-    process, exit status and stdout/stderr, without a fresh interpreter's start-up."""
-    return run_forked(list(args), env=job_env(**(env or {})), cwd=ROOT, timeout=120)[0]
+    return run_job_forked(*args, env={**ctx.env, **(env or {})})
 
 
 def _trust_args(keys, trust: str) -> list[str]:
@@ -540,13 +534,13 @@ def test_runs_list_shows_which_runs_are_signed(keys, template, tmp_path):
     st.publish(staged, "plain", {"finished_at": "2026-11-01T00:00:00Z"})
     rows = {}
     for trust in ([], ["--public-key", str(keys["a_pub"])], ["--public-key", str(keys["b_pub"])]):
-        proc = _job("runs", "list", str(store), "--json", *trust)
+        proc = run_job_forked("runs", "list", str(store), "--json", *trust)
         assert proc.returncode == 0, proc.stderr
         rows[len(rows)] = {r["run_id"]: r["signature"] for r in map(json.loads, proc.stdout.splitlines())}
     assert rows[0] == {RUN: "signed", "plain": "unsigned"}
     assert rows[1] == {RUN: "verified", "plain": "REFUSED"}
     assert rows[2] == {RUN: "REFUSED", "plain": "REFUSED"}
-    table = _job("runs", "list", str(store))
+    table = run_job_forked("runs", "list", str(store))
     assert "signature" in table.stdout.splitlines()[0] and "unsigned" in table.stdout
 
 
@@ -556,7 +550,7 @@ def test_runs_list_skips_a_folder_with_an_unsafe_name_and_says_so(keys, template
     (store / "a\n::error::forged").mkdir()
     (store / "b\x1b[31mred").mkdir()
     for args in ([], ["--json"], ["--public-key", str(keys["a_pub"])]):
-        proc = run_forked(["runs", "list", str(store), *args], env=job_env(), cwd=ROOT, timeout=120)[0]
+        proc = run_job_forked("runs", "list", str(store), *args)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert RUN in proc.stdout and "forged" not in proc.stdout, proc.stdout
         warnings = [line for line in proc.stderr.splitlines() if "unsafe name" in line]
@@ -617,7 +611,7 @@ def test_job_publish_signs_with_an_encrypted_key_and_leaves_the_folder_unchanged
     before = tree_snapshot(template)
     store = tmp_path / "store"
     args = ["publish", str(template), str(store), "--sign-key", str(keys["encrypted"])]
-    proc = _job(*args, "--sign-key-password-env", "SIGN_PW", env={"SIGN_PW": PASSWORD})
+    proc = run_job_forked(*args, "--sign-key-password-env", "SIGN_PW", env={"SIGN_PW": PASSWORD})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert PASSWORD not in proc.stdout + proc.stderr
     assert tree_snapshot(template) == before
@@ -640,7 +634,7 @@ def test_job_publish_with_a_certificate_and_an_encrypted_key_is_verified_by_the_
     store = tmp_path / "store"
     args = ["publish", str(template), str(store), "--sign-key", str(enc), "--sign-key-password-env", "PW"]
     args += ["--sign-certificate", str(keys["leaf"]), "--sign-chain", str(keys["ca"])]
-    proc = _job(*args, env={"PW": "pw"})
+    proc = run_job_forked(*args, env={"PW": "pw"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     upstream = _offline(
         str(MODEL_SIGNING),
@@ -691,7 +685,7 @@ def test_a_signing_key_that_does_not_load_is_exit_2_before_anything_is_read(
         ["train", "--data", str(tiny_tar), "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c"), *flags],
         ["publish", str(template), str(tmp_path / "pub"), *flags],
     ):
-        proc = _job(*args, env=env)
+        proc = run_job_forked(*args, env=env)
         errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
         assert proc.returncode == 2 and len(errors) == 1 and says in errors[0], proc.stderr[-2000:]
         assert "stage data" not in proc.stderr and "Traceback" not in proc.stderr
@@ -765,7 +759,7 @@ def signed_training(keys, tiny_tar, tmp_path_factory):
         "store_run": (store / "signed-1").exists(),
         "store_latest": (store / "latest.json").exists(),
     }
-    proc = _job("publish", str(kept), str(store), "--sign-key", str(keys["a"]))
+    proc = run_job_forked("publish", str(kept), str(store), "--sign-key", str(keys["a"]))
     return {
         "run": store / "signed-1",
         "train": (train.returncode, out, err),
