@@ -68,6 +68,37 @@ def trained_run(tmp_path_factory, worker_id, tiny_tar):
     }
 
 
+@pytest.fixture(scope="session")
+def second_run(tmp_path_factory, worker_id, trained_run):
+    """A second 2-epoch run on the shared run's data and decode cache, with a TensorBoard folder, as a Vertex AI
+    tuning trial: one training for the tests that read it (test_pipeline.py: the cache, the event files, the trial's
+    metric; test_sweeps.py: the log as Katib's and SageMaker's collectors read it), built once per test run (xdist
+    workers share it)."""
+
+    def build(base):
+        env = {"CLOUD_ML_TRIAL_ID": "3", "CLOUD_ML_HP_METRIC_FILE": str(base / "hypertune" / "output.metrics")}
+        args = train_args(trained_run["data"], base / "o", run_id="again", cache=trained_run["cache"], epochs=2)
+        proc = run_job(*args, "--log-dir", str(base / "tb"), env=env)
+        (base / "returncode").write_text(str(proc.returncode))
+        (base / "stdout").write_text(proc.stdout)
+        (base / "stderr").write_text(proc.stderr)
+
+    base = built_once(tmp_path_factory, worker_id, "pipeline-second-run", build)
+    proc = subprocess.CompletedProcess(
+        ["job", "train"],
+        int((base / "returncode").read_text()),
+        (base / "stdout").read_text(),
+        (base / "stderr").read_text(),
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return {
+        "proc": proc,
+        "run": base / "o" / "again",
+        "tb": base / "tb",
+        "metric_file": base / "hypertune" / "output.metrics",
+    }
+
+
 # ---------------------------------------------------------------- S3: a real server on 127.0.0.1
 
 
@@ -108,6 +139,9 @@ def mlflow_server(tmp_path_factory):
             "--workers",
             "1",
         ],
+        # MLflow 3's job runner (seven huey consumer processes, each importing mlflow: 17 of the server's 22 CPU
+        # seconds to start on 2 cores) runs server-side jobs that neither the job nor these tests use
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         stdout=subprocess.DEVNULL,
         stderr=(base / "log").open("w"),
     )
@@ -150,13 +184,19 @@ def s3_env(s3_endpoint, monkeypatch):
 
 
 @pytest.fixture
-def bucket(s3_env):
-    import secrets as _secrets
-
+def s3_client(s3_env):
+    """A client of the test server for the test's own setup and checks (each client costs 12-25 ms to make)."""
     from job.storage.s3client import make_client
 
+    return make_client()
+
+
+@pytest.fixture
+def bucket(s3_client):
+    import secrets as _secrets
+
     name = "test-" + _secrets.token_hex(6)
-    make_client().create_bucket(Bucket=name)
+    s3_client.create_bucket(Bucket=name)
     return name
 
 
@@ -176,7 +216,7 @@ SHARED_SETUPS = {
     "tests/tf/test_int8_gelu.py": "int8-gelu",
     "tests/tf/test_gate.py": "gate",
     "tests/e2e/test_resume.py": "resume",
-    "tests/e2e/test_sweeps.py": "sweeps",
+    "tests/e2e/test_sweeps.py": "second-run",  # reads the log of second_run (above), as test_pipeline.py does
     # tests of a module that is not one unit but whose module fixture trains (each worker would train it again)
     "tests/e2e/test_s3.py::test_published_run_downloads_intact_against_its_manifest": "s3-run",
     "tests/e2e/test_s3.py::test_summary_line_is_machine_readable": "s3-run",
@@ -185,6 +225,11 @@ SHARED_SETUPS = {
     "tests/e2e/test_signing.py::test_a_trained_run_is_signed_and_the_upstream_cli_verifies_it": "signed-training",
     "tests/e2e/test_signing.py::test_provenance_subjects_are_the_manifest_digests": "signed-training",
     "tests/e2e/test_signing.py::test_a_signing_failure_after_training_keeps_the_run_unpublished": "signed-training",
+    "tests/e2e/test_pipeline.py::test_fast_preset_with_int8_trains_exports_and_passes_parity": "int8-run",
+    "tests/e2e/test_pipeline.py::test_the_tta_level_is_what_the_model_says_it_is": "int8-run",
+    "tests/e2e/test_pipeline.py::test_second_run_reads_the_decode_cache": "second-run",
+    "tests/e2e/test_pipeline.py::test_log_dir_gets_tensorboard_event_files": "second-run",
+    "tests/e2e/test_pipeline.py::test_a_vertex_tuning_trial_reports_validation_accuracy_per_epoch": "second-run",
 }
 
 # Modules whose single tests are long (whole trainings, clusters, platform retries), scheduled first: xdist hands out

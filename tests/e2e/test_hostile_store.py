@@ -1295,11 +1295,11 @@ def ctx(request, template, tmp_path, monkeypatch):
         c = TamperedStore(backend, tmp_path, str(tmp_path / "store"), {})
     else:
         bucket, s3_env = request.getfixturevalue("bucket"), request.getfixturevalue("s3_env")
-        from job.storage.s3client import make_client
-
-        c = TamperedStore(backend, tmp_path, f"s3://{bucket}/team", dict(s3_env), bucket, make_client())
+        client = request.getfixturevalue("s3_client")  # the one that made the bucket
+        c = TamperedStore(backend, tmp_path, f"s3://{bucket}/team", dict(s3_env), bucket, client)
     store = open_store(c.uri)
-    store.probe()
+    if backend == "local":  # makes the folder; the bucket, made for this test, needs no probe (a client, 3 requests)
+        store.probe()
     staged = store.staging_dir(RUN)
     shutil.copytree(template, staged, dirs_exist_ok=True)
     store.publish(staged, RUN, {"finished_at": "2026-12-01T00:00:00Z"})

@@ -82,36 +82,6 @@ def test_pngs_are_real_images(trained_run):
     assert [s["probability"] for s in shown] == sorted((s["probability"] for s in shown), reverse=True)
 
 
-@pytest.fixture(scope="module")
-def second_run(tmp_path_factory, worker_id, trained_run):
-    """A second 2-epoch run on the shared run's data and decode cache, with a TensorBoard folder, as a Vertex AI
-    tuning trial: one training for the three tests that read it (the cache, the event files, the trial's metric),
-    built once per test run (xdist workers share it)."""
-
-    def build(base):
-        env = {"CLOUD_ML_TRIAL_ID": "3", "CLOUD_ML_HP_METRIC_FILE": str(base / "hypertune" / "output.metrics")}
-        args = train_args(trained_run["data"], base / "o", run_id="again", cache=trained_run["cache"], epochs=2)
-        proc = run_job(*args, "--log-dir", str(base / "tb"), env=env)
-        (base / "returncode").write_text(str(proc.returncode))
-        (base / "stdout").write_text(proc.stdout)
-        (base / "stderr").write_text(proc.stderr)
-
-    base = built_once(tmp_path_factory, worker_id, "pipeline-second-run", build)
-    proc = subprocess.CompletedProcess(
-        ["job", "train"],
-        int((base / "returncode").read_text()),
-        (base / "stdout").read_text(),
-        (base / "stderr").read_text(),
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return {
-        "proc": proc,
-        "run": base / "o" / "again",
-        "tb": base / "tb",
-        "metric_file": base / "hypertune" / "output.metrics",
-    }
-
-
 def test_second_run_reads_the_decode_cache(second_run):
     metrics = json.loads((second_run["run"] / "metrics.json").read_text())
     assert metrics["data"]["from_cache"] is True
@@ -134,29 +104,39 @@ def test_storage_error_before_training(tmp_path):
     assert proc.returncode == 4 and "local store" in proc.stderr and "stage train" not in proc.stderr
 
 
-def test_fast_preset_with_int8_trains_exports_and_passes_parity(tiny_tar, tmp_path):
-    import onnxruntime as ort
+@pytest.fixture(scope="module")
+def int8_run(tmp_path_factory, worker_id, tiny_tar):
+    """A fast-preset run with INT8 exports and TTA level 2: one training for the two tests that read it (the INT8
+    exports, the TTA level's metadata), built once per test run (xdist workers share it)."""
 
-    out = tmp_path / "store"
-    # float32 whatever this CPU is (auto picks it on every CPU without AMX): the training model then is
-    # the one with this job's optimizer, which the published model.keras must not carry.
-    proc = run_job(
-        *train_args(
+    def build(base):
+        # float32 whatever this CPU is (auto picks it on every CPU without AMX): the training model then is
+        # the one with this job's optimizer, which the published model.keras must not carry.
+        args = train_args(
             str(tiny_tar),
-            str(out),
+            str(base / "store"),
             run_id="fast-1",
-            cache=str(tmp_path / "cache"),
+            cache=str(base / "cache"),
             epochs=1,
             preset="fast",
             width="16",
             int8_max_drop="1.0",
             precision="float32",
-        ),
-        "--int8",
-        "--int8-vnni",
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    run = out / "fast-1"
+            tta_level="2",
+        )
+        proc = run_job(*args, "--int8", "--int8-vnni")
+        (base / "returncode").write_text(str(proc.returncode))
+        (base / "stderr").write_text(proc.stderr)
+
+    base = built_once(tmp_path_factory, worker_id, "pipeline-int8-run", build)
+    assert (base / "returncode").read_text() == "0", (base / "stderr").read_text()[-3000:]
+    return base / "store" / "fast-1"
+
+
+def test_fast_preset_with_int8_trains_exports_and_passes_parity(int8_run, tmp_path):
+    import onnxruntime as ort
+
+    run = int8_run
     code = f"import keras; m = keras.models.load_model({str(run / 'model.keras')!r}); print(m.count_params())"
     plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert plain.returncode == 0, plain.stderr[-2000:]  # a consumer without this job's code loads it
@@ -249,18 +229,15 @@ def test_a_final_model_on_all_the_training_images_with_no_validation_split(tmp_p
     assert verify_manifest(run) == []
 
 
-def test_the_tta_level_is_what_the_model_says_it_is(tiny_tar, tmp_path):
-    """One setting, airbench's levels: a level-2 export says so in its metadata and its card; the old pair of
-    booleans (which allowed a translate-only model that claimed no TTA) is gone; an old config.json maps onto it."""
+def test_the_tta_level_is_what_the_model_says_it_is(int8_run, tiny_tar, tmp_path):
+    """One setting, airbench's levels: a level-2 export (the INT8 run's, trained with `--tta-level 2`) says so in
+    its metadata and its card; the old pair of booleans (which allowed a translate-only model that claimed no TTA)
+    is gone; an old config.json maps onto it."""
     out = tmp_path / "store"
-    proc = run_job(*train_args(tiny_tar, out, run_id="tta2", cache=tmp_path / "cache"), "--tta-level", "2")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    meta = {p.key: p.value for p in __import__("onnx").load(out / "tta2" / "model.onnx").metadata_props}
+    meta = {p.key: p.value for p in __import__("onnx").load(int8_run / "model.onnx").metadata_props}
     assert (meta["tta"], meta["tta_level"]) == ("true", "2")
-    assert (
-        "test-time augmentation mirror + 1-pixel translations (level 2)" in (out / "tta2" / "MODEL_CARD.md").read_text()
-    )
-    assert json.loads((out / "tta2" / "config.json").read_text())["tta_level"] == 2
+    assert "test-time augmentation mirror + 1-pixel translations (level 2)" in (int8_run / "MODEL_CARD.md").read_text()
+    assert json.loads((int8_run / "config.json").read_text())["tta_level"] == 2
     for flags in (["--no-tta", "--tta-translate"], ["--tta-level", "3"]):
         refused = run_job(*train_args(tiny_tar, out, cache=tmp_path / "cache"), *flags)
         assert refused.returncode == 2 and len(refused.stderr.splitlines()) == 1, refused.stderr

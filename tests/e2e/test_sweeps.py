@@ -10,7 +10,7 @@ from datetime import datetime
 
 import pytest
 
-from helpers import ROOT, run_job, train_args
+from helpers import ROOT
 
 KATIB_FILTER = r"([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)"  # Katib's DefaultFilter
 
@@ -34,11 +34,12 @@ def katib_observations(log: str, metrics: list[str]) -> list[tuple[str, str, str
 
 
 @pytest.fixture(scope="module")
-def two_epochs(tiny_tar, tmp_path_factory):
-    base = tmp_path_factory.mktemp("sweep")
-    proc = run_job(*train_args(tiny_tar, base / "store", run_id="sweep", cache=base / "cache", epochs=2))
+def two_epochs(second_run):
+    """The shared 2-epoch run's log (tests/conftest.py, second_run: a Vertex AI tuning trial, which writes its
+    metric to a file and nothing more to the log), one training for these tests and test_pipeline.py's."""
+    proc = second_run["proc"]
     assert proc.returncode == 0, proc.stderr[-3000:]
-    with (base / "store" / "sweep" / "history.csv").open() as fh:
+    with (second_run["run"] / "history.csv").open() as fh:
         history = list(csv.DictReader(fh))
     assert len(history) == 2
     for line in proc.stdout.splitlines():  # stdout still carries only JSON events
