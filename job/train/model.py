@@ -113,9 +113,10 @@ def fan_in_uniform():
     return keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform")
 
 
-def _conv(x, filters: int):
+def _conv(x, filters: int, fused: bool = False):
     # fan-in uniform (PyTorch's default, as in airbench), then the identity on the first channels
-    conv = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer=fan_in_uniform())
+    kind = fast_layers.MatmulGradConv2D if fused else layers.Conv2D
+    conv = kind(filters, 3, padding="same", use_bias=False, kernel_initializer=fan_in_uniform())
     y = conv(x)
     start_as_identity(conv)
     return y
@@ -150,7 +151,8 @@ def fast_net(
 ) -> keras.Model:
     """airbench-style network: patch-whitening stem, three blocks of (conv-pool-BN-act,
     conv-BN-act) with widths (w, 4w, 4w), global max-pool, a bias-free linear head with temperature.
-    `fused`: BatchNorm and GELU from job.train.fast_layers (training only; the same weights, in the same order)."""
+    `fused`: BatchNorm, GELU and the 3x3 convolutions from job.train.fast_layers (training only; the same weights,
+    in the same order)."""
     inputs = keras.Input(shape=(32, 32, 3), name="image")
     # Per-channel standardisation as constants (a Normalization layer's state would become extra ONNX inputs).
     x = layers.Rescaling(
@@ -162,9 +164,9 @@ def fast_net(
     if whitening_images is not None:
         whiten.kernel.assign(whitening_kernel(whitening_images, seed=whitening_seed))
     for filters in (width, width * 4, width * 4):
-        x = layers.MaxPooling2D(2)(_conv(x, filters))
+        x = layers.MaxPooling2D(2)(_conv(x, filters, fused))
         x = _activation(activation, _bn(bn_momentum, fused)(x), fused)
-        x = _conv(x, filters)
+        x = _conv(x, filters, fused)
         x = _activation(activation, _bn(bn_momentum, fused)(x), fused)
     x = layers.GlobalMaxPooling2D()(x)
     head_init = fan_in_uniform() if HEAD_FAN_IN else "glorot_uniform"

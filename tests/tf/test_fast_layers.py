@@ -40,7 +40,7 @@ def _training_step(net, x, y):
 
 def test_only_the_training_network_has_the_fused_layers():
     stock, fused = _pair()
-    assert _fused_classes(fused) == {"FusedBatchNorm", "FusedGelu"}
+    assert _fused_classes(fused) == {"FusedBatchNorm", "FusedGelu", "MatmulGradConv2D"}
     assert _fused_classes(stock) == set()
     stock_only = model_lib.Architecture(name="fast_net", width=8, activation="gelu", train_layers="stock")
     assert _fused_classes(model_lib.build(stock_only, 10, for_training=True)) == set()
@@ -50,6 +50,18 @@ def test_only_the_training_network_has_the_fused_layers():
     # Training really takes the one-op path (the comparisons below would hold trivially on Keras' fallback).
     step = tf.function(lambda x: fused(x, training=True)).get_concrete_function(tf.TensorSpec([2, 32, 32, 3]))
     assert "FusedBatchNormV3" in {op.type for op in step.graph.get_operations()}
+
+    @tf.function
+    def gradients(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(fused(x, training=True))
+        return tape.gradient(loss, fused.trainable_variables)
+
+    # The kernel gradient of the one convolution on 3x3 maps (width 8) is nine matrix products; the stem's and the
+    # other five convolutions' stay oneDNN's Conv2DBackpropFilter.
+    ops = gradients.get_concrete_function(tf.TensorSpec([2, 32, 32, 3])).graph.get_operations()
+    assert sum(op.type == "Conv2DBackpropFilter" for op in ops) == 6
+    assert sum(op.type == "MatMul" and op.get_attr("transpose_a") for op in ops) == 9 + 1  # + the head's
 
 
 def test_a_fused_training_step_equals_the_stock_one_in_float32():
@@ -98,5 +110,22 @@ def test_the_published_copy_is_stock_keras_with_the_trained_weights(tmp_path):
     np.testing.assert_allclose(copy.predict(probe, verbose=0), fused.predict(probe, verbose=0), atol=1e-5)
     fused.save(tmp_path / "checkpoint.keras")
     loaded = keras.models.load_model(tmp_path / "checkpoint.keras")
-    assert _fused_classes(loaded) == {"FusedBatchNorm", "FusedGelu"}
+    assert _fused_classes(loaded) == {"FusedBatchNorm", "FusedGelu", "MatmulGradConv2D"}
     np.testing.assert_allclose(loaded.predict(probe, verbose=0), fused.predict(probe, verbose=0), atol=1e-6)
+
+
+def test_the_integer_bf16_conversions_equal_tensorflows_casts():
+    """The GELU widens bf16 and rounds back to it with bit operations (XLA's own convert is a scalar loop): both
+    must equal tf.cast exactly, ties to even included, for every bf16 value and for float32s between them."""
+    every_bf16 = tf.bitcast(tf.constant(np.arange(1 << 16, dtype=np.uint16)), tf.bfloat16)
+    finite = tf.boolean_mask(every_bf16, tf.math.is_finite(tf.cast(every_bf16, tf.float32)))
+    widened = tf.function(fast_layers._to_float32, jit_compile=True)(finite)
+    np.testing.assert_array_equal(widened.numpy(), tf.cast(finite, tf.float32).numpy())
+    rng = np.random.default_rng(0)
+    ties = widened.numpy().view(np.uint32) | np.uint32(0x8000)  # exactly halfway between two bf16 values
+    values = np.concatenate([rng.normal(0, 30, 100_000).astype(np.float32), ties.view(np.float32)])
+    values = values[np.isfinite(values)]
+    rounded = tf.function(lambda v: fast_layers._from_float32(v, tf.bfloat16), jit_compile=True)(values)
+    np.testing.assert_array_equal(
+        tf.bitcast(rounded, tf.uint16).numpy(), tf.bitcast(tf.cast(values, tf.bfloat16), tf.uint16).numpy()
+    )
