@@ -11,17 +11,21 @@ BatchNormalization (moments in float32, a cast on each side, eight ops) 16%; the
   gradient each one XLA-compiled elementwise loop in float32 (XLA on the activation alone: XLA on the whole step
   loses oneDNN's convolutions), written with tanh and with bf16 widened and rounded as integer bit operations:
   each form measured faster in XLA:CPU than sigmoid and XLA's own bf16 convert (docs/performance.md);
-- `MatmulGradConv2D`: Keras' Conv2D whose kernel gradient, on the small maps of the last blocks, is nine matrix
-  products instead of oneDNN's filter-gradient kernel (1.5-2.9x faster there; docs/performance.md).
+- `MatmulGradConv2D`: Keras' Conv2D whose kernel gradient, on the small maps of the last blocks, in bf16 on a CPU
+  with AMX, is nine matrix products instead of oneDNN's filter-gradient kernel (1.5-2.9x faster there;
+  docs/performance.md).
 
 None adds a weight, so the trained weights copy one to one into the stock network (`inference_copy`); the
 published model never contains these classes. They are registered Keras objects: checkpoints hold them.
 """
 
+import functools
 import math
 
 import keras
 import tensorflow as tf
+
+from job.runtime.resources import cpu_flags
 
 GELU_SCALE = 2 * math.sqrt(2 / math.pi)  # the stock network spells GELU as x sigmoid(GELU_SCALE u) (model._gelu)
 GELU_CUBIC = 0.044715
@@ -104,13 +108,21 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
         return outputs
 
 
-def matmul_filter_gradient_pays(height: int, width: int, channels_in: int, channels_out: int) -> bool:
+def matmul_filter_gradient_pays(height: int, width: int, channels_in: int, channels_out: int, dtype: str) -> bool:
     """Where nine matrix products beat oneDNN's filter gradient (TensorFlow 2.21's oneDNN 3.7 `brgconv_bwd_w`).
-    Measured forward + both gradients of one 3x3 convolution, bf16, batch 256, 2 threads of an AMX Xeon:
+    Measured forward + both gradients of one 3x3 convolution, batch 256, 2 threads of an AMX Xeon, in bf16:
     256->256 channels on 7x7 maps 42.6 -> 28.0 ms, on 3x3 maps 18.7 -> 6.5 ms; 64->64 on 3x3 2.0 -> 1.4 ms; but
-    64->64 on 7x7 4.1 -> 4.6 ms and on 15x15 11.1 -> 20.9 ms (slower: there oneDNN's kernel stays)."""
+    64->64 on 7x7 4.1 -> 4.6 ms and on 15x15 11.1 -> 20.9 ms (slower: there oneDNN's kernel stays). In float32 (the
+    same CPU's AVX-512) the products were slower at every size (256->256 on 7x7 90.2 -> 97.5 ms, on 3x3 22.7 -> 24.1):
+    the gain is AMX's bf16 matmul, so only bf16 on a CPU with AMX (no GPU) takes this path; nothing else was measured."""
     pixels = height * width
-    return pixels <= 9 or (pixels <= 49 and min(channels_in, channels_out) >= 256)
+    small = pixels <= 9 or (pixels <= 49 and min(channels_in, channels_out) >= 256)
+    return small and dtype == "bfloat16" and _trains_on_amx()
+
+
+@functools.cache
+def _trains_on_amx() -> bool:
+    return "amx_bf16" in cpu_flags() and not tf.config.list_physical_devices("GPU")
 
 
 def _filter_gradient(x, dy):
@@ -157,7 +169,10 @@ class MatmulGradConv2D(keras.layers.Conv2D):
             and self.data_format == "channels_last"
         )
         _, height, width, channels_in = inputs.shape
-        if not (training and plain and matmul_filter_gradient_pays(height, width, channels_in, self.filters)):
+        pays = None not in (height, width, channels_in) and matmul_filter_gradient_pays(
+            height, width, channels_in, self.filters, self.compute_dtype
+        )
+        if not (training and plain and pays):
             return super().call(inputs)
         # A tensor, not the variable: tf.custom_gradient would want a gradient for every variable read inside.
         kernel = tf.cast(self.kernel.value, self.compute_dtype)

@@ -51,17 +51,43 @@ def test_only_the_training_network_has_the_fused_layers():
     step = tf.function(lambda x: fused(x, training=True)).get_concrete_function(tf.TensorSpec([2, 32, 32, 3]))
     assert "FusedBatchNormV3" in {op.type for op in step.graph.get_operations()}
 
+
+def test_the_kernel_gradient_on_small_bf16_maps_is_matrix_products_where_the_cpu_has_amx():
+    """In bf16 on an AMX CPU the kernel gradient of the one convolution on 3x3 maps (width 8) is nine matrix
+    products; elsewhere (float32, or a CPU without AMX: measured slower there) all seven stay oneDNN's."""
+    _, fused = _pair("mixed_bfloat16")
+
     @tf.function
     def gradients(x):
         with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(fused(x, training=True))
+            loss = tf.reduce_sum(tf.cast(fused(x, training=True), tf.float32))
         return tape.gradient(loss, fused.trainable_variables)
 
-    # The kernel gradient of the one convolution on 3x3 maps (width 8) is nine matrix products; the stem's and the
-    # other five convolutions' stay oneDNN's Conv2DBackpropFilter.
     ops = gradients.get_concrete_function(tf.TensorSpec([2, 32, 32, 3])).graph.get_operations()
-    assert sum(op.type == "Conv2DBackpropFilter" for op in ops) == 6
-    assert sum(op.type == "MatMul" and op.get_attr("transpose_a") for op in ops) == 9 + 1  # + the head's
+    products = 9 if fast_layers._trains_on_amx() else 0
+    assert sum(op.type == "Conv2DBackpropFilter" for op in ops) == 7 - min(products, 1)
+    assert sum(op.type == "MatMul" and op.get_attr("transpose_a") for op in ops) == products + 1  # + the head's
+    assert not fast_layers.matmul_filter_gradient_pays(3, 3, 256, 256, "float32")
+    assert not fast_layers.matmul_filter_gradient_pays(15, 15, 256, 256, "bfloat16")
+
+
+def test_the_nine_products_are_the_kernel_gradient_of_the_convolution():
+    """On any CPU, in float32: the custom gradient equals TensorFlow's own for input and kernel."""
+    rng = np.random.default_rng(4)
+    x = tf.constant(rng.normal(size=(8, 5, 5, 16)), tf.float32)
+    kernel = tf.constant(rng.normal(size=(3, 3, 16, 24)) * 0.1, tf.float32)
+    dy = tf.constant(rng.normal(size=(8, 5, 5, 24)), tf.float32)
+
+    def grads(conv):
+        with tf.GradientTape() as tape:
+            tape.watch([x, kernel])
+            loss = tf.reduce_sum(conv(x, kernel) * dy)
+        return [g.numpy() for g in tape.gradient(loss, [x, kernel])]
+
+    want = grads(lambda a, k: tf.nn.conv2d(a, k, 1, "SAME"))
+    got = grads(fast_layers.conv3x3_matmul_filter_gradient)
+    for w, g in zip(want, got, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
 
 
 def test_a_fused_training_step_equals_the_stock_one_in_float32():
