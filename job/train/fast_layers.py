@@ -25,7 +25,7 @@ import math
 import keras
 import tensorflow as tf
 
-from job.runtime.resources import cpu_flags
+from job.runtime.resources import cpu_has
 
 GELU_SCALE = 2 * math.sqrt(2 / math.pi)  # the stock network spells GELU as x sigmoid(GELU_SCALE u) (model._gelu)
 GELU_CUBIC = 0.044715
@@ -122,7 +122,7 @@ def matmul_filter_gradient_pays(height: int, width: int, channels_in: int, chann
 
 @functools.cache
 def _trains_on_amx() -> bool:
-    return "amx_bf16" in cpu_flags() and not tf.config.list_physical_devices("GPU")
+    return cpu_has("amx_bf16") and not tf.config.list_physical_devices("GPU")
 
 
 def _filter_gradient(x, dy):
