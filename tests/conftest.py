@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers import built_once, make_image_tree, make_tar, run_job, train_args
+from helpers import built_once, job_run_once, make_image_tree, make_tar, train_args
 
 
 @pytest.fixture
@@ -44,18 +44,13 @@ def trained_run(tmp_path_factory, worker_id, tiny_tar):
     """One real 1-epoch run of the CLI on the tiny tar, with its checkpoint folder, trained once per test run and
     shared by every test that only needs *a* run (read-only: copy it to change it)."""
 
-    def build(base: Path) -> None:
+    def argv(base: Path) -> list[str]:
         args = train_args(str(tiny_tar), str(base / "store"), run_id="tiny-1", cache=str(base / "cache"), epochs=1)
-        proc = run_job(*args, "--checkpoint-dir", str(base / "ckpt"))
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        (base / "stdout").write_text(proc.stdout)
-        (base / "stderr").write_text(proc.stderr)
+        return [*args, "--checkpoint-dir", str(base / "ckpt")]
 
-    base = built_once(tmp_path_factory, worker_id, "trained-run", build)
+    base, proc = job_run_once(tmp_path_factory, worker_id, "trained-run", argv)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     out = base / "store"
-    proc = subprocess.CompletedProcess(
-        ["job", "train"], 0, (base / "stdout").read_text(), (base / "stderr").read_text()
-    )
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     return {
         "dir": out / "tiny-1",
@@ -75,21 +70,14 @@ def second_run(tmp_path_factory, worker_id, trained_run):
     metric; test_sweeps.py: the log as Katib's and SageMaker's collectors read it), built once per test run (xdist
     workers share it)."""
 
-    def build(base):
-        env = {"CLOUD_ML_TRIAL_ID": "3", "CLOUD_ML_HP_METRIC_FILE": str(base / "hypertune" / "output.metrics")}
+    def argv(base: Path) -> list[str]:
         args = train_args(trained_run["data"], base / "o", run_id="again", cache=trained_run["cache"], epochs=2)
-        proc = run_job(*args, "--log-dir", str(base / "tb"), env=env)
-        (base / "returncode").write_text(str(proc.returncode))
-        (base / "stdout").write_text(proc.stdout)
-        (base / "stderr").write_text(proc.stderr)
+        return [*args, "--log-dir", str(base / "tb")]
 
-    base = built_once(tmp_path_factory, worker_id, "pipeline-second-run", build)
-    proc = subprocess.CompletedProcess(
-        ["job", "train"],
-        int((base / "returncode").read_text()),
-        (base / "stdout").read_text(),
-        (base / "stderr").read_text(),
-    )
+    def env(base: Path) -> dict:
+        return {"CLOUD_ML_TRIAL_ID": "3", "CLOUD_ML_HP_METRIC_FILE": str(base / "hypertune" / "output.metrics")}
+
+    base, proc = job_run_once(tmp_path_factory, worker_id, "pipeline-second-run", argv, env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return {
         "proc": proc,
@@ -115,7 +103,6 @@ def s3_endpoint():
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real MLflow tracking server on 127.0.0.1: SQLite backend, artifacts proxied into a folder."""
-    import subprocess
     import time
     import urllib.request
 

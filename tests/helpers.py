@@ -111,6 +111,37 @@ def built_once(tmp_path_factory, worker_id: str, name: str, build) -> Path:
     return folder
 
 
+def job_run_once(
+    tmp_path_factory, worker_id: str, name: str, argv_of, env_of=lambda folder: None
+) -> tuple[Path, subprocess.CompletedProcess]:
+    """`run_job(*argv_of(folder), env=env_of(folder))` once per test run (built_once), its exit code and output kept
+    in the folder: (the folder, the run as a CompletedProcess) for every worker."""
+
+    def build(folder: Path) -> None:
+        proc = run_job(*argv_of(folder), env=env_of(folder))
+        (folder / "returncode").write_text(str(proc.returncode))
+        (folder / "stdout").write_text(proc.stdout)
+        (folder / "stderr").write_text(proc.stderr)
+
+    folder = built_once(tmp_path_factory, worker_id, name, build)
+    kept = [(folder / part).read_text() for part in ("returncode", "stdout", "stderr")]
+    return folder, subprocess.CompletedProcess(["job", *argv_of(folder)], int(kept[0]), kept[1], kept[2])
+
+
+def publish_folder(folder: Path, uri: str, run_id: str, finished_at: str = "2026-12-01T00:00:00Z") -> None:
+    """Publish a prepared run folder into a store as the job does (stage, copy, publish). A local store is probed
+    first, which makes its folder; a bucket made for the test needs no probe (a client and three requests)."""
+    from job.storage import open_store
+
+    store = open_store(uri)
+    if not uri.startswith("s3://"):
+        store.probe()
+    staged = store.staging_dir(run_id)
+    shutil.copytree(folder, staged, dirs_exist_ok=True)
+    store.publish(staged, run_id, {"finished_at": finished_at})
+    shutil.rmtree(staged, ignore_errors=True)
+
+
 def job_env(**extra: str) -> dict:
     """The environment of a job subprocess: this one's, without stray JOB_* settings, importing this checkout."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOB_")}

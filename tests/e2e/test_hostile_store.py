@@ -31,6 +31,7 @@ from helpers import (
     job_env,
     make_run_dir,
     needs,
+    publish_folder,
     tree_snapshot,
 )
 from job.storage.manifest import write_manifest
@@ -1286,7 +1287,6 @@ def template(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def ctx(request, template, tmp_path, monkeypatch):
-    from job.storage import open_store
 
     backend = request.node.callspec.params["backend"]
     shutil.copytree(template, tmp_path / "template")
@@ -1297,13 +1297,7 @@ def ctx(request, template, tmp_path, monkeypatch):
         bucket, s3_env = request.getfixturevalue("bucket"), request.getfixturevalue("s3_env")
         client = request.getfixturevalue("s3_client")  # the one that made the bucket
         c = TamperedStore(backend, tmp_path, f"s3://{bucket}/team", dict(s3_env), bucket, client)
-    store = open_store(c.uri)
-    if backend == "local":  # makes the folder; the bucket, made for this test, needs no probe (a client, 3 requests)
-        store.probe()
-    staged = store.staging_dir(RUN)
-    shutil.copytree(template, staged, dirs_exist_ok=True)
-    store.publish(staged, RUN, {"finished_at": "2026-12-01T00:00:00Z"})
-    shutil.rmtree(staged, ignore_errors=True)
+    publish_folder(template, c.uri, RUN)
     return c
 
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from helpers import ROOT, built_once, run_job, train_args
+from helpers import ROOT, job_run_once, run_job, train_args
 from job.storage.files import sha256_file
 from job.storage.runs import local_manifest_problems as verify_manifest
 
@@ -109,7 +109,7 @@ def int8_run(tmp_path_factory, worker_id, tiny_tar):
     """A fast-preset run with INT8 exports and TTA level 2: one training for the two tests that read it (the INT8
     exports, the TTA level's metadata), built once per test run (xdist workers share it)."""
 
-    def build(base):
+    def argv(base):
         # float32 whatever this CPU is (auto picks it on every CPU without AMX): the training model then is
         # the one with this job's optimizer, which the published model.keras must not carry.
         args = train_args(
@@ -124,12 +124,10 @@ def int8_run(tmp_path_factory, worker_id, tiny_tar):
             precision="float32",
             tta_level="2",
         )
-        proc = run_job(*args, "--int8", "--int8-vnni")
-        (base / "returncode").write_text(str(proc.returncode))
-        (base / "stderr").write_text(proc.stderr)
+        return [*args, "--int8", "--int8-vnni"]
 
-    base = built_once(tmp_path_factory, worker_id, "pipeline-int8-run", build)
-    assert (base / "returncode").read_text() == "0", (base / "stderr").read_text()[-3000:]
+    base, proc = job_run_once(tmp_path_factory, worker_id, "pipeline-int8-run", argv)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     return base / "store" / "fast-1"
 
 

@@ -29,6 +29,7 @@ from helpers import (
     make_run_dir,
     needs,
     page_runs,
+    publish_folder,
     run_job_forked,
     static_server,
     tree_snapshot,
@@ -376,15 +377,7 @@ class SignedStore:
 
 
 def _publish(folder: Path, uri: str) -> None:
-    from job.storage import open_store
-
-    store = open_store(uri)
-    if not uri.startswith("s3://"):  # makes the folder; the bucket, made for this test, needs no probe
-        store.probe()
-    staged = store.staging_dir(RUN)
-    shutil.copytree(folder, staged, dirs_exist_ok=True)
-    store.publish(staged, RUN, {"finished_at": "2026-12-01T00:00:00Z"})
-    shutil.rmtree(staged, ignore_errors=True)
+    publish_folder(folder, uri, RUN)
 
 
 def _ctx(request, tmp_path, backend: str, folder: Path) -> SignedStore:
@@ -527,12 +520,7 @@ def test_runs_list_shows_which_runs_are_signed(keys, template, tmp_path):
     rehash_as = unsigned
     (rehash_as / "manifest.json").unlink()
     write_manifest(rehash_as, "plain")
-    from job.storage import open_store
-
-    st = open_store(str(store))
-    staged = st.staging_dir("plain")
-    shutil.copytree(unsigned, staged, dirs_exist_ok=True)
-    st.publish(staged, "plain", {"finished_at": "2026-11-01T00:00:00Z"})
+    publish_folder(unsigned, str(store), "plain", finished_at="2026-11-01T00:00:00Z")
     rows = {}
     for trust in ([], ["--public-key", str(keys["a_pub"])], ["--public-key", str(keys["b_pub"])]):
         proc = run_job_forked("runs", "list", str(store), "--json", *trust)
